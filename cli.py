@@ -1,3 +1,181 @@
-import typer
+"""The ``explore`` command line: parse options, call one library function, render its result.
 
-app = typer.Typer()
+Data goes to stdout (tables, JSON, CSV); diagnostics to stderr. Errors a user can act on are one
+line on stderr with exit code 1 (failure) or 2 (bad input); tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from studies.errors import ExploreError, UsageError
+
+__version__ = "0.1.0"
+
+app = typer.Typer(
+    name="explore",
+    help="Find the best external-attention designs for a dataset and a device.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+study_app = typer.Typer(help="Create, run, browse and export studies.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+_state = {"debug": False}
+T = TypeVar("T")
+
+StorageOpt = Annotated[str | None, typer.Option(
+    "--storage", envvar="EXPLORE_STORAGE", show_envvar=True,
+    help="Study database: sqlite:///FILE.db (default explore.db here), postgresql+psycopg://…, "
+         "mysql+pymysql://…, journal:FILE.log or redis://…")]
+FormatOpt = Annotated[str, typer.Option("-f", "--format", help="table or json")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"explore {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    """explore: multi-objective search of external-attention designs (accuracy vs images/s)."""
+    _state["debug"] = debug
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run ``fn``; turn errors into one line on stderr and an exit code."""
+    from studies.storage import mask_secrets
+
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except ExploreError as exc:
+        if _state["debug"]:
+            raise
+        err.print(f"[red]error:[/] {mask_secrets(str(exc))}", markup=True, highlight=False)
+        raise typer.Exit(code=exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(code=130) from None
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        text = mask_secrets(f"{exc.__class__.__name__}: {exc}".splitlines()[0])
+        err.print(f"[red]error:[/] {text} (run with --debug for the traceback)", highlight=False)
+        raise typer.Exit(code=1) from None
+
+
+def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> str:
+    if fmt not in allowed:
+        raise UsageError(f"unknown format {fmt!r}: use {' or '.join(allowed)}")
+    return fmt
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@study_app.command("run")
+def study_run(
+    name: Annotated[str | None, typer.Option(
+        "--name", "-n", help="Study name (default: the dataset's name)."
+    )] = None,
+    storage: StorageOpt = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c",
+        help="Settings file (TOML): [study] [data] [model] [train] [measure] [space]."
+    )] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="digits (bundled), mnist, fashion-mnist, kmnist, cifar10, cifar100, svhn or "
+             "imagefolder:PATH."
+    )] = None,
+    data_dir: Annotated[str | None, typer.Option(
+        help="Where torchvision datasets are (default ./data)."
+    )] = None,
+    download: Annotated[bool | None, typer.Option(
+        "--download/--no-download", help="Let torchvision download missing dataset files."
+    )] = None,
+    trials: Annotated[int | None, typer.Option(
+        help="Total finished trials (COMPLETE + PRUNED) the study aims for."
+    )] = None,
+    timeout: Annotated[float | None, typer.Option(
+        help="Start no new trial after this many seconds."
+    )] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = None,
+    sampler: Annotated[str | None, typer.Option(
+        help="tpe, nsga2, nsga3, random, grid, gp or bruteforce."
+    )] = None,
+    seed: Annotated[int | None, typer.Option(help="Study seed (sampler and training).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
+    max_failures: Annotated[int, typer.Option(
+        help="Stop after this many consecutive failed trials."
+    )] = 5,
+    keep_checkpoints: Annotated[str, typer.Option(
+        help="Keep trained weights of: pareto (front trials), all or none."
+    )] = "pareto",
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print only the final summary."
+    )] = False,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Create a study, or continue it, and run trials until it has --trials finished ones."""
+    from explore.progress import make_reporter
+    from explore.runner import RunRequest, run_study
+
+    explicit: dict[str, dict[str, Any]] = {}
+    for section, key, value in (("data", "dataset", dataset), ("data", "data_dir", data_dir),
+                                ("data", "download", download), ("study", "trials", trials),
+                                ("train", "epochs", epochs), ("study", "sampler", sampler),
+                                ("study", "seed", seed)):
+        if value is not None:
+            explicit.setdefault(section, {})[key] = value
+
+    def go() -> Any:
+        _check_format(fmt)
+        request = RunRequest(name=name, storage=storage, config_file=config, explicit=explicit,
+                             timeout=timeout, device=device, max_failures=max_failures,
+                             keep_checkpoints=keep_checkpoints)
+        return run_study(request, make_reporter(quiet or fmt == "json"))
+
+    summary = guarded(go)
+    if fmt == "json":
+        _print_json(summary.to_dict())
+    else:
+        from studies.render import front_table
+
+        out.print(front_table([_front_row(t) for t in summary.front],
+                              title=f"Pareto front of {summary.study_name}"))
+        out.print(f"{summary.finished}/{summary.target} trials finished "
+                  f"({summary.new_trials} this run, {summary.elapsed:.1f} s; {summary.stopped})")
+        if summary.noisy_trials:
+            out.print(f"noisy throughput (spread > 10%) on front trials: {summary.noisy_trials}")
+        out.print(f"database: {summary.where}")
+        out.print(f"dashboard: explore study dashboard --storage {summary.storage_url}")
+    if summary.exit_code:
+        err.print(f"interrupted: continue with `explore study run --name {summary.study_name}`")
+        raise typer.Exit(code=summary.exit_code)
+
+
+def _front_row(t: Any) -> dict[str, Any]:
+    return {"number": t.number, "params": t.params, "values": list(t.values),
+            "user_attrs": t.user_attrs}
+
+
+if __name__ == "__main__":
+    app()

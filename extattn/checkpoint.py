@@ -91,8 +91,11 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path} was written by a newer extattn (format {blob['format_version']}); upgrade"
         )
-    config = ModelConfig.from_dict(blob["config"])
-    model = AttentionClassifier(config)
-    model.load_state_dict(blob["state_dict"])
+    try:
+        config = ModelConfig.from_dict(blob["config"])
+        model = AttentionClassifier(config)
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # header ok, body damaged
+        raise CheckpointError(f"{path} is not a valid extattn checkpoint: {exc}") from exc
     model.eval()
     return model, config, blob.get("metadata", {})

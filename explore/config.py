@@ -1,0 +1,304 @@
+"""Search settings: TOML files and CLI options → validated, frozen dataclasses.
+
+A study's settings are resolved once (defaults < TOML file < CLI options), stored in the study's
+user attrs, and read back when the study continues. On a continuing study, an explicit setting
+that differs from the stored one is an error naming it, except the few that may change between
+runs (:data:`MUTABLE_KEYS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from explore.space import SearchSpace, parse_space
+from extattn import ModelConfig
+from studies.errors import UsageError
+
+__all__ = [
+    "DATA_DERIVED",
+    "MUTABLE_KEYS",
+    "DataSettings",
+    "MeasureSettings",
+    "Settings",
+    "StudySettings",
+    "TrainSettings",
+    "load_toml",
+    "resolve_settings",
+]
+
+SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "grid", "gp", "bruteforce")
+# ModelConfig fields that come from the dataset, never from the user.
+DATA_DERIVED = ("image_size", "in_chans", "num_classes")
+# Settings that may differ between runs of one study without being a conflict.
+MUTABLE_KEYS = frozenset({"study.trials", "data.data_dir", "data.download", "measure.threads"})
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    trials: int = 20  # total finished (COMPLETE + PRUNED) trials the study aims for
+    sampler: str = "tpe"  # one of SAMPLERS
+    seed: int = 0  # seeds the sampler and, with the configuration, every trial's training
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ValueError(f"trials must be >= 1; got {self.trials}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(
+                f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}"
+            )
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    dataset: str = "digits"  # a name of explore.data.DATASETS, or imagefolder:PATH
+    data_dir: str = "data"  # where torchvision datasets live (or are downloaded to)
+    download: bool = False  # allow torchvision to download missing files
+    val_fraction: float = 0.2  # held-out share of the training split (stratified, by seed)
+    eval_split: str = "val"  # "val" (held out of train) or "test" (the official test split)
+    augment: bool = False  # random crop with padding + horizontal flip, on tensors
+    image_size: int = 0  # resize imagefolder images to this side (0: 32)
+    max_train: int = 0  # use at most this many training images (0: all)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
+        if self.eval_split not in ("val", "test"):
+            raise ValueError(f"eval_split must be 'val' or 'test'; got {self.eval_split!r}")
+        if self.image_size < 0 or self.max_train < 0:
+            raise ValueError("image_size and max_train must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 12  # passes over the training split
+    batch_size: int = 64  # training batch
+    lr: float = 1e-2  # AdamW peak learning rate
+    weight_decay: float = 0.05  # AdamW decoupled weight decay
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    label_smoothing: float = 0.1  # cross-entropy label smoothing
+    grad_clip: float = 1.0  # max gradient norm (0: off)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1; got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0; got {self.lr}")
+        if self.weight_decay < 0 or self.warmup_epochs < 0 or self.grad_clip < 0:
+            raise ValueError("weight_decay, warmup_epochs and grad_clip must be >= 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    batch_size: int = 256  # images per timed inference batch
+    warmup: int = 5  # untimed iterations first
+    min_iters: int = 10  # timed iterations, at least
+    min_time: float = 0.5  # timed seconds, at least
+    threads: int = 0  # torch threads per process (0: cores / workers); recorded per trial
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.warmup < 0 or self.min_iters < 1 or self.min_time < 0:
+            raise ValueError(
+                "measure: batch_size and min_iters must be >= 1, warmup and min_time >= 0"
+            )
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0; got {self.threads}")
+
+
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(ModelConfig) if f.name not in DATA_DERIVED)
+_SECTION_TYPES: dict[str, type] = {
+    "study": StudySettings,
+    "data": DataSettings,
+    "train": TrainSettings,
+    "measure": MeasureSettings,
+}
+
+
+def searchable_fields() -> dict[str, type]:
+    """Fields ``[space]`` may search: the model's (but those set by the data) and training's."""
+    model = typing.get_type_hints(ModelConfig)
+    train = typing.get_type_hints(TrainSettings)
+    return {**{k: model[k] for k in MODEL_KEYS}, **train}
+
+
+def _default_model_fixed() -> dict[str, Any]:
+    defaults = ModelConfig()
+    return {k: getattr(defaults, k) for k in MODEL_KEYS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a study needs to run its trials identically in any process."""
+
+    study: StudySettings = field(default_factory=StudySettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    model: dict[str, Any] = field(default_factory=_default_model_fixed)  # fixed model fields
+    train: TrainSettings = field(default_factory=TrainSettings)
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    space: SearchSpace = field(default_factory=SearchSpace.default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study": dataclasses.asdict(self.study),
+            "data": dataclasses.asdict(self.data),
+            "model": dict(self.model),
+            "train": dataclasses.asdict(self.train),
+            "measure": dataclasses.asdict(self.measure),
+            "space": self.space.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        return resolve_settings(data, base=None)
+
+    def flat(self) -> dict[str, Any]:
+        """``{"section.key": value}`` (the space as one entry per searched name)."""
+        out: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            for key, value in values.items():
+                out[f"{section}.{key}"] = value
+        return out
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        tp, str(tp)
+    )
+
+
+def _coerce(where: str, value: Any, tp: Any) -> Any:
+    """Check a TOML/JSON value against a dataclass field type; ints are accepted as floats."""
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise UsageError(f"{where} must be {_type_name(tp)}; got {value!r}")
+    if not isinstance(value, tp):
+        raise UsageError(f"{where} must be {_type_name(tp)}; got {value!r}")
+    return value
+
+
+def _build_section(name: str, cls: type, values: dict[str, Any], base: Any, locate: Any) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    kwargs = dataclasses.asdict(base) if base is not None else {}
+    for key, value in values.items():
+        if key not in known:
+            raise UsageError(
+                f"{locate(name, key)}unknown key [{name}] {key}; known: {', '.join(known)}"
+            )
+        kwargs[key] = _coerce(f"{locate(name, key)}[{name}] {key}", value, hints[key])
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise UsageError(f"{locate(name, None)}[{name}] {exc}") from exc
+
+
+def resolve_settings(
+    explicit: dict[str, dict[str, Any]],
+    base: Settings | None = None,
+    source: TomlSource | None = None,
+) -> Settings:
+    """Merge ``explicit`` settings (by section) over ``base`` (or the defaults) and validate.
+
+    Raises:
+        UsageError: unknown section or key, wrong type, invalid value or search space; the
+            message names the key (and the file line when ``source`` is given).
+    """
+    locate = source.locate if source is not None else (lambda section, key: "")
+    base = base or Settings()
+    unknown = sorted(set(explicit) - {"study", "data", "model", "train", "measure", "space"})
+    if unknown:
+        raise UsageError(
+            f"{locate(unknown[0], None)}unknown section [{unknown[0]}]; "
+            "known: study, data, model, train, measure, space"
+        )
+    sections = {
+        name: _build_section(name, cls, explicit.get(name, {}), getattr(base, name), locate)
+        for name, cls in _SECTION_TYPES.items()
+    }
+    model = dict(base.model)
+    hints = typing.get_type_hints(ModelConfig)
+    for key, value in explicit.get("model", {}).items():
+        if key not in MODEL_KEYS:
+            extra = " (set by the dataset)" if key in DATA_DERIVED else ""
+            raise UsageError(
+                f"{locate('model', key)}unknown key [model] {key}{extra}; "
+                f"known: {', '.join(MODEL_KEYS)}"
+            )
+        model[key] = _coerce(f"{locate('model', key)}[model] {key}", value, hints[key])
+    if "space" in explicit:
+        space, fixed = parse_space(explicit["space"], searchable_fields(), locate)
+        for key, value in fixed.items():  # scalars in [space] are fixed settings
+            if key in MODEL_KEYS:
+                model[key] = value
+            else:
+                sections["train"] = dataclasses.replace(sections["train"], **{key: value})
+    else:
+        space = base.space
+    return Settings(model=model, space=space, **sections)
+
+
+class TomlSource:
+    """A parsed TOML file that can say on which line a key was written."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.lines = text.splitlines()
+
+    def locate(self, section: str, key: str | None) -> str:
+        current = ""
+        for number, line in enumerate(self.lines, start=1):
+            stripped = line.strip()
+            if stripped.startswith("[") and not stripped.startswith("[["):
+                current = stripped.strip("[]").strip()
+                if key is None and current == section:
+                    return f"{self.path}:{number}: "
+            elif key is not None and current == section:
+                name = stripped.split("=", 1)[0].strip().strip('"')
+                if name == key and "=" in stripped:
+                    return f"{self.path}:{number}: "
+        return f"{self.path}: "
+
+
+def load_toml(path: str | Path) -> tuple[dict[str, dict[str, Any]], TomlSource]:
+    """Read a settings file; syntax errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: TOML syntax error: {exc}") from exc
+    source = TomlSource(path, text)
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise UsageError(
+                f"{source.locate(section, None)}{section} must be a [section] table; "
+                "put settings under [study], [data], [model], [train], [measure] or [space]"
+            )
+    return data, source
+
+
+def conflicts(stored: Settings, explicit: dict[str, dict[str, Any]]) -> list[str]:
+    """Explicit settings that differ from the stored ones, as ``key: stored → asked`` lines."""
+    asked = resolve_settings(explicit, base=stored).flat()
+    have = stored.flat()
+    out = []
+    for key in sorted(set(asked) | set(have)):
+        if key in MUTABLE_KEYS:
+            continue
+        if asked.get(key) != have.get(key):
+            out.append(
+                f"{key}: the study has {have.get(key)!r}, this run asks for {asked.get(key)!r}"
+            )
+    return out

@@ -1,0 +1,255 @@
+"""Datasets as tensors resident on the training device.
+
+Every dataset is loaded once per process into ``(N, C, H, W)`` float tensors, normalized with the
+training split's per-channel mean and std, and kept on the device; training batches by index from
+a per-epoch permutation (no DataLoader, no per-sample Python work). torchvision's own dataset
+classes read the files, so their on-disk formats and ``download`` work as users know them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from explore.config import DataSettings
+from studies.errors import UsageError
+
+__all__ = ["DATASETS", "Dataset", "dataset_shape", "load_dataset"]
+
+
+@dataclass(frozen=True)
+class _Info:
+    image_size: int
+    in_chans: int
+    num_classes: int
+    augment_flip: bool  # horizontal flips keep labels (not for digits/letters)
+
+
+DATASETS: dict[str, _Info] = {
+    "digits": _Info(8, 1, 10, False),
+    "mnist": _Info(28, 1, 10, False),
+    "fashion-mnist": _Info(28, 1, 10, True),
+    "kmnist": _Info(28, 1, 10, False),
+    "cifar10": _Info(32, 3, 10, True),
+    "cifar100": _Info(32, 3, 100, True),
+    "svhn": _Info(32, 3, 10, False),
+}
+IMAGEFOLDER = "imagefolder:"
+
+
+@dataclass
+class Dataset:
+    """Training and evaluation tensors on one device."""
+
+    name: str
+    train_x: torch.Tensor  # (N, C, H, W) float32, normalized
+    train_y: torch.Tensor  # (N,) int64
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+    num_classes: int
+    eval_split: str  # "val" or "test"
+    augment_flip: bool
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train_x.shape[1:]
+        return int(c), int(h), int(w)
+
+    def to(self, device: torch.device) -> Dataset:
+        return Dataset(self.name, self.train_x.to(device), self.train_y.to(device),
+                       self.eval_x.to(device), self.eval_y.to(device), self.num_classes,
+                       self.eval_split, self.augment_flip)
+
+
+def dataset_shape(data: DataSettings) -> tuple[int, int, int | None]:
+    """``(image_size, in_chans, num_classes)`` without loading (classes may be unknown)."""
+    if data.dataset.startswith(IMAGEFOLDER):
+        root = Path(data.dataset[len(IMAGEFOLDER):]).expanduser()
+        classes = _imagefolder_classes(root) if root.is_dir() else None
+        return data.image_size or 32, 3, len(classes) if classes else None
+    info = _info(data.dataset)
+    return info.image_size, info.in_chans, info.num_classes
+
+
+def _info(name: str) -> _Info:
+    if name not in DATASETS:
+        raise UsageError(
+            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} or imagefolder:PATH"
+        )
+    return DATASETS[name]
+
+
+def load_dataset(data: DataSettings, seed: int, device: torch.device | str = "cpu") -> Dataset:
+    """Load, split, normalize and move a dataset to ``device``.
+
+    The validation split is a stratified hold-out of the training split, chosen by ``seed``;
+    with ``eval_split = "test"`` the official test split is used instead.
+    """
+    name = data.dataset
+    if name.startswith(IMAGEFOLDER):
+        train_x, train_y, test = _load_imagefolder(data)
+        flip = True
+    else:
+        info = _info(name)
+        flip = info.augment_flip
+        train_x, train_y, test = _LOADERS[name](data)
+    if data.eval_split == "test":
+        if test is None:
+            raise UsageError(f"dataset {name} has no official test split: use eval_split = 'val'")
+        eval_x, eval_y = test
+    else:
+        train_x, train_y, eval_x, eval_y = _stratified_split(train_x, train_y,
+                                                             data.val_fraction, seed)
+    if data.max_train:
+        keep = _stratified_subset(train_y, data.max_train, seed)
+        train_x, train_y = train_x[keep], train_y[keep]
+    mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
+    std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+    num_classes = int(max(train_y.max(), eval_y.max())) + 1
+    out = Dataset(name, (train_x - mean) / std, train_y, (eval_x - mean) / std, eval_y,
+                  num_classes, data.eval_split, flip)
+    return out.to(torch.device(device))
+
+
+def _stratified_split(
+    x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    train_idx, val_idx = train_test_split(idx, test_size=fraction, random_state=seed,
+                                          stratify=y.numpy())
+    ti, vi = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(val_idx))
+    return x[ti], y[ti], x[vi], y[vi]
+
+
+def _stratified_subset(y: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    if size >= len(y):
+        return torch.arange(len(y))
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(len(y)), train_size=size, random_state=seed,
+                               stratify=y.cpu().numpy())
+    return torch.from_numpy(np.sort(keep))
+
+
+_Split = tuple[torch.Tensor, torch.Tensor]
+_Loaded = tuple[torch.Tensor, torch.Tensor, _Split | None]
+
+
+def _load_digits(data: DataSettings) -> _Loaded:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (1797, 1, 8, 8)
+    y = torch.tensor(bunch.target, dtype=torch.int64)
+    return x, y, None
+
+
+def _uint8_images(array: Any, channels_last: bool) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(array))
+    if t.ndim == 3:  # (N, H, W) grey
+        t = t.unsqueeze(1)
+    elif channels_last:  # (N, H, W, C) → (N, C, H, W)
+        t = t.permute(0, 3, 1, 2)
+    return t.contiguous().float().div_(255.0)
+
+
+def _torchvision(data: DataSettings, factory: Callable[..., Any], split_kw: Callable[[bool], dict],
+                 channels_last: bool, labels_attr: str) -> _Loaded:
+    """Both splits of a torchvision dataset, its arrays converted to tensors in one go."""
+    root = Path(data.data_dir).expanduser()
+    splits = []
+    for train in (True, False):
+        try:
+            ds = factory(root=str(root), download=data.download, **split_kw(train))
+        except RuntimeError as exc:
+            if "not found" in str(exc).lower() or "corrupted" in str(exc).lower():
+                raise UsageError(
+                    f"{data.dataset} files not found under {root}: pass --data-dir to where "
+                    "they are, or --download to fetch them"
+                ) from exc
+            raise
+        except OSError as exc:  # download failed: no network, proxy, disk
+            raise UsageError(f"could not download {data.dataset} to {root}: {exc}") from exc
+        x = _uint8_images(ds.data, channels_last)
+        y = torch.as_tensor(np.asarray(getattr(ds, labels_attr)), dtype=torch.int64)
+        splits.append((x, y))
+    (train_x, train_y), test = splits[0], splits[1]
+    return train_x, train_y, test
+
+
+def _mnist_like(cls_name: str) -> Callable[[DataSettings], _Loaded]:
+    def load(data: DataSettings) -> _Loaded:
+        import torchvision.datasets as tvd
+
+        return _torchvision(data, getattr(tvd, cls_name), lambda train: {"train": train},
+                            channels_last=False, labels_attr="targets")
+
+    return load
+
+
+def _cifar(cls_name: str) -> Callable[[DataSettings], _Loaded]:
+    def load(data: DataSettings) -> _Loaded:
+        import torchvision.datasets as tvd
+
+        return _torchvision(data, getattr(tvd, cls_name), lambda train: {"train": train},
+                            channels_last=True, labels_attr="targets")
+
+    return load
+
+
+def _load_svhn(data: DataSettings) -> _Loaded:
+    import torchvision.datasets as tvd
+
+    return _torchvision(data, tvd.SVHN, lambda train: {"split": "train" if train else "test"},
+                        channels_last=False, labels_attr="labels")
+
+
+def _imagefolder_classes(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _load_imagefolder(data: DataSettings) -> _Loaded:
+    """``imagefolder:ROOT``: ``ROOT/<class>/*.png`` (or ``ROOT/train`` and ``ROOT/test`` each
+    laid out so), resized to ``image_size`` (default 32)."""
+    import torchvision.datasets as tvd
+    import torchvision.transforms.v2 as T
+
+    root = Path(data.dataset[len(IMAGEFOLDER):]).expanduser()
+    if not root.is_dir():
+        raise UsageError(f"image folder not found: {root}")
+    size = data.image_size or 32
+    transform = T.Compose([T.ToImage(), T.Resize((size, size), antialias=True),
+                           T.ToDtype(torch.float32, scale=True)])
+
+    def read(folder: Path) -> _Split:
+        try:
+            ds = tvd.ImageFolder(str(folder), transform=lambda im: transform(im.convert("RGB")))
+        except (FileNotFoundError, RuntimeError) as exc:
+            raise UsageError(f"{folder}: {exc}") from exc
+        xs = [ds[i][0] for i in range(len(ds))]
+        return torch.stack(xs), torch.tensor(ds.targets, dtype=torch.int64)
+
+    if (root / "train").is_dir():
+        train_x, train_y = read(root / "train")
+        test = read(root / "test") if (root / "test").is_dir() else None
+        return train_x, train_y, test
+    x, y = read(root)
+    return x, y, None
+
+
+_LOADERS: dict[str, Callable[[DataSettings], _Loaded]] = {
+    "digits": _load_digits,
+    "mnist": _mnist_like("MNIST"),
+    "fashion-mnist": _mnist_like("FashionMNIST"),
+    "kmnist": _mnist_like("KMNIST"),
+    "cifar10": _cifar("CIFAR10"),
+    "cifar100": _cifar("CIFAR100"),
+    "svhn": _load_svhn,
+}

@@ -1,0 +1,200 @@
+"""The Optuna objective: a trial's params → configs → throughput + training → (accuracy, img/s).
+
+Model code never sees a trial; this module is the only place that maps between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import platform
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+import extattn
+from explore.config import Settings, TrainSettings
+from explore.data import Dataset
+from explore.measure import measure_throughput
+from explore.recovery import ATTR_WORKER, WorkerIdentity
+from explore.train import EpochResult, NonFiniteLoss, train_model
+from extattn import ModelConfig, count_flops, count_params, create_model
+
+__all__ = ["Interrupted", "Objective", "TrialPlan", "plan_trial"]
+
+ATTR_HISTORY = "history"  # per-epoch accuracy/loss, written as it happens
+ATTR_FAIL = "fail_reason"
+ATTR_PRUNE = "prune_reason"
+
+
+class Interrupted(Exception):
+    """A stop was requested (signal); the trial saved its state and will be retried."""
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """Everything a trial's params decide, and the identity of that experiment."""
+
+    model: ModelConfig
+    train: TrainSettings
+    key: str  # hash of the whole experiment: equal keys are the same experiment
+    seed: int  # derived from the key, never from the trial number
+
+
+def experiment_key(model: dict[str, Any], train: dict[str, Any], settings: Settings) -> str:
+    data = dataclasses.asdict(settings.data)
+    for machine_specific in ("data_dir", "download"):
+        data.pop(machine_specific)
+    blob = json.dumps({"model": model, "train": train, "data": data,
+                       "seed": settings.study.seed}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def plan_trial(params: dict[str, Any], settings: Settings, data_shape: tuple[int, int, int]
+               ) -> TrialPlan:
+    """Apply ``params`` to the fixed settings.
+
+    Raises:
+        ValueError: the combination is impossible (e.g. heads not dividing dim*expand).
+    """
+    image_size, in_chans, num_classes = data_shape
+    model_fields = {**settings.model, "image_size": image_size, "in_chans": in_chans,
+                    "num_classes": num_classes}
+    train_fields = dataclasses.asdict(settings.train)
+    for name, value in params.items():
+        if name in train_fields:
+            train_fields[name] = value
+        else:
+            model_fields[name] = value
+    model = ModelConfig(**model_fields)
+    train = TrainSettings(**train_fields)
+    if model.attention == "self":  # unused fields must not make equal SA models differ
+        model = model.replace(mem_size=ModelConfig.mem_size, norm=ModelConfig.norm)
+    key = experiment_key(model.to_dict(), dataclasses.asdict(train), settings)
+    return TrialPlan(model=model, train=train, key=key, seed=int(key[:8], 16))
+
+
+def versions() -> dict[str, str]:
+    return {"explore": extattn.__version__, "torch": torch.__version__,
+            "optuna": optuna.__version__, "python": platform.python_version()}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine() or "cpu"
+
+
+class Objective:
+    """Callable for ``study.optimize``; one instance per worker process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        data: Dataset,
+        device: torch.device,
+        state_dir: Path,
+        stop: threading.Event,
+        on_epoch: Callable[[int, EpochResult], None] | None = None,
+        on_trial_start: Callable[[int, dict[str, Any]], None] | None = None,
+        save_checkpoint: Callable[[optuna.Trial, torch.nn.Module, TrialPlan], None] | None = None,
+        identity: WorkerIdentity | None = None,
+    ) -> None:
+        self.identity = identity or WorkerIdentity.current()
+        self.settings = settings
+        self.data = data
+        self.device = device
+        self.state_dir = state_dir
+        self.stop = stop
+        self.on_epoch = on_epoch
+        self.on_trial_start = on_trial_start
+        self.save_checkpoint = save_checkpoint
+        c, h, _ = data.image_shape
+        self.data_shape = (h, c, data.num_classes)
+
+    def state_path(self, plan: TrialPlan) -> Path:
+        """The mid-trial training state: named by the experiment key, so any retry of the same
+        experiment (in any process) continues it."""
+        return self.state_dir / f"{plan.key[:32]}.pt"
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        """Run the trial; failures leave their reason in the trial's user attrs."""
+        trial.set_user_attr(ATTR_WORKER, self.identity.to_attr())
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Interrupted as exc:
+            trial.set_user_attr("interrupted", str(exc))
+            raise
+        except Exception as exc:
+            if ATTR_FAIL not in trial.user_attrs:
+                trial.set_user_attr(ATTR_FAIL, f"{exc.__class__.__name__}: {exc}"[:1000])
+            if isinstance(exc, torch.OutOfMemoryError) and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise
+
+    def _run(self, trial: optuna.Trial) -> tuple[float, float]:
+        params = self.settings.space.suggest(trial, self.settings.model)
+        if self.on_trial_start is not None:
+            self.on_trial_start(trial.number, params)
+        try:
+            plan = plan_trial(params, self.settings, self.data_shape)
+        except ValueError as exc:
+            trial.set_user_attr(ATTR_PRUNE, f"impossible configuration: {exc}")
+            raise optuna.TrialPruned(str(exc)) from exc
+        if self.stop.is_set():
+            raise Interrupted("stop requested before training")
+
+        torch.manual_seed(plan.seed)
+        model = create_model(plan.model).to(self.device)
+        c, h, w = self.data.image_shape
+        trial.set_user_attr("model_config", plan.model.to_dict())
+        trial.set_user_attr("config_key", plan.key)
+        trial.set_user_attr("seed", plan.seed)
+        trial.set_user_attr("params_count", count_params(model))
+        trial.set_user_attr("flops_per_image", count_flops(model, (c, h, w)))
+        trial.set_user_attr("device", str(self.device))
+        trial.set_user_attr("device_name", device_name(self.device))
+        trial.set_user_attr("versions", versions())
+
+        throughput = measure_throughput(model, (c, h, w), self.device, self.settings.measure)
+        trial.set_user_attr("throughput", throughput.to_dict())
+
+        def epoch_done(record: EpochResult, history: list[EpochResult]) -> None:
+            trial.set_user_attr(ATTR_HISTORY, [r.to_dict() for r in history])
+            trial.set_user_attr(ATTR_WORKER, self.identity.to_attr())  # a beat for journals
+            if self.on_epoch is not None:
+                self.on_epoch(trial.number, record)
+            if self.stop.is_set() and record.epoch < plan.train.epochs:
+                raise Interrupted(f"stopped after epoch {record.epoch} (state saved)")
+
+        state_path = self.state_path(plan)
+        started = time.perf_counter()
+        try:
+            result = train_model(
+                model, self.data, plan.train, plan.seed,
+                augment=self.settings.data.augment, on_epoch=epoch_done,
+                state_path=state_path, extra_state={"throughput": throughput.to_dict()},
+            )
+        except NonFiniteLoss as exc:
+            trial.set_user_attr(ATTR_FAIL, str(exc))
+            state_path.unlink(missing_ok=True)
+            raise
+        if result.resumed_from:
+            trial.set_user_attr("resumed_from_epoch", result.resumed_from)
+            trial.set_user_attr(ATTR_HISTORY, [r.to_dict() for r in result.history])
+        trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
+        trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
+        if self.save_checkpoint is not None:
+            self.save_checkpoint(trial, model, plan)
+        state_path.unlink(missing_ok=True)
+        return result.accuracy, throughput.median
+

@@ -1,0 +1,111 @@
+"""Trials that outlive their process: find them, fail them, queue them again.
+
+Optuna's heartbeat does this for RDB storages across machines, but only after its grace period.
+explore also knows which process ran a trial (host, pid, process start time), so on start it
+re-queues trials whose process on *this* host is gone at once — and on journal storages, which
+have no heartbeat, trials of other hosts whose last beat is too old. A re-queued trial keeps its
+params; its training state file (named by the experiment) lets it continue from its last epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["MAX_RETRY", "WorkerIdentity", "recover_orphans", "requeue"]
+
+MAX_RETRY = 3  # re-queues of one experiment after interruptions or crashes
+ATTR_WORKER = "worker"
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of a process in clock ticks since boot (Linux), to tell reused pids apart."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    host: str
+    pid: int
+    started: str | None
+
+    @classmethod
+    def current(cls) -> WorkerIdentity:
+        return cls(socket.gethostname(), os.getpid(), _process_start(os.getpid()))
+
+    def to_attr(self) -> dict[str, Any]:
+        return {**asdict(self), "beat": time.time()}
+
+    def is_alive_here(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return self.started is None or _process_start(self.pid) == self.started
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
+    """Queue a WAITING copy of ``trial``'s params; False when its retries are used up."""
+    count = int(trial.user_attrs.get("retry_count", 0)) + 1
+    if count > MAX_RETRY:
+        return False
+    origin = trial.user_attrs.get("retry_of", trial.number)
+    study.enqueue_trial(trial.params, user_attrs={
+        "retry_of": origin, "retried_trial": trial.number, "retry_count": count,
+        "retry_reason": reason}, skip_if_exists=False)
+    return True
+
+
+def recover_orphans(study: optuna.Study, me: WorkerIdentity,
+                    message: Callable[[str], None], stale_after: float | None = None) -> int:
+    """Fail and re-queue RUNNING trials whose worker is dead. Returns how many.
+
+    Args:
+        study: The study.
+        me: This process.
+        message: Where to say what was recovered.
+        stale_after: Seconds without a beat after which another host's trial counts as dead
+            (journal storages, which have no heartbeat); None trusts Optuna's heartbeat.
+    """
+    recovered = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        info = trial.user_attrs.get(ATTR_WORKER)
+        if not isinstance(info, dict):
+            continue
+        owner = WorkerIdentity(info.get("host", ""), int(info.get("pid", -1)), info.get("started"))
+        if owner == me:
+            continue
+        if owner.host == me.host:
+            dead = not owner.is_alive_here()
+        else:
+            silent = time.time() - float(info.get("beat", 0))
+            dead = stale_after is not None and silent > stale_after
+        if not dead:
+            continue
+        try:
+            study._storage.set_trial_user_attr(
+                trial._trial_id, "fail_reason",
+                f"worker {owner.host}:{owner.pid} died while running it; re-queued")
+            if not study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        except (UpdateFinishedTrialError, RuntimeError):
+            continue  # another process recovered or finished it first
+        fresh = study._storage.get_trial(trial._trial_id)
+        if requeue(study, fresh, reason="worker died"):
+            message(f"trial {trial.number} was left running by a dead worker: re-queued")
+        recovered += 1
+    return recovered

@@ -1,0 +1,413 @@
+"""``explore study run``: create or continue a study and run trials until its budget is met.
+
+The loop runs one ``study.optimize(n_trials=1)`` at a time, so between trials it can check the
+total budget (COMPLETE + PRUNED across all processes), the timeout, a stop request (signals),
+consecutive failures and an exhausted finite space, and recover trials orphaned by dead
+processes. Optuna does the rest: storage, heartbeat, stale-trial retries, samplers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from explore.config import Settings, conflicts, load_toml, resolve_settings
+from explore.data import dataset_shape, load_dataset
+from explore.objective import Objective, TrialPlan, plan_trial
+from explore.progress import Reporter
+from explore.recovery import WorkerIdentity, recover_orphans, requeue
+from explore.sampling import make_sampler, sampler_seed
+from extattn import save_checkpoint
+from studies.errors import ExploreError, UsageError
+from studies.snapshots import SnapshotStore
+from studies.storage import Heartbeat, StorageSpec, open_storage, parse_storage, snapshot_store
+
+__all__ = ["METRIC_NAMES", "RunRequest", "RunSummary", "run_study"]
+
+METRIC_NAMES = ["accuracy", "throughput"]
+ATTR_SETTINGS = "explore_settings"
+ATTR_VERSION = "explore_version"
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+KEEP_CHOICES = ("pareto", "all", "none")
+
+
+@dataclass
+class RunRequest:
+    """One invocation's options (CLI or Python)."""
+
+    name: str | None = None
+    storage: str | None = None
+    config_file: Path | None = None
+    explicit: dict[str, dict[str, Any]] = field(default_factory=dict)  # CLI settings by section
+    timeout: float | None = None  # stop starting trials after this many seconds
+    device: str = "auto"
+    max_failures: int = 5  # stop after this many consecutive failed trials
+    keep_checkpoints: str = "pareto"
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    worker: int = 0  # index among this machine's workers (seeds, threads)
+    workers: int = 1  # how many workers share this machine
+    handle_signals: bool = True
+
+
+@dataclass
+class RunSummary:
+    study_name: str
+    where: str
+    storage_url: str  # masked
+    target: int
+    finished: int
+    states: dict[str, int]
+    front: list[FrozenTrial]
+    new_trials: int
+    elapsed: float
+    stopped: str  # why the loop ended
+    exit_code: int = 0
+    noisy_trials: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "study": self.study_name, "storage": self.storage_url, "target": self.target,
+            "finished": self.finished, "states": self.states, "new_trials": self.new_trials,
+            "elapsed_seconds": round(self.elapsed, 2), "stopped": self.stopped,
+            "noisy_throughput_trials": self.noisy_trials,
+            "front": [front_row(t) for t in sorted(self.front, key=lambda t: t.values[1])],
+        }
+
+
+def front_row(t: FrozenTrial) -> dict[str, Any]:
+    return {"number": t.number, "params": t.params,
+            "values": dict(zip(METRIC_NAMES, t.values, strict=True)),
+            "params_count": t.user_attrs.get("params_count")}
+
+
+def validate_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise UsageError(
+            f"invalid study name {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:K")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
+    return torch.device(device)
+
+
+def _explicit_settings(request: RunRequest) -> tuple[dict[str, dict[str, Any]], Any, str | None,
+                                                     str | None]:
+    """TOML file then CLI options, by section; ``[study] name/storage`` are taken out."""
+    explicit: dict[str, dict[str, Any]] = {}
+    source = None
+    if request.config_file is not None:
+        data, source = load_toml(request.config_file)
+        explicit = {k: dict(v) for k, v in data.items()}
+    study = explicit.setdefault("study", {})
+    name = study.pop("name", None)
+    storage = study.pop("storage", None)
+    for section, values in request.explicit.items():
+        explicit.setdefault(section, {}).update(values)
+    return {k: v for k, v in explicit.items() if v}, source, name, storage
+
+
+def check_space(settings: Settings) -> None:
+    """Every searched value must be usable in some configuration (on this dataset)."""
+    image_size, in_chans, num_classes = dataset_shape(settings.data)
+    shape = (image_size, in_chans, num_classes or 2)
+    errors: dict[tuple[str, Any], str] = {}
+    usable: set[tuple[str, Any]] = set()
+    any_valid = False
+    for point in settings.space.combinations(settings.model):
+        try:
+            plan_trial(point, settings, shape)
+        except ValueError as exc:
+            for item in point.items():
+                errors.setdefault(_hashable(item), str(exc))
+            continue
+        any_valid = True
+        usable.update(_hashable(item) for item in point.items())
+    for item, message in errors.items():
+        if item not in usable:
+            raise UsageError(f"[space] {item[0]} = {item[1]!r} is never possible: {message}")
+    if not any_valid:
+        raise UsageError("the search space has no possible configuration")
+
+
+def _hashable(item: tuple[str, Any]) -> tuple[str, Any]:
+    return item[0], repr(item[1])
+
+
+def _open_or_create(spec: StorageSpec, request: RunRequest, name: str,
+                    explicit: dict[str, dict[str, Any]], source: Any
+                    ) -> tuple[optuna.Study, Settings, bool, Any]:
+    heartbeat = request.heartbeat if spec.is_rdb else None
+    storage = open_storage(spec, heartbeat=heartbeat)
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        settings = resolve_settings(explicit, source=source)
+        check_space(settings)
+        return _create(storage, name, settings), settings, True, storage
+    stored = study.user_attrs.get(ATTR_SETTINGS)
+    if stored is None:
+        raise UsageError(f"study {name!r} in {spec.display} was not created by explore "
+                         "(no stored settings): choose another --name")
+    if study.directions != [optuna.study.StudyDirection.MAXIMIZE] * 2 or (
+            study.metric_names not in (None, METRIC_NAMES)):
+        raise UsageError(f"study {name!r} has other objectives than maximize accuracy and "
+                         "throughput: choose another --name")
+    settings = Settings.from_dict(stored)
+    # Validate the explicit settings on their own first, so errors name the bad key.
+    resolve_settings(explicit, base=settings, source=source)
+    problems = conflicts(settings, explicit)
+    if problems:
+        raise UsageError(f"study {name!r} exists with other settings: {problems[0]}"
+                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                         + "; use another --name, or drop the option to continue")
+    return study, resolve_settings(explicit, base=settings), False, storage
+
+
+def _create(storage: Any, name: str, settings: Settings) -> optuna.Study:
+    from extattn import __version__
+
+    study = optuna.create_study(study_name=name, storage=storage,
+                                directions=["maximize", "maximize"])
+    study.set_metric_names(METRIC_NAMES)
+    study.set_user_attr(ATTR_SETTINGS, settings.to_dict())
+    study.set_user_attr(ATTR_VERSION, __version__)
+    study.set_user_attr("created_by", "explore")
+    return study
+
+
+def count_finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    return counts
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, reporter: Reporter, name: str,
+                    enabled: bool) -> Iterator[dict[str, int]]:
+    """First SIGINT/SIGTERM: finish the current epoch, save, stop. Second SIGINT: exit now."""
+    received: dict[str, int] = {}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            os._exit(130)  # the heartbeat / orphan recovery re-queues the running trial
+        stop.set()
+        received["signal"] = signum
+        reporter.message(f"stopping after the current epoch (state is saved); continue with: "
+                         f"explore study run --name {name}   (Ctrl-C again exits now)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def run_study(request: RunRequest, reporter: Reporter) -> RunSummary:
+    """Create or continue the study and run trials until its budget, timeout or a stop."""
+    started = time.monotonic()
+    explicit, source, file_name, file_storage = _explicit_settings(request)
+    spec = parse_storage(request.storage or file_storage)
+    device = resolve_device(request.device)
+    if request.max_failures < 1:
+        raise UsageError("--max-failures must be >= 1")
+    if request.keep_checkpoints not in KEEP_CHOICES:
+        raise UsageError(f"--keep-checkpoints must be one of {', '.join(KEEP_CHOICES)}")
+    dataset_name = explicit.get("data", {}).get("dataset", "digits")
+    name = validate_name(request.name or file_name or _default_name(dataset_name))
+    # Check the explicit settings before touching any storage: bad input changes nothing.
+    resolve_settings(explicit, source=source)
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study, settings, created, storage = _open_or_create(spec, request, name, explicit, source)
+    target = settings.study.trials
+    if not created and target != study.user_attrs[ATTR_SETTINGS]["study"]["trials"]:
+        study.set_user_attr(ATTR_SETTINGS, settings.to_dict())  # the budget grew or shrank
+
+    snapshots = snapshot_store(spec, storage)
+    finished = count_finished(study)
+    summary = RunSummary(name, spec.display, _masked(spec), target, finished, {}, [], 0, 0.0,
+                         "budget reached")
+    if finished < target:
+        _set_threads(settings, request, device)
+        data = load_dataset(settings.data, seed=settings.study.seed, device=device)
+        _loop(study, settings, data, device, spec, snapshots, request, reporter, summary, name)
+    summary.finished = count_finished(study)
+    summary.states = state_counts(study)
+    summary.front = study.best_trials
+    summary.elapsed = time.monotonic() - started
+    summary.noisy_trials = [t.number for t in summary.front
+                            if t.user_attrs.get("throughput", {}).get("noisy")]
+    return summary
+
+
+def _default_name(dataset: str) -> str:
+    base = Path(dataset.removeprefix("imagefolder:")).name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.")[:100] or "study"
+
+
+def _masked(spec: StorageSpec) -> str:
+    from studies.storage import mask_url
+
+    return mask_url(spec.url)
+
+
+def _set_threads(settings: Settings, request: RunRequest, device: torch.device) -> None:
+    threads = settings.measure.threads or max(1, (os.cpu_count() or 1) // max(1, request.workers))
+    torch.set_num_threads(threads)
+
+
+def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.device,
+          spec: StorageSpec, snapshots: SnapshotStore, request: RunRequest, reporter: Reporter,
+          summary: RunSummary, name: str) -> None:
+    target = settings.study.trials
+    stop = threading.Event()
+    identity = WorkerIdentity.current()
+    artifacts = spec.artifact_dir()
+    state_dir = artifacts / "states" / f"study-{study._study_id}"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    store = optuna.artifacts.FileSystemArtifactStore(str(artifacts / "checkpoints")) \
+        if request.keep_checkpoints != "none" else None
+    if store is not None:
+        (artifacts / "checkpoints").mkdir(parents=True, exist_ok=True)
+    study.sampler = make_sampler(
+        settings, sampler_seed(settings.study.seed, len(study.trials), request.worker))
+    finite = _finite_size(settings)
+    failures = 0
+    deadline = None if request.timeout is None else time.monotonic() + request.timeout
+
+    def keep_checkpoint(trial: optuna.Trial, model: torch.nn.Module, plan: TrialPlan) -> None:
+        if store is None:
+            return
+        path = state_dir / f"checkpoint-{trial._trial_id}.pt"
+        save_checkpoint(path, model, plan.model, {
+            "study": name, "trial": trial.number, "params": trial.params, "seed": plan.seed,
+            "train": dataclasses.asdict(plan.train), "config_key": plan.key})
+        try:
+            artifact_id = optuna.artifacts.upload_artifact(
+                artifact_store=store, file_path=str(path), study_or_trial=trial,
+                mimetype="application/x-pytorch")
+        finally:
+            path.unlink(missing_ok=True)
+        trial.set_user_attr("checkpoint_artifact", artifact_id)
+
+    def on_trial_start(number: int, params: dict[str, Any]) -> None:
+        reporter.trial_start(number, params, settings.train.epochs)
+
+    objective = Objective(settings, data, device, state_dir, stop,
+                          on_epoch=reporter.epoch, on_trial_start=on_trial_start,
+                          save_checkpoint=keep_checkpoint, identity=identity)
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        nonlocal failures
+        front = study.best_trials
+        finished = count_finished(study)
+        if trial.state == TrialState.COMPLETE:
+            snapshots.record(name, finished, [(t.number, *t.values) for t in front])
+            if request.keep_checkpoints == "pareto" and store is not None:
+                _prune_checkpoints(study, front, store, artifacts / "checkpoints")
+        if trial.state == TrialState.FAIL:
+            if trial.user_attrs.get("interrupted"):
+                requeue(study, trial, reason="interrupted")
+            else:
+                failures += 1
+        else:
+            failures = 0
+        summary.new_trials += 1
+        reporter.trial_end(trial, front, finished, target)
+
+    reporter.start(name, spec.display, summary.finished, target)
+    try:
+        with stop_on_signals(stop, reporter, name, request.handle_signals) as received:
+            while True:
+                if stop.is_set():
+                    sig = received.get("signal", signal.SIGINT)
+                    summary.stopped = "interrupted"
+                    summary.exit_code = 130 if sig == signal.SIGINT else 143
+                    break
+                recover_orphans(study, identity, reporter.message)
+                finished = count_finished(study)
+                if finished >= target:
+                    summary.stopped = "budget reached"
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    summary.stopped = "timeout"
+                    break
+                if finite is not None and _distinct_finished(study) >= finite:
+                    summary.stopped = "search space exhausted"
+                    break
+                if failures >= request.max_failures:
+                    summary.stopped = f"{failures} consecutive failed trials"
+                    summary.exit_code = 1
+                    break
+                study.optimize(objective, n_trials=1, catch=(Exception,),
+                               callbacks=[after_trial])
+    finally:
+        reporter.close()
+    if summary.exit_code == 1:
+        last = study.trials[-1].user_attrs.get("fail_reason", "see `explore study show`")
+        raise ExploreError(f"stopped after {failures} consecutive failed trials; last: {last}")
+
+
+def _finite_size(settings: Settings) -> int | None:
+    """Number of distinct configurations when every searched field is discrete."""
+    if any(not p.categorical and (p.step is None or p.log) for p in settings.space.params):
+        return None
+    return sum(1 for _ in settings.space.combinations(settings.model))
+
+
+def _distinct_finished(study: optuna.Study) -> int:
+    seen = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False,
+                                                                       states=FINISHED)}
+    return len(seen)
+
+
+def _prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
+                       base: Path) -> None:
+    """Remove checkpoints of trials that are no longer on the front (``--keep-checkpoints
+    pareto``); the artifact ids come from our user attr, never from user strings."""
+    on_front = {t.number for t in front}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        artifact_id = t.user_attrs.get("checkpoint_artifact")
+        if t.number in on_front or not artifact_id:
+            continue
+        if re.fullmatch(r"[0-9a-f-]{36}", artifact_id) and (base / artifact_id).exists():
+            store.remove(artifact_id)

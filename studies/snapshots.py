@@ -1,0 +1,194 @@
+"""Pareto-front snapshots: our own tables beside Optuna's, never touching Optuna's.
+
+After every finished trial that changes the front, the runner records a snapshot: the study, a
+running snapshot number, how many trials had finished, when, the hypervolume of the front in
+(accuracy, throughput) against the reference point (0, 0), and the member trials. History, plots
+and reports read these rows instead of recomputing fronts from all trials.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    DateTime,
+    Double,
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    select,
+)
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from studies.pareto import hypervolume_2d
+
+__all__ = ["Snapshot", "SnapshotStore", "REFERENCE_POINT"]
+
+REFERENCE_POINT = (0.0, 0.0)  # (accuracy, throughput): every useful model dominates it
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class SnapshotRow(_Base):
+    __tablename__ = "explore_snapshots"
+    __table_args__ = (UniqueConstraint("study_name", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_name: Mapped[str] = mapped_column(String(512), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 0, 1, 2, … per study
+    n_finished: Mapped[int] = mapped_column(Integer)  # COMPLETE + PRUNED trials at that time
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    hypervolume: Mapped[float] = mapped_column(Double)
+    ref_accuracy: Mapped[float] = mapped_column(Double)
+    ref_throughput: Mapped[float] = mapped_column(Double)
+    front_size: Mapped[int] = mapped_column(Integer)
+    members: Mapped[list[MemberRow]] = relationship(
+        back_populates="snapshot", cascade="all, delete-orphan", order_by="MemberRow.trial_number"
+    )
+
+
+class MemberRow(_Base):
+    __tablename__ = "explore_snapshot_members"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    snapshot_id: Mapped[int] = mapped_column(
+        ForeignKey("explore_snapshots.id", ondelete="CASCADE"), index=True
+    )
+    trial_number: Mapped[int] = mapped_column(Integer)
+    accuracy: Mapped[float] = mapped_column(Double)
+    throughput: Mapped[float] = mapped_column(Double)
+    snapshot: Mapped[SnapshotRow] = relationship(back_populates="members")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One recorded front."""
+
+    number: int
+    n_finished: int
+    created_at: dt.datetime
+    hypervolume: float
+    reference: tuple[float, float]
+    members: tuple[tuple[int, float, float], ...]  # (trial number, accuracy, throughput)
+
+    @property
+    def front_size(self) -> int:
+        return len(self.members)
+
+
+def _to_snapshot(row: SnapshotRow) -> Snapshot:
+    return Snapshot(
+        number=row.number,
+        n_finished=row.n_finished,
+        created_at=row.created_at,
+        hypervolume=row.hypervolume,
+        reference=(row.ref_accuracy, row.ref_throughput),
+        members=tuple((m.trial_number, m.accuracy, m.throughput) for m in row.members),
+    )
+
+
+class SnapshotStore:
+    """Reads and writes snapshots through one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        _Base.metadata.create_all(engine, checkfirst=True)
+
+    @classmethod
+    def from_url(cls, url: str) -> SnapshotStore:
+        kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+        return cls(create_engine(url, **kwargs))
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        session = Session(self.engine)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def record(
+        self,
+        study_name: str,
+        n_finished: int,
+        members: Sequence[tuple[int, float, float]],
+        reference: tuple[float, float] = REFERENCE_POINT,
+    ) -> Snapshot | None:
+        """Append a snapshot if the front differs from the last one; return it (or None).
+
+        Safe under concurrency: snapshot numbers are unique per study (a constraint); a writer
+        that loses a race re-reads and retries, and a writer whose view is older than the last
+        snapshot (fewer finished trials) gives way, so numbers never repeat or interleave.
+        """
+        wanted = tuple(sorted((int(n), float(a), float(t)) for n, a, t in members))
+        for attempt in range(20):
+            try:
+                with self._session() as session:
+                    last = session.scalars(
+                        select(SnapshotRow)
+                        .where(SnapshotRow.study_name == study_name)
+                        .order_by(SnapshotRow.number.desc())
+                        .limit(1)
+                    ).first()
+                    if last is not None:
+                        if last.n_finished > n_finished:
+                            return None  # someone recorded a newer front already
+                        if [m.trial_number for m in last.members] == [n for n, _, _ in wanted]:
+                            return None
+                    row = SnapshotRow(
+                        study_name=study_name,
+                        number=0 if last is None else last.number + 1,
+                        n_finished=n_finished,
+                        created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+                        hypervolume=hypervolume_2d([(a, t) for _, a, t in wanted], reference),
+                        ref_accuracy=reference[0],
+                        ref_throughput=reference[1],
+                        front_size=len(wanted),
+                        members=[MemberRow(trial_number=n, accuracy=a, throughput=t)
+                                 for n, a, t in wanted],
+                    )
+                    session.add(row)
+                    session.flush()
+                    return _to_snapshot(row)
+            except (IntegrityError, OperationalError):
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise RuntimeError(f"could not record a Pareto snapshot for {study_name!r}")
+
+    def history(self, study_name: str) -> list[Snapshot]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(SnapshotRow)
+                .where(SnapshotRow.study_name == study_name)
+                .order_by(SnapshotRow.number)
+            ).all()
+            return [_to_snapshot(r) for r in rows]
+
+    def latest(self, study_name: str) -> Snapshot | None:
+        snaps = self.history(study_name)
+        return snaps[-1] if snaps else None
+
+    def delete_study(self, study_name: str) -> int:
+        """Remove a study's snapshots; returns how many."""
+        with self._session() as session:
+            ids = session.scalars(
+                select(SnapshotRow.id).where(SnapshotRow.study_name == study_name)
+            ).all()
+            if ids:
+                session.execute(delete(MemberRow).where(MemberRow.snapshot_id.in_(ids)))
+                session.execute(delete(SnapshotRow).where(SnapshotRow.id.in_(ids)))
+            return len(ids)

@@ -1,0 +1,263 @@
+"""Storage URLs: resolve, validate, mask, open.
+
+Accepted forms:
+
+- ``sqlite:///path/to/file.db`` or a plain path ending in ``.db``/``.sqlite``/``.sqlite3``
+  (the default is ``explore.db`` in the current directory, or ``$EXPLORE_STORAGE``);
+- any SQLAlchemy URL Optuna's RDB storage accepts: ``postgresql+psycopg://…``,
+  ``mysql+pymysql://…``;
+- ``journal:PATH`` (an Optuna journal file; no heartbeat, explore re-queues stale trials itself);
+- ``redis://host:port/db`` (Optuna's Redis journal).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from studies.errors import UsageError
+from studies.snapshots import SnapshotStore
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = [
+    "DEFAULT_DB_NAME",
+    "ENV_STORAGE",
+    "Heartbeat",
+    "StorageSpec",
+    "mask_url",
+    "mask_secrets",
+    "open_storage",
+    "parse_storage",
+]
+
+DEFAULT_DB_NAME = "explore.db"
+ENV_STORAGE = "EXPLORE_STORAGE"
+ENV_ARTIFACTS = "EXPLORE_ARTIFACTS"
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql", "mariadb")
+SQLITE_BUSY_TIMEOUT_S = 60
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """Optuna's heartbeat settings for RDB storages (seconds)."""
+
+    interval: int = 10
+    grace_period: int = 30
+    max_retry: int = 3
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """A validated storage location."""
+
+    url: str  # the URL to connect with (may hold a password: never print it)
+    kind: str  # "sqlite", "rdb", "journal" or "redis"
+    path: Path | None = None  # the file, for sqlite and journal files
+
+    @property
+    def display(self) -> str:
+        """Where the study lives, safe to print."""
+        return str(self.path) if self.path is not None else mask_url(self.url)
+
+    @property
+    def is_rdb(self) -> bool:
+        return self.kind in ("sqlite", "rdb")
+
+    def artifact_dir(self) -> Path:
+        """Where checkpoints and training states live: next to a file storage, else
+        ``$EXPLORE_ARTIFACTS`` or ``./explore-artifacts`` (share it between machines)."""
+        if os.environ.get(ENV_ARTIFACTS):
+            return Path(os.environ[ENV_ARTIFACTS]).resolve()
+        if self.path is not None:
+            return self.path.parent / f"{self.path.stem}-artifacts"
+        return Path("explore-artifacts").resolve()
+
+
+_PASSWORD_RE = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]+)(?P<tail>@)", re.I
+)
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return mask_secrets(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+def mask_secrets(text: str) -> str:
+    """Replace passwords of any URLs inside free text (error messages, logs)."""
+    return _PASSWORD_RE.sub(lambda m: f"{m['head']}***{m['tail']}", text)
+
+
+def parse_storage(url: str | None) -> StorageSpec:
+    """Resolve ``url`` (or ``$EXPLORE_STORAGE``, or the default file) and validate its form."""
+    url = url or os.environ.get(ENV_STORAGE) or DEFAULT_DB_NAME
+    if url.startswith("journal:"):
+        raw = url[len("journal:"):]
+        raw = raw[2:] if raw.startswith("//") else raw
+        if not raw:
+            raise UsageError("journal storage needs a file: use journal:PATH/TO/FILE.log")
+        path = Path(raw).expanduser().resolve()
+        _check_file_target(path, what="journal file")
+        return StorageSpec(url=f"journal:{path}", kind="journal", path=path)
+    if url.startswith(("redis://", "rediss://")):
+        return StorageSpec(url=url, kind="redis")
+    if "://" not in url:
+        if url.endswith(SQLITE_SUFFIXES) or Path(url).exists():
+            path = Path(url).expanduser().resolve()
+            _check_sqlite_target(path)
+            return StorageSpec(url=f"sqlite:///{path}", kind="sqlite", path=path)
+        raise UsageError(
+            f"storage {url!r} is not a URL: use sqlite:///FILE.db, a FILE.db path, "
+            "postgresql+psycopg://…, mysql+pymysql://…, journal:FILE.log or redis://…"
+        )
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme not in RDB_SCHEMES:
+        raise UsageError(
+            f"unknown storage scheme {scheme!r} in {mask_url(url)}: use sqlite:///FILE.db, "
+            "postgresql+psycopg://…, mysql+pymysql://…, journal:FILE.log or redis://…"
+        )
+    if scheme == "sqlite":
+        raw = url.split("://", 1)[1]
+        if raw in ("", "/", "/:memory:"):
+            raise UsageError("an in-memory SQLite storage would lose the study: give a file path")
+        path = Path(raw[1:] if raw.startswith("/") else raw).expanduser().resolve()
+        _check_sqlite_target(path)
+        return StorageSpec(url=f"sqlite:///{path}", kind="sqlite", path=path)
+    return StorageSpec(url=url, kind="rdb")
+
+
+def _check_file_target(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise UsageError(f"{path} is a directory, not a {what}: give a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"directory {parent} does not exist: create it or choose another path")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise UsageError(f"{path} is not readable and writable: fix its permissions")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot create {path}: directory {parent} is not writable")
+
+
+def _check_sqlite_target(path: Path) -> None:
+    _check_file_target(path, what="SQLite database")
+    if path.exists() and path.stat().st_size > 0:
+        with path.open("rb") as f:
+            if f.read(len(_SQLITE_MAGIC)) != _SQLITE_MAGIC:
+                raise UsageError(f"{path} is not an SQLite database: give another file")
+
+
+def _enable_wal(path: Path) -> None:
+    """WAL lets readers (browsing, the dashboard) work while a run writes; it persists in the
+    file, so setting it once is enough."""
+    con = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+    try:
+        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            con.execute("PRAGMA journal_mode=WAL")
+    finally:
+        con.close()
+
+
+def engine_kwargs(spec: StorageSpec) -> dict[str, Any]:
+    if spec.kind == "sqlite":
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    return {"pool_pre_ping": True}
+
+
+def open_storage(
+    spec: StorageSpec, *, heartbeat: Heartbeat | None = None, create: bool = True
+) -> optuna.storages.BaseStorage:
+    """Open the Optuna storage behind ``spec``; errors become one-line :class:`UsageError`s.
+
+    Args:
+        spec: From :func:`parse_storage`.
+        heartbeat: Enable Optuna's heartbeat and retry stale trials (RDB storages only).
+        create: Allow creating a new database file. Browsing commands pass False so that a
+            typo never leaves an empty database behind.
+    """
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend, JournalStorage
+
+    if spec.path is not None and not create and not spec.path.exists():
+        raise UsageError(f"no study database at {spec.path}: run `explore study run` first "
+                         "or pass --storage")
+    try:
+        if spec.kind == "journal":
+            assert spec.path is not None
+            return JournalStorage(JournalFileBackend(str(spec.path)))
+        if spec.kind == "redis":
+            backend = JournalRedisBackend(spec.url)
+            backend._redis.ping()  # fail now, with a clear message, if the server is away
+            return JournalStorage(backend)
+        if spec.kind == "sqlite":
+            assert spec.path is not None
+            _enable_wal(spec.path)
+        hb: dict[str, Any] = {}
+        if heartbeat is not None:
+            hb = {
+                "heartbeat_interval": heartbeat.interval,
+                "grace_period": heartbeat.grace_period,
+                "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
+                    max_retry=heartbeat.max_retry
+                ),
+            }
+        return optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs(spec), **hb)
+    except UsageError:
+        raise
+    except ModuleNotFoundError as exc:
+        extra = {"psycopg": "postgres", "psycopg2": "postgres", "pymysql": "mysql",
+                 "redis": "redis", "MySQLdb": "mysql"}.get(exc.name or "", None)
+        hint = f" (pip install 'explore[{extra}]')" if extra else ""
+        raise UsageError(
+            f"the driver for {spec.display} is not installed: {exc.name}{hint}"
+        ) from exc
+    except RuntimeError as exc:
+        text = str(exc)
+        if "storage upgrade" in text or "schema" in text.lower():
+            raise UsageError(
+                f"{spec.display} was written by another Optuna schema version; "
+                f"back it up, then run: optuna storage upgrade --storage {mask_url(spec.url)}"
+            ) from exc
+        raise UsageError(f"cannot open {spec.display}: {mask_secrets(_first_line(exc))}") from exc
+    except Exception as exc:  # driver errors: unreachable server, bad credentials, bad file
+        raise UsageError(f"cannot open {spec.display}: {mask_secrets(_first_line(exc))}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def snapshot_store(spec: StorageSpec, storage: optuna.storages.BaseStorage) -> SnapshotStore:
+    """Our snapshot tables: inside the study database for RDB storages; for journal storages
+    (which hold no tables) in a side SQLite file, ``<journal stem>-snapshots.db`` next to a
+    journal file or ``snapshots.db`` in the artifact directory for Redis."""
+    from optuna.storages import RDBStorage
+
+    if isinstance(storage, RDBStorage):
+        return SnapshotStore(storage.engine)
+    if spec.path is not None:
+        side = spec.path.parent / f"{spec.path.stem}-snapshots.db"
+    else:
+        side = spec.artifact_dir() / "snapshots.db"
+        side.parent.mkdir(parents=True, exist_ok=True)
+    _enable_wal(side)
+    return SnapshotStore.from_url(f"sqlite:///{side}")
