@@ -177,5 +177,9 @@ def _front_row(t: Any) -> dict[str, Any]:
             "user_attrs": t.user_attrs}
 
 
+# ---- browsing commands: thin wrappers over studies/ (list, show, pareto, history, export, plot,
+# ---- compare, report, delete, copy, dashboard, models) ----
+
+
 if __name__ == "__main__":
     app()
