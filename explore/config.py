@@ -44,10 +44,16 @@ class StudySettings:
     trials: int = 20  # total finished (COMPLETE + PRUNED) trials the study aims for
     sampler: str = "tpe"  # one of SAMPLERS
     seed: int = 0  # seeds the sampler and, with the configuration, every trial's training
+    prune: bool = False  # multi-objective early stopping (MO-ASHA) at geometric epochs
+    prune_eta: int = 3  # rungs at epochs 1, η, η², …; the top 1/η at a rung continue
+    prune_min_trials: int = 4  # no pruning at a rung until this many trials reached it
+    dedup: bool = True  # answer an already evaluated configuration from the study (free)
 
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise ValueError(f"trials must be >= 1; got {self.trials}")
+        if self.prune_eta < 2 or self.prune_min_trials < 1:
+            raise ValueError("prune_eta must be >= 2 and prune_min_trials >= 1")
         if self.sampler not in SAMPLERS:
             raise ValueError(
                 f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}"
@@ -241,7 +247,10 @@ def resolve_settings(
             if key in MODEL_KEYS:
                 model[key] = value
             else:
-                sections["train"] = dataclasses.replace(sections["train"], **{key: value})
+                try:
+                    sections["train"] = dataclasses.replace(sections["train"], **{key: value})
+                except ValueError as exc:
+                    raise UsageError(f"{locate('space', key)}[space] {key}: {exc}") from exc
     else:
         space = base.space
     return Settings(model=model, space=space, **sections)
@@ -259,7 +268,7 @@ class TomlSource:
         for number, line in enumerate(self.lines, start=1):
             stripped = line.strip()
             if stripped.startswith("[") and not stripped.startswith("[["):
-                current = stripped.strip("[]").strip()
+                current = stripped.split("#", 1)[0].strip().strip("[]").strip()
                 if key is None and current == section:
                     return f"{self.path}:{number}: "
             elif key is not None and current == section:

@@ -70,6 +70,8 @@ def dataset_shape(data: DataSettings) -> tuple[int, int, int | None]:
     """``(image_size, in_chans, num_classes)`` without loading (classes may be unknown)."""
     if data.dataset.startswith(IMAGEFOLDER):
         root = Path(data.dataset[len(IMAGEFOLDER):]).expanduser()
+        if (root / "train").is_dir():  # the train/ + test/ layout
+            root = root / "train"
         classes = _imagefolder_classes(root) if root.is_dir() else None
         return data.image_size or 32, 3, len(classes) if classes else None
     info = _info(data.dataset)
@@ -94,9 +96,11 @@ def load_dataset(data: DataSettings, seed: int, device: torch.device | str = "cp
     if name.startswith(IMAGEFOLDER):
         train_x, train_y, test = _load_imagefolder(data)
         flip = True
+        num_classes = int(train_y.max()) + 1  # ImageFolder rejects empty class folders
     else:
         info = _info(name)
         flip = info.augment_flip
+        num_classes = info.num_classes  # even when a subset misses the last classes
         train_x, train_y, test = _LOADERS[name](data)
     if data.eval_split == "test":
         if test is None:
@@ -110,7 +114,6 @@ def load_dataset(data: DataSettings, seed: int, device: torch.device | str = "cp
         train_x, train_y = train_x[keep], train_y[keep]
     mean = train_x.mean(dim=(0, 2, 3), keepdim=True)
     std = train_x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-    num_classes = int(max(train_y.max(), eval_y.max())) + 1
     out = Dataset(name, (train_x - mean) / std, train_y, (eval_x - mean) / std, eval_y,
                   num_classes, data.eval_split, flip)
     return out.to(torch.device(device))
@@ -131,6 +134,9 @@ def _stratified_split(
 def _stratified_subset(y: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     if size >= len(y):
         return torch.arange(len(y))
+    classes = len(torch.unique(y))
+    if size < classes:
+        raise UsageError(f"max_train ({size}) must be at least the number of classes ({classes})")
     from sklearn.model_selection import train_test_split
 
     keep, _ = train_test_split(np.arange(len(y)), train_size=size, random_state=seed,
@@ -228,19 +234,24 @@ def _load_imagefolder(data: DataSettings) -> _Loaded:
     transform = T.Compose([T.ToImage(), T.Resize((size, size), antialias=True),
                            T.ToDtype(torch.float32, scale=True)])
 
-    def read(folder: Path) -> _Split:
+    def read(folder: Path) -> tuple[_Split, list[str]]:
         try:
             ds = tvd.ImageFolder(str(folder), transform=lambda im: transform(im.convert("RGB")))
         except (FileNotFoundError, RuntimeError) as exc:
             raise UsageError(f"{folder}: {exc}") from exc
         xs = [ds[i][0] for i in range(len(ds))]
-        return torch.stack(xs), torch.tensor(ds.targets, dtype=torch.int64)
+        return (torch.stack(xs), torch.tensor(ds.targets, dtype=torch.int64)), ds.classes
 
     if (root / "train").is_dir():
-        train_x, train_y = read(root / "train")
-        test = read(root / "test") if (root / "test").is_dir() else None
+        (train_x, train_y), classes = read(root / "train")
+        test = None
+        if (root / "test").is_dir():
+            test, test_classes = read(root / "test")
+            if test_classes != classes:  # labels are indices into each folder's own class list
+                raise UsageError(f"{root / 'test'} has classes {test_classes}, but "
+                                 f"{root / 'train'} has {classes}: use the same class folders")
         return train_x, train_y, test
-    x, y = read(root)
+    (x, y), _ = read(root)
     return x, y, None
 
 

@@ -42,6 +42,10 @@ class Throughput:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "noisy": self.noisy}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Throughput:
+        return cls(**{k: v for k, v in data.items() if k != "noisy"})
+
 
 def autocast(device: torch.device) -> torch.autocast:
     """bf16 autocast on CUDA; a disabled context elsewhere (fp32 on CPU)."""

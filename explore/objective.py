@@ -18,13 +18,16 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.trial import FrozenTrial, TrialState
 
 import extattn
 from explore.config import Settings, TrainSettings
 from explore.data import Dataset
-from explore.measure import measure_throughput
+from explore.locks import MachineLock
+from explore.measure import Throughput, measure_throughput
+from explore.pruning import decide, rungs
 from explore.recovery import ATTR_WORKER, WorkerIdentity
-from explore.train import EpochResult, NonFiniteLoss, train_model
+from explore.train import EpochResult, NonFiniteLoss, peek_state, train_model
 from extattn import ModelConfig, count_flops, count_params, create_model
 
 __all__ = ["Interrupted", "Objective", "TrialPlan", "plan_trial"]
@@ -32,6 +35,12 @@ __all__ = ["Interrupted", "Objective", "TrialPlan", "plan_trial"]
 ATTR_HISTORY = "history"  # per-epoch accuracy/loss, written as it happens
 ATTR_FAIL = "fail_reason"
 ATTR_PRUNE = "prune_reason"
+ATTR_DUPLICATE = "duplicate_of"
+DUPLICATE_POLL_S = 1.0
+_EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+# What a duplicate copies from the trial it repeats (not its history or checkpoint).
+_COPIED_ATTRS = ("model_config", "seed", "params_count", "flops_per_image", "throughput",
+                 "train_seconds", "device", "device_name")
 
 
 class Interrupted(Exception):
@@ -106,8 +115,10 @@ class Objective:
         on_trial_start: Callable[[int, dict[str, Any]], None] | None = None,
         save_checkpoint: Callable[[optuna.Trial, torch.nn.Module, TrialPlan], None] | None = None,
         identity: WorkerIdentity | None = None,
+        lock: MachineLock | None = None,
     ) -> None:
         self.identity = identity or WorkerIdentity.current()
+        self.lock = lock or MachineLock(enabled=False)
         self.settings = settings
         self.data = data
         self.device = device
@@ -152,12 +163,16 @@ class Objective:
             raise optuna.TrialPruned(str(exc)) from exc
         if self.stop.is_set():
             raise Interrupted("stop requested before training")
+        trial.set_user_attr("config_key", plan.key)
+        if self.settings.study.dedup:
+            known = self._find_evaluated(trial, plan.key)
+            if known is not None:
+                return self._answer_from(trial, known)
 
         torch.manual_seed(plan.seed)
         model = create_model(plan.model).to(self.device)
         c, h, w = self.data.image_shape
         trial.set_user_attr("model_config", plan.model.to_dict())
-        trial.set_user_attr("config_key", plan.key)
         trial.set_user_attr("seed", plan.seed)
         trial.set_user_attr("params_count", count_params(model))
         trial.set_user_attr("flops_per_image", count_flops(model, (c, h, w)))
@@ -165,25 +180,40 @@ class Objective:
         trial.set_user_attr("device_name", device_name(self.device))
         trial.set_user_attr("versions", versions())
 
-        throughput = measure_throughput(model, (c, h, w), self.device, self.settings.measure)
+        state_path = self.state_path(plan)
+        saved = peek_state(state_path)
+        if saved is not None and "throughput" in saved:
+            # A resumed experiment keeps the throughput measured when it started.
+            throughput = Throughput.from_dict(saved["throughput"])
+        else:
+            with self.lock.exclusive():
+                throughput = measure_throughput(model, (c, h, w), self.device,
+                                                self.settings.measure)
         trial.set_user_attr("throughput", throughput.to_dict())
+        rung_epochs = set(rungs(plan.train.epochs, self.settings.study.prune_eta)) \
+            if self.settings.study.prune else set()
 
         def epoch_done(record: EpochResult, history: list[EpochResult]) -> None:
             trial.set_user_attr(ATTR_HISTORY, [r.to_dict() for r in history])
             trial.set_user_attr(ATTR_WORKER, self.identity.to_attr())  # a beat for journals
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, record)
+            if record.epoch in rung_epochs:
+                self._maybe_prune(trial, record, throughput.median)
             if self.stop.is_set() and record.epoch < plan.train.epochs:
                 raise Interrupted(f"stopped after epoch {record.epoch} (state saved)")
 
-        state_path = self.state_path(plan)
         started = time.perf_counter()
         try:
             result = train_model(
                 model, self.data, plan.train, plan.seed,
                 augment=self.settings.data.augment, on_epoch=epoch_done,
                 state_path=state_path, extra_state={"throughput": throughput.to_dict()},
+                epoch_guard=self.lock.shared,
             )
+        except optuna.TrialPruned:
+            state_path.unlink(missing_ok=True)
+            raise
         except NonFiniteLoss as exc:
             trial.set_user_attr(ATTR_FAIL, str(exc))
             state_path.unlink(missing_ok=True)
@@ -197,4 +227,54 @@ class Objective:
             self.save_checkpoint(trial, model, plan)
         state_path.unlink(missing_ok=True)
         return result.accuracy, throughput.median
+
+    def _find_evaluated(self, trial: optuna.Trial, key: str) -> FrozenTrial | None:
+        """A finished trial of the same experiment; waits for one still running elsewhere
+        (started earlier), so that no experiment is trained twice at the same time."""
+        while True:
+            running = False
+            for t in trial.study.get_trials(deepcopy=False, states=_EVALUATED):
+                if t.number == trial.number or t.user_attrs.get("config_key") != key:
+                    continue
+                if t.user_attrs.get(ATTR_DUPLICATE) is not None:
+                    continue
+                if t.state == TrialState.RUNNING:
+                    running = running or t.number < trial.number
+                    continue
+                return t
+            if not running or self.stop.is_set():
+                return None
+            time.sleep(DUPLICATE_POLL_S)
+
+    def _answer_from(self, trial: optuna.Trial, known: FrozenTrial) -> tuple[float, float]:
+        """Take the values of an identical finished experiment instead of training again."""
+        trial.set_user_attr(ATTR_DUPLICATE, known.number)
+        for key in _COPIED_ATTRS:
+            if key in known.user_attrs:
+                trial.set_user_attr(key, known.user_attrs[key])
+        if known.state == TrialState.PRUNED:
+            reason = f"same experiment as trial {known.number}, which was pruned"
+            trial.set_user_attr(ATTR_PRUNE, reason)
+            raise optuna.TrialPruned(reason)
+        accuracy, throughput = known.values
+        return accuracy, throughput
+
+    def _maybe_prune(self, trial: optuna.Trial, record: EpochResult, throughput: float) -> None:
+        """MO-ASHA: stop unless this trial ranks in the top 1/η of those at this rung."""
+        study = self.settings.study
+        others = []
+        for t in trial.study.get_trials(deepcopy=False, states=_EVALUATED):
+            if t.number == trial.number or t.user_attrs.get(ATTR_DUPLICATE) is not None:
+                continue
+            history = t.user_attrs.get(ATTR_HISTORY) or []
+            thr = (t.user_attrs.get("throughput") or {}).get("median")
+            if len(history) >= record.epoch and thr is not None:
+                others.append((float(history[record.epoch - 1]["accuracy"]), float(thr)))
+        decision = decide((record.accuracy, throughput), others, study.prune_eta,
+                          study.prune_min_trials)
+        if not decision.keep:
+            trial.set_user_attr("pruned_at_epoch", record.epoch)
+            trial.set_user_attr("rung_rank", [decision.rank, decision.size])
+            trial.set_user_attr(ATTR_PRUNE, decision.reason(record.epoch))
+            raise optuna.TrialPruned(decision.reason(record.epoch))
 

@@ -28,7 +28,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from explore.config import Settings, conflicts, load_toml, resolve_settings
 from explore.data import dataset_shape, load_dataset
-from explore.objective import Objective, TrialPlan, plan_trial
+from explore.locks import MachineLock
+from explore.objective import ATTR_DUPLICATE, Objective, TrialPlan, plan_trial
 from explore.progress import Reporter
 from explore.recovery import WorkerIdentity, recover_orphans, requeue
 from explore.sampling import make_sampler, sampler_seed
@@ -45,6 +46,7 @@ ATTR_VERSION = "explore_version"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 KEEP_CHOICES = ("pareto", "all", "none")
+MAX_REPEATS = 100  # consecutive duplicates before the search counts as converged
 
 
 @dataclass
@@ -63,6 +65,7 @@ class RunRequest:
     worker: int = 0  # index among this machine's workers (seeds, threads)
     workers: int = 1  # how many workers share this machine
     handle_signals: bool = True
+    shared_lock: bool = False  # take the machine lock even alone (other runs share the machine)
 
 
 @dataclass
@@ -73,7 +76,7 @@ class RunSummary:
     target: int
     finished: int
     states: dict[str, int]
-    front: list[FrozenTrial]
+    front: list[FrozenTrial]  # the Pareto-optimal trials, each experiment once
     new_trials: int
     elapsed: float
     stopped: str  # why the loop ended
@@ -205,7 +208,10 @@ def _create(storage: Any, name: str, settings: Settings) -> optuna.Study:
 
 
 def count_finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=FINISHED))
+    """Finished trials that count against the budget: COMPLETE + PRUNED, except duplicates
+    answered from the study (they cost nothing, so repeats cannot burn the budget)."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)
+               if t.user_attrs.get(ATTR_DUPLICATE) is None)
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
@@ -272,7 +278,8 @@ def run_study(request: RunRequest, reporter: Reporter) -> RunSummary:
         _loop(study, settings, data, device, spec, snapshots, request, reporter, summary, name)
     summary.finished = count_finished(study)
     summary.states = state_counts(study)
-    summary.front = study.best_trials
+    # Duplicates repeat a front trial's values exactly: show each experiment once.
+    summary.front = [t for t in study.best_trials if t.user_attrs.get(ATTR_DUPLICATE) is None]
     summary.elapsed = time.monotonic() - started
     summary.noisy_trials = [t.number for t in summary.front
                             if t.user_attrs.get("throughput", {}).get("noisy")]
@@ -334,10 +341,13 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
 
     objective = Objective(settings, data, device, state_dir, stop,
                           on_epoch=reporter.epoch, on_trial_start=on_trial_start,
-                          save_checkpoint=keep_checkpoint, identity=identity)
+                          save_checkpoint=keep_checkpoint, identity=identity,
+                          lock=MachineLock(enabled=request.workers > 1 or request.shared_lock))
+    repeats = 0
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal failures
+        nonlocal failures, repeats
+        repeats = repeats + 1 if trial.user_attrs.get(ATTR_DUPLICATE) is not None else 0
         front = study.best_trials
         finished = count_finished(study)
         if trial.state == TrialState.COMPLETE:
@@ -373,6 +383,10 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
                     break
                 if finite is not None and _distinct_finished(study) >= finite:
                     summary.stopped = "search space exhausted"
+                    break
+                if repeats >= MAX_REPEATS:
+                    summary.stopped = (f"the sampler proposed {repeats} evaluated configurations "
+                                       "in a row")
                     break
                 if failures >= request.max_failures:
                     summary.stopped = f"{failures} consecutive failed trials"

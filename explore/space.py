@@ -9,6 +9,7 @@ duplicates that differ only in settings they do not use.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -54,7 +55,8 @@ class ParamSpec:
         if self.categorical:
             return list(self.choices)
         if self.step is not None and not self.log:
-            n = int(round((self.high - self.low) / self.step)) + 1
+            # Like Optuna, the grid stops at the last step <= high (1e-9: float rounding).
+            n = math.floor((self.high - self.low) / self.step + 1e-9) + 1
             grid = [self.low + i * self.step for i in range(n)]
             return [int(v) for v in grid] if self.is_int else grid
         return [int(self.low), int(self.high)] if self.is_int else [self.low, self.high]

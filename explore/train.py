@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,42 @@ def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool, pad: int) -> tor
     return out.contiguous()
 
 
+def _train_epoch(model: nn.Module, data: Dataset, settings: TrainSettings,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, gen: torch.Generator,
+                 augment: bool) -> float:
+    """One pass over the training split in a fresh random order; returns the mean loss."""
+    device = data.train_x.device
+    n = len(data.train_y)
+    perm = torch.randperm(n, generator=gen).to(device)
+    loss_sum = torch.zeros((), device=device)
+    for start in range(0, n, settings.batch_size):
+        idx = perm[start:start + settings.batch_size]
+        xb, yb = data.train_x[idx], data.train_y[idx]
+        if augment:
+            xb = _augment(xb, gen, data.augment_flip, pad=max(1, xb.shape[-1] // 8))
+        with autocast(device):
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=settings.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip:
+            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(idx)
+    return loss_sum.item() / n
+
+
+def peek_state(path: Path) -> dict[str, Any] | None:
+    """The ``extra_state`` saved with a training state (None when there is none)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged state is ignored: training starts over
+        return None
+    return state.get("extra") if state.get("version") == STATE_VERSION else None
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)``."""
@@ -115,6 +152,7 @@ def train_model(
     on_epoch: Callable[[EpochResult, list[EpochResult]], None] | None = None,
     state_path: Path | None = None,
     extra_state: dict[str, Any] | None = None,
+    epoch_guard: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> TrainResult:
     """Train ``model`` on ``data.train_*`` and evaluate on ``data.eval_*`` after every epoch.
 
@@ -127,6 +165,7 @@ def train_model(
             to stop training (pruning, interruption): the state of that epoch is saved first.
         state_path: Where to save (and look for) the training state after every epoch.
         extra_state: Plain values stored with the state (e.g. the measured throughput).
+        epoch_guard: Context held while an epoch trains (the machine lock's shared side).
 
     Raises:
         NonFiniteLoss: the loss became NaN or infinite.
@@ -160,28 +199,13 @@ def train_model(
 
     model.train()
     for epoch in range(result.resumed_from + 1, settings.epochs + 1):
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=gen).to(device)
-        loss_sum = torch.zeros((), device=device)
-        for start in range(0, n, settings.batch_size):
-            idx = perm[start:start + settings.batch_size]
-            xb, yb = data.train_x[idx], data.train_y[idx]
-            if augment:
-                xb = _augment(xb, gen, data.augment_flip, pad=max(1, xb.shape[-1] // 8))
-            with autocast(device):
-                loss = F.cross_entropy(model(xb), yb, label_smoothing=settings.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach() * len(idx)
-        mean_loss = loss_sum.item() / n
-        seconds = time.perf_counter() - t0
-        if not math.isfinite(mean_loss):
-            raise NonFiniteLoss(f"training loss became {mean_loss} in epoch {epoch}")
-        accuracy = evaluate(model, data.eval_x, data.eval_y)
+        with epoch_guard():
+            t0 = time.perf_counter()
+            mean_loss = _train_epoch(model, data, settings, optimizer, scheduler, gen, augment)
+            seconds = time.perf_counter() - t0
+            if not math.isfinite(mean_loss):
+                raise NonFiniteLoss(f"training loss became {mean_loss} in epoch {epoch}")
+            accuracy = evaluate(model, data.eval_x, data.eval_y)
         record = EpochResult(epoch, accuracy, mean_loss, seconds)
         result.history.append(record)
         result.accuracy = accuracy
