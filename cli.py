@@ -129,6 +129,18 @@ def study_run(
     keep_checkpoints: Annotated[str, typer.Option(
         help="Keep trained weights of: pareto (front trials), all or none."
     )] = "pareto",
+    prune: Annotated[bool | None, typer.Option(
+        "--prune/--no-prune", help="Multi-objective early stopping (MO-ASHA) of weak trials."
+    )] = None,
+    dedup: Annotated[bool | None, typer.Option(
+        "--dedup/--no-dedup", help="Answer repeated configurations from the study for free."
+    )] = None,
+    workers: Annotated[str, typer.Option(
+        help="Worker processes on this machine: N or auto (one per core, or one per GPU)."
+    )] = "1",
+    devices: Annotated[str | None, typer.Option(
+        help="One worker per listed device, e.g. cuda:0,cuda:1."
+    )] = None,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="Print only the final summary."
     )] = False,
@@ -137,12 +149,14 @@ def study_run(
     """Create a study, or continue it, and run trials until it has --trials finished ones."""
     from explore.progress import make_reporter
     from explore.runner import RunRequest, run_study
+    from explore.workers import run_parallel
 
     explicit: dict[str, dict[str, Any]] = {}
     for section, key, value in (("data", "dataset", dataset), ("data", "data_dir", data_dir),
                                 ("data", "download", download), ("study", "trials", trials),
                                 ("train", "epochs", epochs), ("study", "sampler", sampler),
-                                ("study", "seed", seed)):
+                                ("study", "seed", seed), ("study", "prune", prune),
+                                ("study", "dedup", dedup)):
         if value is not None:
             explicit.setdefault(section, {})[key] = value
 
@@ -151,9 +165,57 @@ def study_run(
         request = RunRequest(name=name, storage=storage, config_file=config, explicit=explicit,
                              timeout=timeout, device=device, max_failures=max_failures,
                              keep_checkpoints=keep_checkpoints)
+        reporter = make_reporter(quiet or fmt == "json")
+        if workers != "1" or devices:
+            return run_parallel(request, reporter, workers, devices)
+        return run_study(request, reporter)
+
+    _print_summary(guarded(go), fmt)
+
+
+@study_app.command("worker")
+def study_worker(
+    name: Annotated[str, typer.Option("--name", "-n", help="The study to join.")],
+    storage: StorageOpt = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
+    timeout: Annotated[float | None, typer.Option(
+        help="Start no new trial after this many seconds."
+    )] = None,
+    worker_index: Annotated[int, typer.Option(
+        help="This worker's index on its machine (varies the sampler seed)."
+    )] = 0,
+    workers: Annotated[int, typer.Option(
+        help="Workers sharing this machine (splits the CPU threads, enables the throughput lock)."
+    )] = 1,
+    max_failures: Annotated[int, typer.Option(
+        help="Stop after this many consecutive failed trials."
+    )] = 5,
+    keep_checkpoints: Annotated[str, typer.Option(
+        help="Keep trained weights of: pareto (front trials), all or none."
+    )] = "pareto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Join an existing study (from any machine) with its stored settings and budget."""
+    from explore.progress import make_reporter
+    from explore.runner import RunRequest, run_study
+
+    def go() -> Any:
+        _check_format(fmt)
+        request = RunRequest(name=name, storage=storage, device=device, timeout=timeout,
+                             worker=worker_index, workers=workers, max_failures=max_failures,
+                             keep_checkpoints=keep_checkpoints, join_only=True,
+                             shared_lock=True)
         return run_study(request, make_reporter(quiet or fmt == "json"))
 
     summary = guarded(go)
+    if not quiet:
+        _print_summary(summary, fmt)
+    elif summary.exit_code:
+        raise typer.Exit(code=summary.exit_code)
+
+
+def _print_summary(summary: Any, fmt: str) -> None:
     if fmt == "json":
         _print_json(summary.to_dict())
     else:

@@ -36,6 +36,7 @@ ATTR_HISTORY = "history"  # per-epoch accuracy/loss, written as it happens
 ATTR_FAIL = "fail_reason"
 ATTR_PRUNE = "prune_reason"
 ATTR_DUPLICATE = "duplicate_of"
+ATTR_OVER_BUDGET = "over_budget"
 DUPLICATE_POLL_S = 1.0
 _EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 # What a duplicate copies from the trial it repeats (not its history or checkpoint).
@@ -45,6 +46,10 @@ _COPIED_ATTRS = ("model_config", "seed", "params_count", "flops_per_image", "thr
 
 class Interrupted(Exception):
     """A stop was requested (signal); the trial saved its state and will be retried."""
+
+
+class OverBudget(Exception):
+    """Trials started earlier already fill the study's budget (a race between workers)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,9 @@ class Objective:
         save_checkpoint: Callable[[optuna.Trial, torch.nn.Module, TrialPlan], None] | None = None,
         identity: WorkerIdentity | None = None,
         lock: MachineLock | None = None,
+        claim: Callable[[optuna.Trial], bool] | None = None,
     ) -> None:
+        self.claim = claim
         self.identity = identity or WorkerIdentity.current()
         self.lock = lock or MachineLock(enabled=False)
         self.settings = settings
@@ -139,8 +146,13 @@ class Objective:
         """Run the trial; failures leave their reason in the trial's user attrs."""
         trial.set_user_attr(ATTR_WORKER, self.identity.to_attr())
         try:
+            if self.claim is not None and not self.claim(trial):
+                raise OverBudget("trials started earlier fill the budget")
             return self._run(trial)
         except optuna.TrialPruned:
+            raise
+        except OverBudget as exc:
+            trial.set_user_attr(ATTR_OVER_BUDGET, str(exc))
             raise
         except Interrupted as exc:
             trial.set_user_attr("interrupted", str(exc))

@@ -29,12 +29,18 @@ from optuna.trial import FrozenTrial, TrialState
 from explore.config import Settings, conflicts, load_toml, resolve_settings
 from explore.data import dataset_shape, load_dataset
 from explore.locks import MachineLock
-from explore.objective import ATTR_DUPLICATE, Objective, TrialPlan, plan_trial
+from explore.objective import (
+    ATTR_DUPLICATE,
+    ATTR_OVER_BUDGET,
+    Objective,
+    TrialPlan,
+    plan_trial,
+)
 from explore.progress import Reporter
 from explore.recovery import WorkerIdentity, recover_orphans, requeue
 from explore.sampling import make_sampler, sampler_seed
 from extattn import save_checkpoint
-from studies.errors import ExploreError, UsageError
+from studies.errors import ExploreError, StudyNotFound, UsageError
 from studies.snapshots import SnapshotStore
 from studies.storage import Heartbeat, StorageSpec, open_storage, parse_storage, snapshot_store
 
@@ -47,6 +53,7 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 KEEP_CHOICES = ("pareto", "all", "none")
 MAX_REPEATS = 100  # consecutive duplicates before the search counts as converged
+POLL_S = 1.0
 
 
 @dataclass
@@ -66,6 +73,7 @@ class RunRequest:
     workers: int = 1  # how many workers share this machine
     handle_signals: bool = True
     shared_lock: bool = False  # take the machine lock even alone (other runs share the machine)
+    join_only: bool = False  # `study worker`: the study must exist; never create it
 
 
 @dataclass
@@ -142,27 +150,24 @@ def check_space(settings: Settings) -> None:
     """Every searched value must be usable in some configuration (on this dataset)."""
     image_size, in_chans, num_classes = dataset_shape(settings.data)
     shape = (image_size, in_chans, num_classes or 2)
-    errors: dict[tuple[str, Any], str] = {}
-    usable: set[tuple[str, Any]] = set()
-    any_valid = False
+    errors: dict[tuple[str, str], str] = {}
+    usable: set[tuple[str, str]] = set()
     for point in settings.space.combinations(settings.model):
         try:
             plan_trial(point, settings, shape)
         except ValueError as exc:
-            for item in point.items():
-                errors.setdefault(_hashable(item), str(exc))
+            for name, value in point.items():
+                errors.setdefault((name, repr(value)), str(exc))
             continue
-        any_valid = True
-        usable.update(_hashable(item) for item in point.items())
-    for item, message in errors.items():
-        if item not in usable:
-            raise UsageError(f"[space] {item[0]} = {item[1]!r} is never possible: {message}")
-    if not any_valid:
-        raise UsageError("the search space has no possible configuration")
-
-
-def _hashable(item: tuple[str, Any]) -> tuple[str, Any]:
-    return item[0], repr(item[1])
+        usable.update((name, repr(value)) for name, value in point.items())
+    if not usable and errors:
+        # Blame the field the error message talks about (e.g. "heads (3) must divide …").
+        blamed = [item for item, message in errors.items() if item[0] in message.split(" ")[0]]
+        name, value = (blamed or list(errors))[0]
+        raise UsageError(f"[space] {name} = {value} is never possible: {errors[(name, value)]}")
+    for (name, value), message in errors.items():
+        if (name, value) not in usable:
+            raise UsageError(f"[space] {name} = {value} is never possible: {message}")
 
 
 def _open_or_create(spec: StorageSpec, request: RunRequest, name: str,
@@ -207,11 +212,30 @@ def _create(storage: Any, name: str, settings: Settings) -> optuna.Study:
     return study
 
 
+def claims_budget(t: FrozenTrial) -> bool:
+    """Whether a trial holds (or will hold) one of the budget's slots."""
+    return (t.user_attrs.get(ATTR_DUPLICATE) is None
+            and t.user_attrs.get(ATTR_OVER_BUDGET) is None)
+
+
+def slot_is_free(study: optuna.Study, number: int, target: int) -> bool:
+    """Atomic budget claim: trial ``number`` may train only if the finished trials plus the
+    running ones created before it (trial numbers order creation) leave a slot. Two workers
+    can never both take the last slot, so the budget is never overshot."""
+    held = sum(1 for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+               if claims_budget(t) and (t.state != TrialState.RUNNING or t.number < number))
+    return held < target
+
+
+def count_running(study: optuna.Study, exclude: int | None = None) -> int:
+    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if claims_budget(t) and t.number != exclude)
+
+
 def count_finished(study: optuna.Study) -> int:
     """Finished trials that count against the budget: COMPLETE + PRUNED, except duplicates
     answered from the study (they cost nothing, so repeats cannot burn the budget)."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)
-               if t.user_attrs.get(ATTR_DUPLICATE) is None)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if claims_budget(t))
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
@@ -246,8 +270,24 @@ def stop_on_signals(stop: threading.Event, reporter: Reporter, name: str,
             signal.signal(s, h)
 
 
-def run_study(request: RunRequest, reporter: Reporter) -> RunSummary:
-    """Create or continue the study and run trials until its budget, timeout or a stop."""
+@dataclass
+class OpenedStudy:
+    study: optuna.Study
+    settings: Settings
+    spec: StorageSpec
+    storage: Any
+    name: str
+    device: torch.device
+    started: float
+
+    def summary(self) -> RunSummary:
+        return RunSummary(self.name, self.spec.display, _masked(self.spec),
+                          self.settings.study.trials, count_finished(self.study), {}, [], 0, 0.0,
+                          "budget reached")
+
+
+def open_study(request: RunRequest) -> OpenedStudy:
+    """Validate everything, then create the study or check it can be continued as asked."""
     started = time.monotonic()
     explicit, source, file_name, file_storage = _explicit_settings(request)
     spec = parse_storage(request.storage or file_storage)
@@ -263,24 +303,41 @@ def run_study(request: RunRequest, reporter: Reporter) -> RunSummary:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if request.join_only:
+        try:
+            optuna.load_study(study_name=name, storage=open_storage(spec, create=False))
+        except KeyError:
+            raise StudyNotFound(f"no study named {name!r} in {spec.display}: create it with "
+                                "explore study run") from None
     study, settings, created, storage = _open_or_create(spec, request, name, explicit, source)
     target = settings.study.trials
     if not created and target != study.user_attrs[ATTR_SETTINGS]["study"]["trials"]:
         study.set_user_attr(ATTR_SETTINGS, settings.to_dict())  # the budget grew or shrank
+    return OpenedStudy(study, settings, spec, storage, name, device, started)
 
-    snapshots = snapshot_store(spec, storage)
-    finished = count_finished(study)
-    summary = RunSummary(name, spec.display, _masked(spec), target, finished, {}, [], 0, 0.0,
-                         "budget reached")
-    if finished < target:
-        _set_threads(settings, request, device)
-        data = load_dataset(settings.data, seed=settings.study.seed, device=device)
-        _loop(study, settings, data, device, spec, snapshots, request, reporter, summary, name)
+
+def run_study(request: RunRequest, reporter: Reporter,
+              opened: OpenedStudy | None = None) -> RunSummary:
+    """Create or continue the study and run trials until its budget, timeout or a stop."""
+    opened = opened or open_study(request)
+    study, settings, spec, name = opened.study, opened.settings, opened.spec, opened.name
+    summary = opened.summary()
+    if summary.finished < summary.target:
+        _set_threads(settings, request, opened.device)
+        data = load_dataset(settings.data, seed=settings.study.seed, device=opened.device)
+        snapshots = snapshot_store(spec, opened.storage)
+        _loop(study, settings, data, opened.device, spec, snapshots, request, reporter, summary,
+              name)
+    return finish_summary(opened, summary)
+
+
+def finish_summary(opened: OpenedStudy, summary: RunSummary) -> RunSummary:
+    study = opened.study
     summary.finished = count_finished(study)
     summary.states = state_counts(study)
     # Duplicates repeat a front trial's values exactly: show each experiment once.
     summary.front = [t for t in study.best_trials if t.user_attrs.get(ATTR_DUPLICATE) is None]
-    summary.elapsed = time.monotonic() - started
+    summary.elapsed = time.monotonic() - opened.started
     summary.noisy_trials = [t.number for t in summary.front
                             if t.user_attrs.get("throughput", {}).get("noisy")]
     return summary
@@ -318,6 +375,9 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     study.sampler = make_sampler(
         settings, sampler_seed(settings.study.seed, len(study.trials), request.worker))
     finite = _finite_size(settings)
+    # Journal storages have no heartbeat: a trial of another host counts as dead when its
+    # per-epoch beat is this old (RDB storages leave that to Optuna's heartbeat).
+    stale_after = None if spec.is_rdb else float(request.heartbeat.grace_period * 10)
     failures = 0
     deadline = None if request.timeout is None else time.monotonic() + request.timeout
 
@@ -342,7 +402,8 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     objective = Objective(settings, data, device, state_dir, stop,
                           on_epoch=reporter.epoch, on_trial_start=on_trial_start,
                           save_checkpoint=keep_checkpoint, identity=identity,
-                          lock=MachineLock(enabled=request.workers > 1 or request.shared_lock))
+                          lock=MachineLock(enabled=request.workers > 1 or request.shared_lock),
+                          claim=lambda trial: slot_is_free(study, trial.number, target))
     repeats = 0
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -357,7 +418,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
         if trial.state == TrialState.FAIL:
             if trial.user_attrs.get("interrupted"):
                 requeue(study, trial, reason="interrupted")
-            else:
+            elif trial.user_attrs.get(ATTR_OVER_BUDGET) is None:
                 failures += 1
         else:
             failures = 0
@@ -373,11 +434,16 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
                     summary.stopped = "interrupted"
                     summary.exit_code = 130 if sig == signal.SIGINT else 143
                     break
-                recover_orphans(study, identity, reporter.message)
+                recover_orphans(study, identity, reporter.message, stale_after)
+                if spec.is_rdb:
+                    optuna.storages.fail_stale_trials(study)  # Optuna's heartbeat retries
                 finished = count_finished(study)
                 if finished >= target:
                     summary.stopped = "budget reached"
                     break
+                if finished + count_running(study) >= target:
+                    time.sleep(POLL_S)  # the last slots are taken; one may still fail
+                    continue
                 if deadline is not None and time.monotonic() >= deadline:
                     summary.stopped = "timeout"
                     break

@@ -1,0 +1,142 @@
+"""``explore study run --workers N``: several worker processes on this machine share one study.
+
+The parent validates and creates the study, then starts ``explore study worker`` processes (each
+with its own sampler seed, thread share or GPU) and shows one combined progress view by reading
+the storage. Workers claim trials against the study's budget atomically (see
+:func:`explore.runner.slot_is_free`), so together they finish exactly the budget. Ctrl-C reaches
+every worker (same process group); each stops after its current epoch with its state saved.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from types import FrameType
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from explore.progress import Reporter
+from explore.runner import (
+    FINISHED,
+    OpenedStudy,
+    RunRequest,
+    RunSummary,
+    count_finished,
+    finish_summary,
+    open_study,
+)
+from studies.errors import ExploreError, UsageError
+from studies.storage import ENV_STORAGE
+
+__all__ = ["parse_workers", "run_parallel"]
+
+SQLITE_WORKERS_WARN = 4
+POLL_S = 0.5
+
+
+def parse_workers(workers: str, devices: str | None) -> tuple[int, list[str | None]]:
+    """How many workers, and the device each one sees (None: the run's --device)."""
+    if devices:
+        listed = [d.strip() for d in devices.split(",") if d.strip()]
+        if not listed:
+            raise UsageError("--devices needs a comma-separated list such as cuda:0,cuda:1")
+        per = 1 if workers in ("auto", "1") else int(workers) if workers.isdigit() else 0
+        if per < 1:
+            raise UsageError("--workers must be 'auto' or an integer >= 1")
+        return len(listed) * per, [d for d in listed for _ in range(per)]
+    if workers == "auto":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
+        if torch.cuda.is_available():
+            return n, [f"cuda:{i}" for i in range(n)]
+        return n, [None] * n
+    if not workers.isdigit() or int(workers) < 1:
+        raise UsageError(f"--workers must be 'auto' or an integer >= 1; got {workers!r}")
+    return int(workers), [None] * int(workers)
+
+
+def _worker_command(opened: OpenedStudy, request: RunRequest, index: int, count: int,
+                    device: str | None) -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    env[ENV_STORAGE] = opened.spec.url  # not on the command line, where `ps` would show it
+    worker_device = request.device
+    if device is not None and device.startswith("cuda"):
+        env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1] if ":" in device else "0"
+        worker_device = "cuda:0"  # the worker sees only its GPU
+    elif device is not None:
+        worker_device = device
+    cmd = [sys.executable, "-m", "cli", "study", "worker", "--name", opened.name,
+           "--device", worker_device, "--worker-index", str(index), "--workers", str(count),
+           "--max-failures", str(request.max_failures),
+           "--keep-checkpoints", request.keep_checkpoints, "--quiet"]
+    if request.timeout is not None:
+        cmd += ["--timeout", str(request.timeout)]
+    return cmd, env
+
+
+def run_parallel(request: RunRequest, reporter: Reporter, workers: str,
+                 devices: str | None = None) -> RunSummary:
+    count, device_list = parse_workers(workers, devices)
+    opened = open_study(replace(request, workers=count))
+    summary = opened.summary()
+    if summary.finished >= summary.target:
+        return finish_summary(opened, summary)
+    if opened.spec.kind == "sqlite" and count > SQLITE_WORKERS_WARN:
+        reporter.message(f"note: {count} workers on SQLite serialize their writes; for more than "
+                         f"{SQLITE_WORKERS_WARN}, use journal:FILE.log or a database server")
+    procs = []
+    for index, device in enumerate(device_list):
+        cmd, env = _worker_command(opened, request, index, count, device)
+        procs.append(subprocess.Popen(cmd, env=env, cwd=os.getcwd()))
+
+    received: dict[str, int] = {}
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        received["signal"] = signum
+        for p in procs:  # Ctrl-C reached them already; SIGTERM (e.g. from a scheduler) did not
+            if p.poll() is None and signum == signal.SIGTERM:
+                p.send_signal(signal.SIGTERM)
+        reporter.message("stopping workers after their current epoch; continue with: "
+                         f"explore study run --name {opened.name}")
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    seen: set[int] = {t.number for t in opened.study.get_trials(deepcopy=False, states=FINISHED)}
+    reporter.start(opened.name, opened.spec.display, summary.finished, summary.target)
+    try:
+        while True:
+            done = all(p.poll() is not None for p in procs)
+            _report_new(opened.study, seen, reporter, summary)
+            if done:
+                break
+            time.sleep(POLL_S)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        reporter.close()
+    codes = [p.returncode for p in procs]
+    if "signal" in received:
+        summary.stopped = "interrupted"
+        summary.exit_code = 130 if received["signal"] == signal.SIGINT else 143
+    elif any(c not in (0, 130, 143) for c in codes):
+        raise ExploreError(f"worker(s) failed with exit codes {codes}; see their messages above")
+    summary.stopped = summary.stopped if "signal" in received else "budget reached"
+    return finish_summary(opened, summary)
+
+
+def _report_new(study: optuna.Study, seen: set[int], reporter: Reporter,
+                summary: RunSummary) -> None:
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.FAIL))
+    fresh = [t for t in trials if t.number not in seen]
+    if not fresh:
+        return
+    front = study.best_trials
+    finished = count_finished(study)
+    for t in sorted(fresh, key=lambda t: t.number):
+        seen.add(t.number)
+        summary.new_trials += 1
+        reporter.trial_end(t, front, finished, summary.target)
