@@ -1,0 +1,86 @@
+"""One configuration, no study: ``explore model bench`` and ``explore model train``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from explore.config import MeasureSettings, Settings, resolve_settings
+from explore.data import load_dataset
+from explore.measure import measure_throughput
+from explore.objective import plan_trial
+from explore.runner import resolve_device
+from explore.train import EpochResult, train_model
+from extattn import count_flops, count_params, create_model, save_checkpoint
+from studies.errors import UsageError
+
+__all__ = ["bench_model", "train_one"]
+
+
+Explicit = dict[str, dict[str, Any]]
+
+
+def _settings(explicit: Explicit, params: dict[str, Any]) -> tuple[Settings, dict[str, Any]]:
+    settings = resolve_settings({**explicit, "space": {}})
+    train_fields = {f.name for f in dataclasses.fields(settings.train)}
+    unknown = sorted(set(params) - set(settings.model) - train_fields)
+    if unknown:
+        raise UsageError(f"unknown model/training field(s): {', '.join(unknown)}")
+    return settings, params
+
+
+def bench_model(explicit: dict[str, dict[str, Any]], params: dict[str, Any],
+                device: str = "auto", threads: int = 0) -> dict[str, Any]:
+    """Throughput, FLOPs and parameters of one configuration (no training)."""
+    from explore.data import dataset_shape
+
+    settings, params = _settings(explicit, params)
+    dev = resolve_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    image_size, in_chans, num_classes = dataset_shape(settings.data)
+    try:
+        plan = plan_trial(params, settings, (image_size, in_chans, num_classes or 10))
+    except ValueError as exc:
+        raise UsageError(f"impossible configuration: {exc}") from exc
+    torch.manual_seed(plan.seed)
+    model = create_model(plan.model).to(dev)
+    shape = (in_chans, image_size, image_size)
+    stats = measure_throughput(model, shape, dev, settings.measure)
+    return {"model": plan.model.to_dict(), "params_count": count_params(model),
+            "flops_per_image": count_flops(model, shape), "throughput": stats.to_dict()}
+
+
+def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], device: str = "auto",
+              out: Path | None = None, on_epoch: Any = None) -> dict[str, Any]:
+    """Train one configuration exactly as a study trial would; optionally save a checkpoint."""
+    settings, params = _settings(explicit, params)
+    dev = resolve_device(device)
+    data = load_dataset(settings.data, seed=settings.study.seed, device=dev)
+    c, h, _ = data.image_shape
+    try:
+        plan = plan_trial(params, settings, (h, c, data.num_classes))
+    except ValueError as exc:
+        raise UsageError(f"impossible configuration: {exc}") from exc
+    torch.manual_seed(plan.seed)
+    model = create_model(plan.model).to(dev)
+    throughput = measure_throughput(model, data.image_shape, dev, MeasureSettings())
+
+    def epoch_done(record: EpochResult, history: list[EpochResult]) -> None:
+        if on_epoch is not None:
+            on_epoch(record)
+
+    result = train_model(model, data, plan.train, plan.seed, augment=settings.data.augment,
+                         on_epoch=epoch_done)
+    summary = {"model": plan.model.to_dict(), "train": dataclasses.asdict(plan.train),
+               "seed": plan.seed, "accuracy": result.accuracy,
+               "throughput": throughput.median, "train_seconds": round(result.train_seconds, 3),
+               "history": [r.to_dict() for r in result.history]}
+    if out is not None:
+        save_checkpoint(out, model, plan.model, {k: v for k, v in summary.items()
+                                                 if k != "history"})
+        summary["checkpoint"] = str(out)
+    return summary
