@@ -234,6 +234,109 @@ def _print_summary(summary: Any, fmt: str) -> None:
         raise typer.Exit(code=summary.exit_code)
 
 
+model_app = typer.Typer(help="One configuration, without a study.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+
+ModelParamOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", help="A model or training field, e.g. -s mem_size=32 -s norm=softmax."
+)]
+
+
+def _parse_sets(items: list[str] | None) -> dict[str, Any]:
+    """``field=value`` pairs; values are read as JSON when they parse (numbers, true/false)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise UsageError(f"--set {item!r}: use FIELD=VALUE, e.g. --set mem_size=32")
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+@model_app.command("list")
+def model_list(fmt: FormatOpt = "table") -> None:
+    """The registered model presets."""
+    from rich.table import Table
+
+    from extattn import list_models
+
+    presets = {name: cfg.to_dict() for name, cfg in list_models().items()}
+    if fmt == "json":
+        _print_json(presets)
+        return
+    table = Table(title="extattn presets")
+    fields = ["attention", "dim", "depth", "heads", "mem_size", "norm", "expand", "patch_size",
+              "image_size"]
+    for col in ["name", *fields]:
+        table.add_column(col)
+    for name, cfg in presets.items():
+        table.add_row(name, *[str(cfg[f]) for f in fields])
+    out.print(table)
+
+
+@model_app.command("bench")
+def model_bench(
+    sets: ModelParamOpt = None,
+    dataset: Annotated[str, typer.Option(help="Dataset whose image shape to use.")] = "digits",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
+    threads: Annotated[int, typer.Option(help="torch threads (0: torch's default).")] = 0,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Inference throughput, FLOPs and parameters of one configuration."""
+    from explore.single import bench_model
+
+    result = guarded(lambda: bench_model({"data": {"dataset": dataset}}, _parse_sets(sets),
+                                         device, threads))
+    if fmt == "json":
+        _print_json(result)
+        return
+    t = result["throughput"]
+    out.print(f"{result['params_count']:,} parameters, {result['flops_per_image']:,} FLOPs/image")
+    out.print(f"throughput: {t['median']:,.0f} img/s (min {t['min']:,.0f}, max {t['max']:,.0f}, "
+              f"spread {t['spread']:.1%}, batch {t['batch']}, {t['threads']} threads, "
+              f"{t['device']})")
+
+
+@model_app.command("train")
+def model_train(
+    sets: ModelParamOpt = None,
+    dataset: Annotated[str, typer.Option(help="Dataset to train on.")] = "digits",
+    data_dir: Annotated[str | None, typer.Option(help="Where torchvision datasets are.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed (with the configuration).")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", help="Save the trained checkpoint here."
+    )] = None,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Train one configuration exactly as a study trial would (same seed, same result)."""
+    from explore.single import train_one
+
+    explicit: dict[str, dict[str, Any]] = {"data": {"dataset": dataset}, "study": {"seed": seed}}
+    if data_dir:
+        explicit["data"]["data_dir"] = data_dir
+    if epochs is not None:
+        explicit["train"] = {"epochs": epochs}
+
+    def show(record: Any) -> None:
+        if fmt != "json":
+            err.print(f"epoch {record.epoch}: accuracy {record.accuracy:.4f}  "
+                      f"loss {record.loss:.4f}  {record.seconds:.2f}s")
+
+    result = guarded(lambda: train_one(explicit, _parse_sets(sets), device, out_path, show))
+    if fmt == "json":
+        _print_json(result)
+        return
+    out.print(f"accuracy {result['accuracy']:.4f}, {result['throughput']:,.0f} img/s, "
+              f"trained in {result['train_seconds']:.1f}s (seed {result['seed']})")
+    if out_path is not None:
+        out.print(f"checkpoint: {out_path}")
+
+
 def _front_row(t: Any) -> dict[str, Any]:
     return {"number": t.number, "params": t.params, "values": list(t.values),
             "user_attrs": t.user_attrs}
