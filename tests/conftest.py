@@ -1,0 +1,132 @@
+"""Shared fixtures: tiny study settings, the CLI runner, and one real study made by a subprocess.
+
+Nothing here imports torch at module level: the ``studies`` tests must stay torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# Small enough that a trial takes about a second on 2 busy CPU cores; one thread because other
+# work on the machine slows multi-threaded matmuls far more than single-threaded ones.
+TINY_SETTINGS = """\
+[model]
+dim = 16
+depth = 1
+
+[measure]
+batch_size = 64
+warmup = 1
+min_iters = 3
+min_time = 0.05
+threads = 1
+
+[space]
+{space}
+"""
+TINY_SPACE = "mem_size = [8, 16]\nheads = [1, 2]"
+EXPLORE = Path(sys.executable).with_name("explore")
+OPTUNA = Path(sys.executable).with_name("optuna")
+STORAGE_ENV = ("EXPLORE_STORAGE", "EXPLORE_ARTIFACTS", "OPTUNA_STORAGE")
+
+
+def write_tiny_config(directory: Path, space: str = TINY_SPACE, name: str | None = None) -> Path:
+    """Write ``tiny.toml`` (tiny model, quick measurement, the given ``[space]`` body)."""
+    text = TINY_SETTINGS.format(space=space)
+    if name is not None:
+        text = f'[study]\nname = "{name}"\n\n' + text
+    path = directory / "tiny.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def clean_env() -> dict[str, str]:
+    """The environment for subprocesses, without storage overrides from the caller's shell."""
+    return {k: v for k, v in os.environ.items() if k not in STORAGE_ENV}
+
+
+@pytest.fixture(autouse=True)
+def _no_storage_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test never writes to the database a developer's shell points at."""
+    for name in STORAGE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty current directory (the default ``explore.db`` goes here)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def tiny_config() -> Callable[..., Path]:
+    return write_tiny_config
+
+
+@pytest.fixture
+def cli() -> Callable[..., Any]:
+    """``cli("study", "run", …)`` runs the Typer app in-process; stdout and stderr separate."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Train single-threaded (faster and steadier on a busy 2-core machine); restore after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class MadeStudy:
+    """A study made by a real ``explore study run`` subprocess. Tests must not change it."""
+
+    directory: Path
+    db: Path
+    url: str
+    name: str
+    args: tuple[str, ...]  # the command's arguments after ``explore``
+    trials: int
+    epochs: int
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def made_study(tmp_path_factory: pytest.TempPathFactory) -> MadeStudy:
+    """4 trials of 2 epochs on digits, default storage (``explore.db`` in the cwd)."""
+    directory = tmp_path_factory.mktemp("made")
+    write_tiny_config(directory)
+    args = ("study", "run", "--name", "made", "--config", "tiny.toml", "--epochs", "2",
+            "--trials", "4", "--seed", "3")
+    started = time.perf_counter()
+    proc = subprocess.run([str(EXPLORE), *args], cwd=directory, env=clean_env(),
+                          capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - started
+    db = directory / "explore.db"
+    return MadeStudy(directory, db, f"sqlite:///{db}", "made", args, 4, 2, proc.returncode,
+                     proc.stdout, proc.stderr, seconds)

@@ -1,0 +1,54 @@
+"""Inference throughput: the second objective."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+import torch
+
+from explore.config import MeasureSettings
+from explore.measure import SPREAD_FLAG, Throughput, measure_throughput
+from extattn import ModelConfig, create_model
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(("min_iters", "min_time"), [(7, 0.0), (3, 0.2)],
+                         ids=["iterations-bound", "time-bound"])
+def test_throughput_stats(one_thread: None, min_iters: int, min_time: float) -> None:
+    torch.manual_seed(0)
+    model = create_model(ModelConfig(dim=16, depth=1, heads=2, mem_size=8, dropout=0.1))
+    model.train()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    settings = MeasureSettings(batch_size=32, warmup=2, min_iters=min_iters, min_time=min_time)
+
+    started = time.perf_counter()
+    result = measure_throughput(model, (1, 8, 8), CPU, settings)
+    elapsed = time.perf_counter() - started
+
+    for value in (result.median, result.min, result.max):
+        assert math.isfinite(value) and value > 0
+    assert result.min <= result.median <= result.max
+    assert math.isfinite(result.spread) and result.spread >= 0
+    assert result.iters >= min_iters
+    if min_time == 0.0:
+        assert result.iters == min_iters  # no more than asked once both bounds are met
+    assert elapsed >= min_time
+    # The slowest timed batch cannot have taken longer than the whole call.
+    assert settings.batch_size / result.min <= elapsed
+    assert (result.batch, result.threads, result.device) == (32, 1, "cpu")
+    assert result.to_dict()["noisy"] == (result.spread > SPREAD_FLAG) == result.noisy
+    # Left in eval mode (every submodule), weights untouched, no gradients kept.
+    assert not any(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_throughput_round_trips_through_its_dict() -> None:
+    stats = Throughput(median=100.0, min=80.0, max=120.0, spread=0.25, iters=10, batch=256,
+                       threads=2, device="cpu")
+    assert stats.noisy
+    assert Throughput.from_dict(stats.to_dict()) == stats

@@ -1,0 +1,124 @@
+"""Training on device-resident digits: it learns, it is reproducible, it resumes exactly, and a
+non-finite loss stops it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from explore.config import DataSettings, TrainSettings
+from explore.data import Dataset, load_dataset
+from explore.train import EpochResult, NonFiniteLoss, TrainResult, train_model
+from extattn import ModelConfig, create_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SEED = 1234
+TINY = ModelConfig(dim=16, depth=1, heads=2, mem_size=8, dropout=0.1)  # dropout: RNG matters
+
+
+@pytest.fixture(scope="module")
+def digits() -> Dataset:
+    return load_dataset(DataSettings(), seed=0)
+
+
+def build(config: ModelConfig = TINY, seed: int = SEED) -> nn.Module:
+    torch.manual_seed(seed)
+    return create_model(config)
+
+
+def curve(result: TrainResult) -> list[tuple[int, float, float]]:
+    """The history without wall-clock times."""
+    return [(r.epoch, r.accuracy, r.loss) for r in result.history]
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.slow
+def test_a_small_model_learns_digits(digits: Dataset) -> None:
+    settings = TrainSettings(epochs=8)  # the default training settings otherwise
+    result = train_model(build(ModelConfig(dim=64, depth=1, heads=2, mem_size=16)), digits,
+                         settings, SEED)
+    assert [r.epoch for r in result.history] == list(range(1, 9))
+    assert result.accuracy == result.history[-1].accuracy
+    assert result.accuracy >= 0.8, curve(result)  # chance is 0.1
+    assert result.history[-1].loss < result.history[0].loss
+    assert result.train_seconds > 0 and result.resumed_from == 0
+
+
+def test_the_same_seed_gives_the_same_training(digits: Dataset) -> None:
+    settings = TrainSettings(epochs=2)
+    runs = []
+    for _ in range(2):
+        model = build()
+        runs.append((model, train_model(model, digits, settings, SEED, augment=True)))
+    (model_a, a), (model_b, b) = runs
+    assert curve(a) == curve(b)
+    assert_same_weights(model_a, model_b)
+    other = train_model(build(), digits, settings, SEED + 1, augment=True)
+    assert curve(other) != curve(a)  # the seed drives batch order, augmentation and dropout
+
+
+class Interruption(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])
+def test_resuming_after_an_interruption_matches_an_uninterrupted_run(
+        digits: Dataset, tmp_path: Path, stop_after: int) -> None:
+    settings = TrainSettings(epochs=4)
+    state = tmp_path / "state.pt"
+    straight_model = build()
+    straight = train_model(straight_model, digits, settings, SEED, augment=True)
+
+    seen: list[int] = []
+
+    def interrupt(record: EpochResult, history: list[EpochResult]) -> None:
+        seen.append(record.epoch)
+        if record.epoch == stop_after:
+            raise Interruption  # like a signal: the state of this epoch is already saved
+
+    with pytest.raises(Interruption):
+        train_model(build(), digits, settings, SEED, augment=True, on_epoch=interrupt,
+                    state_path=state)
+    assert seen == list(range(1, stop_after + 1)) and state.is_file()
+
+    torch.manual_seed(999)  # another process: the global RNG is wherever it is
+    torch.rand(100)
+    resumed_model = build(seed=7)  # its initial weights must not matter either
+    resumed = train_model(resumed_model, digits, settings, SEED, augment=True,
+                          on_epoch=lambda record, history: seen.append(record.epoch),
+                          state_path=state)
+    assert resumed.resumed_from == stop_after
+    assert seen == [*range(1, stop_after + 1), *range(stop_after + 1, 5)]
+    assert resumed.accuracy == straight.accuracy
+    assert curve(resumed) == curve(straight)
+    assert_same_weights(resumed_model, straight_model)
+
+
+def nan_output(model: nn.Module) -> nn.Module:
+    model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+    return model
+
+
+@pytest.mark.parametrize(("make", "settings"), [
+    (build, TrainSettings(epochs=2, lr=1e30)),
+    (lambda: nan_output(build()), TrainSettings(epochs=2)),
+], ids=["huge-lr", "nan-forward"])
+def test_a_non_finite_loss_raises(digits: Dataset, tmp_path: Path,
+                                  make: Callable[[], nn.Module], settings: TrainSettings) -> None:
+    epochs: list[int] = []
+    state = tmp_path / "state.pt"
+    with pytest.raises(NonFiniteLoss, match="epoch 1"):
+        train_model(make(), digits, settings, SEED, state_path=state,
+                    on_epoch=lambda record, history: epochs.append(record.epoch))
+    assert epochs == [] and not state.exists()  # nothing of the failed epoch is kept
