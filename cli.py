@@ -345,6 +345,246 @@ def _front_row(t: Any) -> dict[str, Any]:
 # ---- browsing commands: thin wrappers over studies/ (list, show, pareto, history, export, plot,
 # ---- compare, report, delete, copy, dashboard, models) ----
 
+BROWSE_FORMATS = ("table", "json", "csv")
+DataFormatOpt = Annotated[str, typer.Option("-f", "--format", help="table, json or csv")]
+StudyArg = Annotated[str, typer.Argument(help="Study name.", show_default=False)]
+
+
+def _fetch(fmt: str, fn: Callable[[], T], formats: tuple[str, ...] = BROWSE_FORMATS) -> T:
+    """Check ``-f`` first, then run ``fn`` under :func:`guarded`."""
+
+    def go() -> T:
+        _check_format(fmt, formats)
+        return fn()
+
+    return guarded(go)
+
+
+@study_app.command("list")
+def study_list(storage: StorageOpt = None, fmt: DataFormatOpt = "table") -> None:
+    """Every study: trials by state, front size, best accuracy and throughput, activity."""
+    from studies.catalog import list_studies
+    from studies.views import print_list
+
+    rows = _fetch(fmt, lambda: list_studies(storage))
+    if not rows and fmt == "table":
+        err.print("no studies yet: create one with `explore study run`")
+        return
+    print_list(rows, fmt, out)
+
+
+@study_app.command("show")
+def study_show(name: StudyArg, storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
+    """A study's stored settings, trials by state, Pareto front and failures with reasons."""
+    from studies.catalog import show_study
+    from studies.views import print_show
+
+    detail = _fetch(fmt, lambda: show_study(storage, name), ("table", "json"))
+    print_show(detail, fmt, out)
+
+
+@study_app.command("pareto")
+def study_pareto(
+    name: StudyArg,
+    storage: StorageOpt = None,
+    all_trials: Annotated[bool, typer.Option(
+        "--all", help="Add the dominated COMPLETE trials, with a pareto column."
+    )] = False,
+    fmt: DataFormatOpt = "table",
+) -> None:
+    """The Pareto-optimal trials (exactly Optuna's study.best_trials)."""
+    from studies.catalog import pareto_front
+    from studies.views import print_front
+
+    front = _fetch(fmt, lambda: pareto_front(storage, name, include_dominated=all_trials))
+    print_front(front, fmt, out, with_flag=all_trials)
+
+
+@study_app.command("history")
+def study_history_cmd(
+    name: StudyArg,
+    storage: StorageOpt = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also draw hypervolume against trials and time into this PNG file."
+    )] = None,
+    fmt: DataFormatOpt = "table",
+) -> None:
+    """The recorded Pareto-front snapshots: finished trials, time, hypervolume, front size."""
+    from studies.history import study_history
+    from studies.views import print_history
+
+    history = _fetch(fmt, lambda: study_history(storage, name, plot))
+    if not history.snapshots:
+        err.print(f"study {name!r} has no snapshots yet (one is recorded when a trial "
+                  "changes the front)")
+    print_history(history, fmt, out)
+    if history.plot is not None:
+        err.print(f"plot: {history.plot}")
+
+
+@study_app.command("export")
+def study_export(
+    name: StudyArg,
+    out_path: Annotated[Path, typer.Option(
+        "--out", "-o", help="FILE.csv (one flattened row per trial) or FILE.json.",
+        show_default=False,
+    )],
+    storage: StorageOpt = None,
+) -> None:
+    """Every trial with params, values, state, times and user attrs, to CSV or JSON."""
+    from studies.export import export_study
+
+    result = guarded(lambda: export_study(storage, name, out_path))
+    err.print(f"wrote {result.trials} trials of {name} to {result.path}")
+
+
+@study_app.command("plot")
+def study_plot(
+    name: StudyArg,
+    out_path: Annotated[Path, typer.Option(
+        "--out", "-o", help="FILE.png (matplotlib) or FILE.html (interactive, needs plotly).",
+        show_default=False,
+    )],
+    storage: StorageOpt = None,
+) -> None:
+    """Accuracy against throughput: the front highlighted and connected, the rest grey."""
+    from studies.plots import plot_study
+
+    path = guarded(lambda: plot_study(storage, name, out_path))
+    err.print(f"plot: {path}")
+
+
+@study_app.command("compare")
+def study_compare(
+    names: Annotated[list[str], typer.Argument(help="Two or more study names.",
+                                               show_default=False)],
+    storage: StorageOpt = None,
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Also draw the fronts overlaid into FILE.png or FILE.html."
+    )] = None,
+    fmt: DataFormatOpt = "table",
+) -> None:
+    """Hypervolume against one common reference point, front sizes and best values.
+
+    Hypervolume is taken in (accuracy, throughput / T), T the highest throughput in any of the
+    compared studies, against (0, 0): comparable across the studies of one comparison, in [0, 1].
+    """
+    from studies.compare import compare_studies
+    from studies.views import print_compare
+
+    result = _fetch(fmt, lambda: compare_studies(storage, names, out_path))
+    for note in result.notes:
+        err.print(f"note: {note}")
+    print_compare(result, fmt, out)
+    if result.plot is not None:
+        err.print(f"plot: {result.plot}")
+
+
+@study_app.command("report")
+def study_report(
+    name: StudyArg,
+    out_path: Annotated[Path, typer.Option(
+        "--out", "-o", help="FILE.md (images written beside it) or FILE.html (self-contained).",
+        show_default=False,
+    )],
+    storage: StorageOpt = None,
+) -> None:
+    """Findings: the front, plots, hypervolume history, double vs softmax, S, heads, EA vs SA."""
+    from studies.report import write_report
+
+    path = guarded(lambda: write_report(storage, name, out_path))
+    err.print(f"report: {path}")
+
+
+@study_app.command("delete")
+def study_delete(
+    name: StudyArg,
+    storage: StorageOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+) -> None:
+    """Delete a study, its Pareto snapshots and its checkpoints."""
+    from studies.transfer import delete_study
+
+    if not yes:
+        question = f"Delete study {name!r} with all its trials, snapshots and checkpoints?"
+        if not typer.confirm(question, default=False, err=True):
+            err.print("not deleted")
+            raise typer.Exit(code=1)
+    result = guarded(lambda: delete_study(storage, name))
+    err.print(f"deleted {name} from {result.where}: {result.trials} trials, "
+              f"{result.snapshots} snapshots, {result.checkpoints} checkpoints")
+
+
+@study_app.command("copy")
+def study_copy(
+    name: StudyArg,
+    to_storage: Annotated[str, typer.Option(
+        "--to-storage", help="The storage URL to copy into (created when missing).",
+        show_default=False,
+    )],
+    storage: StorageOpt = None,
+    to_name: Annotated[str | None, typer.Option(
+        "--to-name", help="Name of the copy (default: the same name)."
+    )] = None,
+) -> None:
+    """Copy a study (optuna.copy_study) with its Pareto snapshots and checkpoints."""
+    from studies.transfer import copy_study
+
+    result = guarded(lambda: copy_study(storage, name, to_storage, to_name))
+    err.print(f"copied {name} to {result.to_study} in {result.where}: {result.trials} trials, "
+              f"{result.snapshots} snapshots, {result.checkpoints} checkpoints")
+
+
+@study_app.command("dashboard")
+def study_dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8080,
+) -> None:
+    """optuna-dashboard on the study storage, with the checkpoints as trial artifacts."""
+    from studies.dashboard import serve_dashboard
+
+    def ready(url: str) -> None:
+        out.print(url, highlight=False)
+        sys.stdout.flush()
+        err.print("serving optuna-dashboard; Ctrl-C stops it")
+
+    guarded(lambda: serve_dashboard(storage, host, port, ready))
+
+
+@study_app.command("models")
+def study_models(
+    name: StudyArg,
+    out_dir: Annotated[Path, typer.Option(
+        "--out", "-o", help="Directory for one checkpoint per Pareto-optimal trial + index.json.",
+        show_default=False,
+    )],
+    storage: StorageOpt = None,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain/--no-retrain",
+        help="Retrain a front trial whose checkpoint was not kept (same config and seed).",
+    )] = True,
+    device: Annotated[str, typer.Option(help="Device for retraining: auto, cpu, cuda.")] = "cpu",
+    fmt: FormatOpt = "table",
+) -> None:
+    """Checkpoints of the Pareto-optimal trials, loadable with extattn.load_checkpoint."""
+    from explore.export_models import export_models
+
+    def note(message: str) -> None:
+        err.print(message, highlight=False)
+
+    result = _fetch(fmt, lambda: export_models(storage, name, out_dir, retrain=retrain,
+                                               device=device, on_note=note),
+                    ("table", "json"))
+    if fmt == "json":
+        _print_json(result.index)
+        return
+    for entry in result.index["models"]:
+        out.print(f"trial {entry['trial']}: {entry['file']} ({entry['source']}, accuracy "
+                  f"{entry['values']['accuracy']:.4f}, {entry['values']['throughput']:,.0f} img/s)",
+                  highlight=False)
+    out.print(f"index: {result.index_path}", highlight=False)
+
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,173 @@
+"""``explore study models``: one loadable checkpoint per Pareto-optimal trial, plus index.json.
+
+Checkpoints come from the study's artifact store, where ``explore study run`` keeps the weights
+of front trials (``--keep-checkpoints pareto``, the default) or of all trials. When a front
+trial's checkpoint is not there (the run used ``--keep-checkpoints none``, the files were lost, or
+the study was copied without them), it is retrained from its stored settings, params and seed,
+exactly as the trial was trained: on CPU this reproduces the trial's weights and accuracy (the
+index records both accuracies). ``--no-retrain`` turns that into an error instead.
+
+Duplicates (trials that repeated an evaluated configuration) share the original's checkpoint:
+each experiment is written once, and the index lists the trial numbers that repeat it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from studies.catalog import StudyMeta, TrialRecord, open_catalog, read_front
+from studies.errors import ExploreError, UsageError
+from studies.storage import mask_url, parse_storage
+
+__all__ = ["ModelsResult", "export_models"]
+
+INDEX_NAME = "index.json"
+
+
+@dataclass(frozen=True)
+class ModelsResult:
+    index: dict[str, Any]
+    index_path: Path
+
+
+def _checkpoint_file(store_dir: Path, t: TrialRecord) -> Path | None:
+    artifact_id = t.user_attrs.get("checkpoint_artifact")
+    if not isinstance(artifact_id, str) or "/" in artifact_id or artifact_id.startswith("."):
+        return None
+    path = store_dir / artifact_id
+    return path if path.is_file() else None
+
+
+class _Retrainer:
+    """Loads the study's data once and retrains trials like the objective trains them."""
+
+    def __init__(self, meta: StudyMeta, device: str) -> None:
+        from explore.config import Settings
+
+        self.study = meta.name
+        self.settings = Settings.from_dict(meta.settings)
+        self.device_name = device
+        self._data: Any = None
+
+    def __call__(self, t: TrialRecord, target: Path, note: Callable[[str], None]
+                 ) -> dict[str, Any]:
+        import torch
+
+        from explore.data import load_dataset
+        from explore.objective import plan_trial
+        from explore.runner import resolve_device
+        from explore.train import train_model
+        from extattn import create_model, save_checkpoint
+
+        device = resolve_device(self.device_name)
+        if self._data is None:
+            self._data = load_dataset(self.settings.data, seed=self.settings.study.seed,
+                                      device=device)
+        data = self._data
+        c, h, _ = data.image_shape
+        plan = plan_trial(t.params, self.settings, (h, c, data.num_classes))
+        if plan.key != t.user_attrs.get("config_key", plan.key):
+            note(f"trial {t.number}: its configuration no longer maps to the same experiment "
+                 "(the code changed?); the retrained weights may differ")
+        threads = (t.user_attrs.get("throughput") or {}).get("threads")
+        before = torch.get_num_threads()
+        if isinstance(threads, int) and threads > 0 and device.type == "cpu":
+            torch.set_num_threads(threads)  # as the trial ran: same reduction order
+        try:
+            torch.manual_seed(plan.seed)
+            model = create_model(plan.model).to(device)
+            result = train_model(model, data, plan.train, plan.seed,
+                                 augment=self.settings.data.augment)
+        finally:
+            torch.set_num_threads(before)
+        stored = t.values[0] if t.values else None
+        save_checkpoint(target, model, plan.model, {
+            "study": self.study, "trial": t.number, "params": t.params, "seed": plan.seed,
+            "train": dataclasses.asdict(plan.train), "config_key": plan.key, "retrained": True,
+            "accuracy": result.accuracy})
+        if stored is not None and abs(result.accuracy - stored) > 1e-9:
+            note(f"trial {t.number}: retrained accuracy {result.accuracy:.4f} differs from the "
+                 f"stored {stored:.4f} (another device, thread count or code version)")
+        return {"retrained_accuracy": result.accuracy}
+
+
+def export_models(storage: str | None, name: str, out_dir: Path, *, retrain: bool = True,
+                  device: str = "cpu", on_note: Callable[[str], None] | None = None
+                  ) -> ModelsResult:
+    """Write a checkpoint per Pareto-optimal trial of study ``name`` into ``out_dir`` and an
+    ``index.json`` describing them (trial, params, values, file, where it came from)."""
+    from extattn import CheckpointError, load_checkpoint
+
+    note = on_note or (lambda message: None)
+    spec = parse_storage(storage)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir} is a file: give a directory")
+    with open_catalog(spec) as catalog:
+        meta = catalog.study(name)
+        if not meta.is_explore or not meta.settings:
+            raise ExploreError(f"study {name!r} was not created by explore study run: its "
+                               "trials have no models")
+        front = read_front(catalog, meta).front
+        if not front:
+            raise ExploreError(f"study {name!r} has no COMPLETE trials yet")
+        originals = {t.number: t for t in front if not t.is_duplicate}
+        wanted = {int(t.user_attrs["duplicate_of"]) for t in front if t.is_duplicate}
+        missing = sorted(wanted - set(originals))
+        if missing:
+            for t in catalog.trials(meta, states=("COMPLETE",)):
+                if t.number in missing:
+                    originals[t.number] = t
+    repeats: dict[int, list[int]] = {}
+    for t in front:
+        if t.is_duplicate:
+            repeats.setdefault(int(t.user_attrs["duplicate_of"]), []).append(t.number)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store_dir = spec.artifact_dir() / "checkpoints"
+    retrainer: _Retrainer | None = None
+    names = meta.objective_names
+    models = []
+    for number, t in sorted(originals.items()):
+        target = out_dir / f"trial-{number:04d}.pt"
+        source = _checkpoint_file(store_dir, t)
+        entry: dict[str, Any] = {}
+        if source is not None:
+            shutil.copyfile(source, target)
+            try:
+                load_checkpoint(target)
+                origin = "artifact"
+            except CheckpointError as exc:
+                note(f"trial {number}: stored checkpoint is unreadable ({exc})")
+                source = None
+        if source is None:
+            if not retrain:
+                target.unlink(missing_ok=True)
+                raise ExploreError(
+                    f"trial {number}'s checkpoint is not in {store_dir} (the run kept none, or "
+                    "it was removed): drop --no-retrain to retrain it from its stored config "
+                    "and seed")
+            note(f"trial {number}: no stored checkpoint; retraining it from its config and "
+                 "seed")
+            retrainer = retrainer or _Retrainer(meta, device)
+            entry = retrainer(t, target, note)
+            origin = "retrained"
+        assert t.values is not None
+        models.append({
+            "trial": number, "file": target.name, "source": origin,
+            "repeated_by": repeats.get(number, []),
+            "params": t.params, "values": dict(zip(names, t.values, strict=True)),
+            "model_config": t.user_attrs.get("model_config"), "seed": t.user_attrs.get("seed"),
+            "params_count": t.user_attrs.get("params_count"),
+            "flops_per_image": t.user_attrs.get("flops_per_image"), **entry,
+        })
+    index = {"study": name, "storage": mask_url(spec.url), "metric_names": names,
+             "data": meta.settings.get("data"), "models": models}
+    index_path = out_dir / INDEX_NAME
+    index_path.write_text(json.dumps(index, indent=2, default=str) + "\n", encoding="utf-8")
+    return ModelsResult(index, index_path)

@@ -1,0 +1,663 @@
+"""Read studies fast: Optuna's tables with plain SQL, Optuna's API only where there are no tables.
+
+Browsing a 1000-trial study through ``optuna.load_study`` costs the Optuna and SQLAlchemy imports
+(~1 s) plus building every ``FrozenTrial``. Here an SQLite file is read with the standard library's
+``sqlite3`` (other RDB URLs through SQLAlchemy Core, with the same SQL), and only the rows a command
+needs: ``list`` reads counts and values, ``pareto`` reads values, computes the front, then reads
+params and user attrs of the front trials alone. Journal and Redis storages have no tables; they go
+through Optuna's storage API and give the same records.
+
+Nothing here creates a database: a missing file is an error, and the file is opened without
+``create``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from studies.errors import ExploreError, StudyNotFound
+from studies.pareto import pareto_indices
+from studies.storage import StorageSpec, mask_secrets, parse_storage
+
+__all__ = [
+    "Catalog",
+    "Front",
+    "StudyDetail",
+    "StudyMeta",
+    "StudySummary",
+    "TrialRecord",
+    "front_numbers",
+    "list_studies",
+    "open_catalog",
+    "pareto_front",
+    "read_front",
+    "show_study",
+    "trial_json",
+]
+
+STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+EXPLORE_METRICS = ("accuracy", "throughput")
+ATTR_SETTINGS = "explore_settings"  # the runner stores a study's settings under this key
+ATTR_DUPLICATE = "duplicate_of"  # a trial that repeated an evaluated experiment
+
+
+@dataclass(frozen=True)
+class StudyMeta:
+    """A study's identity, objectives and user attrs."""
+
+    study_id: int
+    name: str
+    directions: tuple[str, ...]  # "maximize" or "minimize", per objective
+    metric_names: tuple[str, ...] | None
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def objective_names(self) -> list[str]:
+        """Metric names, or ``values_0``, ``values_1``, … as Optuna names unnamed objectives."""
+        if self.metric_names is not None:
+            return list(self.metric_names)
+        if len(self.directions) == 1:
+            return ["value"]
+        return [f"values_{i}" for i in range(len(self.directions))]
+
+    @property
+    def is_explore(self) -> bool:
+        """Maximizes (accuracy, throughput), as every study ``explore study run`` creates."""
+        return self.directions == ("maximize", "maximize") and self.metric_names in (
+            None, EXPLORE_METRICS)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The stored explore settings (empty for studies explore did not create)."""
+        value = self.user_attrs.get(ATTR_SETTINGS)
+        return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial, as browsing commands need it (a light ``FrozenTrial``)."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL, RUNNING or WAITING
+    values: tuple[float, ...] | None
+    params: dict[str, Any]
+    user_attrs: dict[str, Any]
+    datetime_start: dt.datetime | None
+    datetime_complete: dt.datetime | None
+    trial_id: int = -1  # the storage's id (joins, artifacts); not shown
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to completion, when both are known."""
+        if self.datetime_start is None or self.datetime_complete is None:
+            return None
+        return (self.datetime_complete - self.datetime_start).total_seconds()
+
+    @property
+    def is_duplicate(self) -> bool:
+        return self.user_attrs.get(ATTR_DUPLICATE) is not None
+
+
+def trial_json(t: TrialRecord, names: Sequence[str], pareto: bool | None = None
+               ) -> dict[str, Any]:
+    """A trial as Optuna's CLI writes it: ``number``, ``values`` keyed by metric name,
+    ``datetime_start``, ``datetime_complete``, ``duration``, ``params``, ``user_attrs``,
+    ``state`` (times ISO 8601, duration in seconds), plus ``pareto`` when given."""
+    out: dict[str, Any] = {
+        "number": t.number,
+        "values": None if t.values is None else dict(zip(names, t.values, strict=True)),
+        "datetime_start": _iso(t.datetime_start),
+        "datetime_complete": _iso(t.datetime_complete),
+        "duration": t.duration,
+        "params": t.params,
+        "user_attrs": t.user_attrs,
+        "state": t.state,
+    }
+    if pareto is not None:
+        out["pareto"] = pareto
+    return out
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def front_numbers(points: Sequence[tuple[int, tuple[float, ...]]],
+                  directions: Sequence[str]) -> list[int]:
+    """Trial numbers on the Pareto front of ``(number, values)``, as ``Study.best_trials``
+    selects them (equal points all kept)."""
+    signs = [1.0 if d == "maximize" else -1.0 for d in directions]
+    scaled = [tuple(s * v for s, v in zip(signs, values, strict=True)) for _, values in points]
+    if len(signs) == 2:
+        keep = pareto_indices([(p[0], p[1]) for p in scaled])
+    else:  # rare here: a plain O(n²) dominance check
+        keep = [i for i, p in enumerate(scaled)
+                if not any(all(x >= y for x, y in zip(q, p, strict=True)) and q != p
+                           for q in scaled)]
+    return [points[i][0] for i in keep]
+
+
+# ---- the SQL connection: sqlite3 for SQLite files, SQLAlchemy Core for servers ----------------
+
+
+class _Sql:
+    """Runs the same SQL text on ``sqlite3`` or on an SQLAlchemy connection (``:name`` params)."""
+
+    def __init__(self, spec: StorageSpec) -> None:
+        self.spec = spec
+        self._sqlite: Any = None
+        self._engine: Any = None
+        self.dialect = "sqlite"
+        if spec.kind == "sqlite":
+            import sqlite3
+
+            assert spec.path is not None
+            if not spec.path.exists():
+                raise ExploreError(f"no study database at {spec.path}: run `explore study run` "
+                                   "first or pass --storage")
+            # mode=rw: never create the file; fall back to read-only for a read-only file.
+            try:
+                self._sqlite = sqlite3.connect(f"{spec.path.as_uri()}?mode=rw", uri=True,
+                                               timeout=60)
+            except sqlite3.OperationalError:
+                self._sqlite = sqlite3.connect(f"{spec.path.as_uri()}?mode=ro", uri=True,
+                                               timeout=60)
+        else:
+            self._engine = _server_engine(spec)
+            self.dialect = self._engine.dialect.name
+
+    def quote(self, name: str) -> str:
+        return f"`{name}`" if self.dialect in ("mysql", "mariadb") else f'"{name}"'
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        try:
+            if self._sqlite is not None:
+                return list(self._sqlite.execute(sql, params or {}).fetchall())
+            from sqlalchemy import text
+
+            with self._engine.connect() as con:
+                return [tuple(r) for r in con.execute(text(sql), params or {}).all()]
+        except Exception as exc:
+            raise _read_error(self.spec, exc) from exc
+
+    def has_table(self, name: str) -> bool:
+        if self._sqlite is not None:
+            return bool(self.rows("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                  "AND name = :name", {"name": name}))
+        from sqlalchemy import inspect
+
+        return bool(inspect(self._engine).has_table(name))
+
+    def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+def _server_engine(spec: StorageSpec) -> Any:
+    from sqlalchemy import create_engine
+
+    from studies.storage import engine_kwargs
+
+    try:
+        return create_engine(spec.url, **engine_kwargs(spec))
+    except ModuleNotFoundError as exc:
+        extra = {"psycopg": "postgres", "psycopg2": "postgres", "pymysql": "mysql",
+                 "MySQLdb": "mysql"}.get(exc.name or "")
+        hint = f" (pip install 'explore[{extra}]')" if extra else ""
+        raise ExploreError(f"the driver for {spec.display} is not installed: "
+                           f"{exc.name}{hint}") from exc
+
+
+def _read_error(spec: StorageSpec, exc: BaseException) -> ExploreError:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return ExploreError(f"cannot read {spec.display}: "
+                        f"{mask_secrets(text[0] if text else exc.__class__.__name__)}")
+
+
+def _placeholders(prefix: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    names = [f"{prefix}{i}" for i in range(len(values))]
+    return ", ".join(f":{n}" for n in names), dict(zip(names, values, strict=True))
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
+
+
+def _datetime(value: Any) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value))
+
+
+def _value(value: Any, kind: str) -> float:
+    if kind == "INF_POS":
+        return math.inf
+    if kind == "INF_NEG":
+        return -math.inf
+    return float(value)
+
+
+def _param(internal: float, distribution_json: str) -> Any:
+    """Optuna stores a param as a float plus its distribution; turn it back into the value."""
+    dist = json.loads(distribution_json)
+    name = dist.get("name", "")
+    attrs = dist.get("attributes", {})
+    if name == "CategoricalDistribution":
+        return attrs["choices"][int(internal)]
+    if "Int" in name:  # IntDistribution and the old IntUniform/IntLogUniform
+        return int(internal)
+    return float(internal)
+
+
+# ---- the catalog -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrialStats:
+    """A study's trials at a glance."""
+
+    states: dict[str, int]
+    first_start: dt.datetime | None
+    last_activity: dt.datetime | None
+
+
+class Catalog:
+    """The studies of one storage. Use :func:`open_catalog`."""
+
+    spec: StorageSpec
+
+    def studies(self) -> list[StudyMeta]:
+        raise NotImplementedError
+
+    def study(self, name: str) -> StudyMeta:
+        """The named study.
+
+        Raises:
+            StudyNotFound: no such study (the message lists the ones there are).
+        """
+        metas = self.studies()
+        for meta in metas:
+            if meta.name == name:
+                return meta
+        names = sorted(m.name for m in metas)
+        where = self.spec.display
+        if not names:
+            raise StudyNotFound(f"no study named {name!r}: {where} holds no studies")
+        shown = ", ".join(names[:10]) + (f" (and {len(names) - 10} more)" if len(names) > 10
+                                          else "")
+        raise StudyNotFound(f"no study named {name!r} in {where}; studies there: {shown}")
+
+    def stats(self) -> dict[int, TrialStats]:
+        """Counts by state and first/last activity, per study id."""
+        raise NotImplementedError
+
+    def complete_values(self, study_ids: Sequence[int]
+                        ) -> dict[int, list[tuple[int, int, tuple[float, ...]]]]:
+        """``(trial_id, number, values)`` of the COMPLETE trials, per study id."""
+        raise NotImplementedError
+
+    def trials(self, study: StudyMeta, trial_ids: Sequence[int] | None = None,
+               states: Iterable[str] | None = None) -> list[TrialRecord]:
+        """Full records (params, user attrs), by number; all trials, or those ids/states."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class SqlCatalog(Catalog):
+    """Optuna's RDB tables read with plain SQL."""
+
+    def __init__(self, spec: StorageSpec) -> None:
+        self.spec = spec
+        self.sql = _Sql(spec)
+        self._has_tables = self.sql.has_table("studies") and self.sql.has_table("trials")
+        self._studies: list[StudyMeta] | None = None
+
+    def close(self) -> None:
+        self.sql.close()
+
+    def studies(self) -> list[StudyMeta]:
+        if self._studies is not None:
+            return self._studies
+        if not self._has_tables:
+            self._studies = []
+            return []
+        q = self.sql.quote
+        names = dict(self.sql.rows("SELECT study_id, study_name FROM studies ORDER BY study_id"))
+        directions: dict[int, list[tuple[int, str]]] = {}
+        for sid, direction, objective in self.sql.rows(
+                "SELECT study_id, direction, objective FROM study_directions"):
+            directions.setdefault(sid, []).append((objective, str(direction).lower()))
+        metric_names: dict[int, tuple[str, ...]] = {}
+        for sid, value in self.sql.rows(
+                f"SELECT study_id, value_json FROM study_system_attributes "
+                f"WHERE {q('key')} = 'study:metric_names'"):
+            metric_names[sid] = tuple(json.loads(value))
+        attrs: dict[int, dict[str, Any]] = {}
+        for sid, key, value in self.sql.rows(
+                f"SELECT study_id, {q('key')}, value_json FROM study_user_attributes"):
+            attrs.setdefault(sid, {})[key] = json.loads(value)
+        self._studies = [
+            StudyMeta(sid, name, tuple(d for _, d in sorted(directions.get(sid, []))),
+                      metric_names.get(sid), attrs.get(sid, {}))
+            for sid, name in names.items()
+        ]
+        return self._studies
+
+    def stats(self) -> dict[int, TrialStats]:
+        if not self._has_tables:
+            return {}
+        counts: dict[int, dict[str, int]] = {}
+        first: dict[int, dt.datetime] = {}
+        last: dict[int, dt.datetime] = {}
+        for sid, state, n, start, end, end_start in self.sql.rows(
+                "SELECT study_id, state, COUNT(*), MIN(datetime_start), "
+                "MAX(datetime_complete), MAX(datetime_start) FROM trials "
+                "GROUP BY study_id, state"):
+            counts.setdefault(sid, {})[str(state)] = int(n)
+            for value, into, better in ((_datetime(start), first, min),
+                                        (_datetime(end), last, max),
+                                        (_datetime(end_start), last, max)):
+                if value is not None:
+                    into[sid] = better(into[sid], value) if sid in into else value
+        return {sid: TrialStats(c, first.get(sid), last.get(sid)) for sid, c in counts.items()}
+
+    def complete_values(self, study_ids: Sequence[int]
+                        ) -> dict[int, list[tuple[int, int, tuple[float, ...]]]]:
+        out: dict[int, list[tuple[int, int, tuple[float, ...]]]] = {sid: [] for sid in study_ids}
+        if not self._has_tables or not study_ids:
+            return out
+        marks, params = _placeholders("s", list(study_ids))
+        rows = self.sql.rows(
+            "SELECT t.study_id, t.trial_id, t.number, v.objective, v.value, v.value_type "
+            "FROM trials t JOIN trial_values v ON v.trial_id = t.trial_id "
+            f"WHERE t.state = 'COMPLETE' AND t.study_id IN ({marks}) "
+            "ORDER BY t.study_id, t.number, v.objective", params)
+        current: tuple[int, int, int] | None = None
+        values: list[float] = []
+        for sid, tid, number, _, value, kind in rows:
+            if current is not None and current[1] != tid:
+                out[current[0]].append((current[1], current[2], tuple(values)))
+                values = []
+            current = (sid, tid, number)
+            values.append(_value(value, kind))
+        if current is not None:
+            out[current[0]].append((current[1], current[2], tuple(values)))
+        return out
+
+    def trials(self, study: StudyMeta, trial_ids: Sequence[int] | None = None,
+               states: Iterable[str] | None = None) -> list[TrialRecord]:
+        q = self.sql.quote
+        where = "t.study_id = :sid"
+        params: dict[str, Any] = {"sid": study.study_id}
+        if states is not None:
+            marks, extra = _placeholders("st", list(states))
+            where += f" AND t.state IN ({marks})"
+            params.update(extra)
+        base: list[tuple[Any, ...]] = []
+        if trial_ids is None:
+            base = self.sql.rows(
+                "SELECT t.trial_id, t.number, t.state, t.datetime_start, t.datetime_complete "
+                f"FROM trials t WHERE {where} ORDER BY t.number", params)
+        else:
+            for chunk in _chunks(list(trial_ids)):
+                marks, extra = _placeholders("t", chunk)
+                base += self.sql.rows(
+                    "SELECT t.trial_id, t.number, t.state, t.datetime_start, "
+                    f"t.datetime_complete FROM trials t WHERE {where} "
+                    f"AND t.trial_id IN ({marks})", {**params, **extra})
+            base.sort(key=lambda r: r[1])
+        ids = [r[0] for r in base]
+        values: dict[int, dict[int, float]] = {}
+        trial_params: dict[int, dict[str, Any]] = {}
+        attrs: dict[int, dict[str, Any]] = {}
+        for chunk in _chunks(ids):
+            marks, extra = _placeholders("t", chunk)
+            for tid, objective, value, kind in self.sql.rows(
+                    f"SELECT trial_id, objective, value, value_type FROM trial_values "
+                    f"WHERE trial_id IN ({marks})", extra):
+                values.setdefault(tid, {})[objective] = _value(value, kind)
+            for tid, name, value, dist in self.sql.rows(
+                    f"SELECT trial_id, param_name, param_value, distribution_json "
+                    f"FROM trial_params WHERE trial_id IN ({marks}) ORDER BY param_id", extra):
+                trial_params.setdefault(tid, {})[name] = _param(value, dist)
+            for tid, key, value in self.sql.rows(
+                    f"SELECT trial_id, {q('key')}, value_json FROM trial_user_attributes "
+                    f"WHERE trial_id IN ({marks}) ORDER BY {q('key')}", extra):
+                attrs.setdefault(tid, {})[key] = json.loads(value)
+        out = []
+        for tid, number, state, start, end in base:
+            vals = values.get(tid)
+            out.append(TrialRecord(
+                number=int(number), state=str(state),
+                values=None if not vals or state != "COMPLETE"
+                else tuple(vals[k] for k in sorted(vals)),
+                params=trial_params.get(tid, {}), user_attrs=attrs.get(tid, {}),
+                datetime_start=_datetime(start), datetime_complete=_datetime(end),
+                trial_id=int(tid)))
+        return out
+
+
+class OptunaCatalog(Catalog):
+    """Journal and Redis storages, through Optuna's storage API (they have no tables)."""
+
+    def __init__(self, spec: StorageSpec) -> None:
+        from studies.storage import open_storage
+
+        self.spec = spec
+        if spec.path is not None and not spec.path.exists():
+            raise ExploreError(f"no study journal at {spec.path}: run `explore study run` "
+                               "first or pass --storage")
+        self.storage = open_storage(spec, create=False)
+        self._studies: list[StudyMeta] | None = None
+        self._trials: dict[int, list[TrialRecord]] = {}
+
+    def studies(self) -> list[StudyMeta]:
+        if self._studies is None:
+            self._studies = []
+            for s in self.storage.get_all_studies():
+                self._studies.append(StudyMeta(
+                    s._study_id, s.study_name, tuple(d.name.lower() for d in s.directions),
+                    tuple(s.system_attrs["study:metric_names"])
+                    if "study:metric_names" in s.system_attrs else None,
+                    dict(s.user_attrs)))
+        return self._studies
+
+    def _all(self, study_id: int) -> list[TrialRecord]:
+        if study_id not in self._trials:
+            self._trials[study_id] = [
+                TrialRecord(number=t.number, state=t.state.name,
+                            values=tuple(t.values) if t.state.name == "COMPLETE" and t.values
+                            else None,
+                            params=dict(t.params), user_attrs=dict(t.user_attrs),
+                            datetime_start=t.datetime_start,
+                            datetime_complete=t.datetime_complete, trial_id=t._trial_id)
+                for t in self.storage.get_all_trials(study_id, deepcopy=False)]
+        return self._trials[study_id]
+
+    def stats(self) -> dict[int, TrialStats]:
+        out = {}
+        for meta in self.studies():
+            counts: dict[str, int] = {}
+            times: list[dt.datetime] = []
+            starts: list[dt.datetime] = []
+            for t in self._all(meta.study_id):
+                counts[t.state] = counts.get(t.state, 0) + 1
+                starts += [t.datetime_start] if t.datetime_start else []
+                times += [x for x in (t.datetime_start, t.datetime_complete) if x is not None]
+            if counts:
+                out[meta.study_id] = TrialStats(counts, min(starts, default=None),
+                                                max(times, default=None))
+        return out
+
+    def complete_values(self, study_ids: Sequence[int]
+                        ) -> dict[int, list[tuple[int, int, tuple[float, ...]]]]:
+        return {sid: [(t.trial_id, t.number, t.values) for t in self._all(sid)
+                      if t.state == "COMPLETE" and t.values is not None]
+                for sid in study_ids}
+
+    def trials(self, study: StudyMeta, trial_ids: Sequence[int] | None = None,
+               states: Iterable[str] | None = None) -> list[TrialRecord]:
+        wanted_ids = None if trial_ids is None else set(trial_ids)
+        wanted_states = None if states is None else set(states)
+        return [t for t in self._all(study.study_id)
+                if (wanted_ids is None or t.trial_id in wanted_ids)
+                and (wanted_states is None or t.state in wanted_states)]
+
+
+@contextmanager
+def open_catalog(storage: str | StorageSpec | None) -> Iterator[Catalog]:
+    """The catalog of ``storage`` (a URL, ``None`` for the default, or a parsed spec)."""
+    spec = storage if isinstance(storage, StorageSpec) else parse_storage(storage)
+    catalog: Catalog = SqlCatalog(spec) if spec.is_rdb else OptunaCatalog(spec)
+    try:
+        yield catalog
+    finally:
+        catalog.close()
+
+
+# ---- what the commands show --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """One row of ``explore study list``."""
+
+    name: str
+    dataset: str | None
+    states: dict[str, int]
+    front_size: int
+    best_accuracy: float | None
+    best_throughput: float | None
+    created: dt.datetime | None  # the first trial's start (Optuna keeps no creation time)
+    last_activity: dt.datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "dataset": self.dataset,
+            "trials": sum(self.states.values()),
+            **{s.lower(): self.states.get(s, 0) for s in STATES},
+            "front_size": self.front_size, "best_accuracy": self.best_accuracy,
+            "best_throughput": self.best_throughput, "created": _iso(self.created),
+            "last_activity": _iso(self.last_activity),
+        }
+
+
+def _best(meta: StudyMeta, values: list[tuple[float, ...]], metric: str) -> float | None:
+    names = meta.objective_names
+    if metric not in names or not values:
+        return None
+    i = names.index(metric)
+    pick = max if meta.directions[i] == "maximize" else min
+    return pick(v[i] for v in values)
+
+
+def list_studies(storage: str | None) -> list[StudySummary]:
+    """Every study in ``storage``, by name: trials by state, front size, best values."""
+    with open_catalog(storage) as catalog:
+        metas = catalog.studies()
+        stats = catalog.stats()
+        values = catalog.complete_values([m.study_id for m in metas])
+    out = []
+    for meta in metas:
+        points = [(number, v) for _, number, v in values.get(meta.study_id, [])
+                  if len(v) == len(meta.directions)]
+        st = stats.get(meta.study_id, TrialStats({}, None, None))
+        out.append(StudySummary(
+            name=meta.name, dataset=meta.settings.get("data", {}).get("dataset"),
+            states=st.states, front_size=len(front_numbers(points, meta.directions)),
+            best_accuracy=_best(meta, [v for _, v in points], "accuracy"),
+            best_throughput=_best(meta, [v for _, v in points], "throughput"),
+            created=st.first_start, last_activity=st.last_activity))
+    return sorted(out, key=lambda s: s.name)
+
+
+@dataclass(frozen=True)
+class Front:
+    """A study's Pareto-optimal trials (exactly ``study.best_trials``), and with
+    ``include_dominated`` every other COMPLETE trial."""
+
+    study: StudyMeta
+    trials: list[TrialRecord]  # by number
+    pareto: set[int]  # numbers of the Pareto-optimal trials
+
+    @property
+    def front(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.number in self.pareto]
+
+    def to_json(self, with_flag: bool) -> list[dict[str, Any]]:
+        names = self.study.objective_names
+        return [trial_json(t, names, (t.number in self.pareto) if with_flag else None)
+                for t in self.trials]
+
+
+def read_front(catalog: Catalog, meta: StudyMeta, include_dominated: bool = False) -> Front:
+    """The front of ``meta`` read through an open catalog (see :func:`pareto_front`)."""
+    complete = catalog.complete_values([meta.study_id])[meta.study_id]
+    points = [(number, v) for _, number, v in complete if len(v) == len(meta.directions)]
+    on_front = set(front_numbers(points, meta.directions))
+    ids = [tid for tid, number, _ in complete if include_dominated or number in on_front]
+    return Front(meta, catalog.trials(meta, trial_ids=ids), on_front)
+
+
+def pareto_front(storage: str | StorageSpec | None, name: str,
+                 include_dominated: bool = False) -> Front:
+    """The Pareto-optimal trials of study ``name`` (``include_dominated``: all COMPLETE)."""
+    with open_catalog(storage) as catalog:
+        meta = catalog.study(name)
+        return read_front(catalog, meta, include_dominated)
+
+
+@dataclass(frozen=True)
+class StudyDetail:
+    """``explore study show``: settings, counts by state, the front, failures with reasons."""
+
+    study: StudyMeta
+    where: str
+    stats: TrialStats
+    front: list[TrialRecord]
+    problems: list[TrialRecord]  # FAIL and PRUNED trials (reasons in user attrs)
+
+    def to_dict(self) -> dict[str, Any]:
+        names = self.study.objective_names
+        return {
+            "name": self.study.name,
+            "storage": self.where,
+            "directions": list(self.study.directions),
+            "metric_names": names,
+            "user_attrs": self.study.user_attrs,
+            "states": self.stats.states,
+            "created": _iso(self.stats.first_start),
+            "last_activity": _iso(self.stats.last_activity),
+            "front": [trial_json(t, names) for t in self.front],
+            "failures": [{"number": t.number, "state": t.state, "reason": problem_reason(t)}
+                         for t in self.problems],
+        }
+
+
+def problem_reason(t: TrialRecord) -> str:
+    """Why a trial failed or was pruned, from the user attrs the objective writes."""
+    for key in ("fail_reason", "prune_reason", "interrupted"):
+        if t.user_attrs.get(key):
+            return str(t.user_attrs[key])
+    return "no reason recorded"
+
+
+def show_study(storage: str | None, name: str) -> StudyDetail:
+    """Everything ``explore study show`` prints about study ``name``."""
+    with open_catalog(storage) as catalog:
+        meta = catalog.study(name)
+        front = read_front(catalog, meta, include_dominated=False).trials
+        problems = catalog.trials(meta, states=("FAIL", "PRUNED"))
+        stats = catalog.stats().get(meta.study_id, TrialStats({}, None, None))
+        return StudyDetail(meta, catalog.spec.display, stats, front, problems)

@@ -1,0 +1,141 @@
+"""``explore study delete`` and ``explore study copy``: a study with everything explore keeps
+beside it (Pareto snapshots, checkpoints in the artifact store, mid-trial training states)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from studies.catalog import TrialRecord, open_catalog
+from studies.errors import ExploreError, UsageError
+from studies.storage import StorageSpec, open_storage, parse_storage, snapshot_store
+
+__all__ = ["CopyResult", "DeleteResult", "copy_study", "delete_study"]
+
+_ARTIFACT_ID = re.compile(r"[0-9a-f-]{36}")  # Optuna's artifact ids are UUID4 strings
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    study: str
+    where: str
+    trials: int
+    snapshots: int
+    checkpoints: int
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    study: str
+    to_study: str
+    where: str  # the target, safe to print
+    trials: int
+    snapshots: int
+    checkpoints: int
+
+
+def _checkpoint_ids(trials: list[TrialRecord]) -> list[str]:
+    """Artifact ids of the checkpoints the runner recorded (only ids of the expected form, so
+    a user attr can never point a file operation elsewhere)."""
+    ids = []
+    for t in trials:
+        value = t.user_attrs.get("checkpoint_artifact")
+        if isinstance(value, str) and _ARTIFACT_ID.fullmatch(value):
+            ids.append(value)
+    return ids
+
+
+def _checkpoint_dir(spec: StorageSpec) -> Path:
+    return spec.artifact_dir() / "checkpoints"
+
+
+def delete_study(storage: str | None, name: str) -> DeleteResult:
+    """Delete study ``name``: Optuna's rows, our snapshot rows, its checkpoints and states."""
+    import optuna
+
+    spec = parse_storage(storage)
+    with open_catalog(spec) as catalog:
+        meta = catalog.study(name)
+        trials = catalog.trials(meta)
+    backend = open_storage(spec, create=False)
+    optuna.delete_study(study_name=name, storage=backend)
+    store = snapshot_store(spec, backend)
+    try:
+        snapshots = store.delete_study(name)
+    finally:
+        store.engine.dispose()
+    removed = 0
+    folder = _checkpoint_dir(spec)
+    for artifact_id in _checkpoint_ids(trials):
+        path = folder / artifact_id
+        if path.is_file():
+            path.unlink()
+            removed += 1
+    # Study ids can be reused by the next study created: never leave it stale training states.
+    shutil.rmtree(spec.artifact_dir() / "states" / f"study-{meta.study_id}", ignore_errors=True)
+    return DeleteResult(name, spec.display, len(trials), snapshots, removed)
+
+
+def copy_study(storage: str | None, name: str, to_storage: str,
+               to_name: str | None = None) -> CopyResult:
+    """Copy study ``name`` into ``to_storage`` (as ``to_name``) with ``optuna.copy_study``, plus
+    its Pareto snapshots and the checkpoint files its trials refer to."""
+    import optuna
+    from optuna.exceptions import DuplicatedStudyError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    spec = parse_storage(storage)
+    target = parse_storage(to_storage)
+    new_name = to_name or name
+    if target.url == spec.url and new_name == name:
+        raise UsageError("the target storage is the source: pass --to-name to copy the study "
+                         "under another name")
+    with open_catalog(spec) as catalog:
+        meta = catalog.study(name)
+        trials = catalog.trials(meta)
+    source = open_storage(spec, create=False)
+    destination = open_storage(target, create=True)
+    try:
+        optuna.copy_study(from_study_name=name, from_storage=source, to_storage=destination,
+                          to_study_name=new_name)
+    except DuplicatedStudyError as exc:
+        raise ExploreError(f"{target.display} already has a study named {new_name!r}: "
+                           "pass --to-name, or delete it first") from exc
+    snapshots = _copy_snapshots(spec, source, name, target, destination, new_name)
+    copied = 0
+    src_dir, dst_dir = _checkpoint_dir(spec), _checkpoint_dir(target)
+    if src_dir.resolve() != dst_dir.resolve():
+        for artifact_id in _checkpoint_ids(trials):
+            if (src_dir / artifact_id).is_file():
+                dst_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src_dir / artifact_id, dst_dir / artifact_id)
+                copied += 1
+    return CopyResult(name, new_name, target.display, len(trials), snapshots, copied)
+
+
+def _copy_snapshots(spec: StorageSpec, source: object, name: str, target: StorageSpec,
+                    destination: object, new_name: str) -> int:
+    from sqlalchemy.orm import Session
+
+    from studies.snapshots import MemberRow, SnapshotRow
+
+    src = snapshot_store(spec, source)  # type: ignore[arg-type]
+    dst = snapshot_store(target, destination)  # type: ignore[arg-type]
+    try:
+        snaps = src.history(name)
+        dst.delete_study(new_name)  # rows left by an earlier study of that name
+        with Session(dst.engine) as session, session.begin():
+            for s in snaps:
+                session.add(SnapshotRow(
+                    study_name=new_name, number=s.number, n_finished=s.n_finished,
+                    created_at=s.created_at, hypervolume=s.hypervolume,
+                    ref_accuracy=s.reference[0], ref_throughput=s.reference[1],
+                    front_size=s.front_size,
+                    members=[MemberRow(trial_number=n, accuracy=a, throughput=t)
+                             for n, a, t in s.members]))
+        return len(snaps)
+    finally:
+        src.engine.dispose()
+        dst.engine.dispose()
