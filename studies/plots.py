@@ -177,9 +177,8 @@ def _plotly() -> Any:
 
 
 def _hover(t: TrialRecord) -> str:
-    assert t.values is not None
     params = "<br>".join(f"{k}={v}" for k, v in sorted(t.params.items()))
-    return (f"trial {t.number}<br>accuracy {_y(t):.4f}<br>{_x(t):,.0f} img/s"
+    return (f"trial {t.number}: {label(t)}<br>accuracy {_y(t):.4f}<br>{_x(t):,.0f} img/s"
             f"<br>{params}")
 
 

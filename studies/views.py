@@ -87,9 +87,16 @@ def print_list(rows: list[StudySummary], fmt: str, console: Console) -> None:
     _emit([r.to_dict() for r in rows], fmt, table, console)
 
 
+SHOWN_FIELDS = ("attention", "mem_size", "heads", "norm")  # front_table's design columns
+
+
 def _row(t: TrialRecord) -> dict[str, Any]:
-    return {"number": t.number, "params": t.params, "values": list(t.values or (0.0, 0.0)),
-            "user_attrs": t.user_attrs}
+    """A front_table row; design fields a study fixed (not searched) come from the stored model
+    config, so that every row shows its attention, S, heads and norm."""
+    stored = t.user_attrs.get("model_config")
+    fixed = {k: stored[k] for k in SHOWN_FIELDS if isinstance(stored, dict) and k in stored}
+    return {"number": t.number, "params": {**fixed, **t.params},
+            "values": list(t.values or (0.0, 0.0)), "user_attrs": t.user_attrs}
 
 
 def print_front(front: Front, fmt: str, console: Console, with_flag: bool) -> None:

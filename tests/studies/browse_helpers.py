@@ -1,0 +1,111 @@
+"""Real studies for the browsing tests, made once per session by ``explore study run``.
+
+Two studies share one SQLite file:
+
+- ``grid``: external attention, S ∈ {8, 16} × heads ∈ {1, 2} × norm ∈ {softmax, double}, grid
+  sampler: all 8 configurations, so double/softmax pairs exist for every (S, heads);
+- ``easa``: external vs self-attention × heads ∈ {1, 2}, brute force: 4 configurations, 2 EA/SA
+  pairs.
+
+Both keep the checkpoints of their Pareto-optimal trials (the default). Tests that change a study
+work on a copy (:func:`copy_studies`). ``tests/test_cli_browse.py`` imports this module too, so
+the studies are built once for both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+
+EXPLORE = Path(sys.executable).with_name("explore")
+STORAGE_ENV = ("EXPLORE_STORAGE", "EXPLORE_ARTIFACTS", "OPTUNA_STORAGE")
+
+COMMON = """\
+[study]
+sampler = "{sampler}"
+seed = 7
+
+[model]
+dim = 16
+depth = 1
+
+[train]
+epochs = 2
+
+[measure]
+batch_size = 64
+warmup = 1
+min_iters = 3
+min_time = 0.05
+threads = 1
+"""
+SPACES = {
+    "grid": 'mem_size = [8, 16]\nheads = [1, 2]\nnorm = ["softmax", "double"]\n',
+    "easa": 'attention = ["external", "self"]\nmem_size = [8]\nheads = [1, 2]\n',
+}
+TRIALS = {"grid": 8, "easa": 4}
+# Grid sampling cannot skip S and norm for self-attention trials; brute force can.
+SAMPLERS = {"grid": "grid", "easa": "bruteforce"}
+
+
+@dataclass(frozen=True)
+class Studies:
+    directory: Path
+    db: Path
+    url: str
+    names: tuple[str, ...]
+    seconds: float
+
+    @property
+    def checkpoints(self) -> Path:
+        """The artifact store the runner used (next to the database)."""
+        return self.directory / f"{self.db.stem}-artifacts" / "checkpoints"
+
+
+def load(studies: Studies, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=studies.url)
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in STORAGE_ENV}
+
+
+_made: dict[Path, Studies] = {}
+
+
+def make_studies(base: Path) -> Studies:
+    """Build (once per ``base``) both studies with real ``explore study run`` subprocesses."""
+    if base in _made:
+        return _made[base]
+    directory = base / "browse"
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for name, space in SPACES.items():
+        config = directory / f"{name}.toml"
+        text = COMMON.format(sampler=SAMPLERS[name]) + "\n[space]\n" + space
+        config.write_text(text, encoding="utf-8")
+        proc = subprocess.run(
+            [str(EXPLORE), "study", "run", "--name", name, "--config", config.name,
+             "--trials", str(TRIALS[name]), "--storage", "studies.db", "--quiet"],
+            cwd=directory, env=clean_env(), capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(f"explore study run {name} failed:\n{proc.stdout}\n{proc.stderr}")
+    db = directory / "studies.db"
+    made = Studies(directory, db, f"sqlite:///{db}", tuple(SPACES),
+                   time.perf_counter() - started)
+    _made[base] = made
+    return made
+
+
+def copy_studies(studies: Studies, target: Path) -> Studies:
+    """A private copy (database, WAL files and artifacts) that a test may change."""
+    shutil.copytree(studies.directory, target)
+    db = target / studies.db.name
+    return Studies(target, db, f"sqlite:///{db}", studies.names, 0.0)

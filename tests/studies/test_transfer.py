@@ -1,0 +1,76 @@
+"""``delete`` and ``copy``: the study with its snapshots and checkpoints, nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from browse_helpers import Studies, load
+
+from studies.catalog import list_studies, pareto_front
+from studies.errors import ExploreError, StudyNotFound, UsageError
+from studies.snapshots import SnapshotStore
+from studies.transfer import copy_study, delete_study
+
+
+def checkpoint_ids(studies: Studies, name: str) -> set[str]:
+    return {t.user_attrs["checkpoint_artifact"] for t in load(studies, name).trials
+            if "checkpoint_artifact" in t.user_attrs}
+
+
+def test_delete_removes_study_snapshots_and_checkpoints(studies_copy: Studies) -> None:
+    ids = {i for i in checkpoint_ids(studies_copy, "grid")
+           if (studies_copy.checkpoints / i).exists()}
+    others = {i for i in checkpoint_ids(studies_copy, "easa")
+              if (studies_copy.checkpoints / i).exists()}
+    assert ids and others
+    snaps = len(SnapshotStore.from_url(studies_copy.url).history("grid"))
+    result = delete_study(studies_copy.url, "grid")
+    assert (result.trials, result.snapshots, result.checkpoints) == (8, snaps, len(ids))
+    assert [r.name for r in list_studies(studies_copy.url)] == ["easa"]
+    assert SnapshotStore.from_url(studies_copy.url).history("grid") == []
+    assert SnapshotStore.from_url(studies_copy.url).history("easa") != []
+    assert not any((studies_copy.checkpoints / i).exists() for i in ids)
+    assert all((studies_copy.checkpoints / i).exists() for i in others)
+    with pytest.raises(StudyNotFound):
+        delete_study(studies_copy.url, "grid")
+
+
+def test_copy_brings_trials_snapshots_and_checkpoints(studies: Studies, tmp_path: Path) -> None:
+    target = tmp_path / "other" / "copy.db"
+    target.parent.mkdir()
+    result = copy_study(studies.url, "grid", str(target))
+    assert (result.study, result.to_study, result.trials) == ("grid", "grid", 8)
+    url = f"sqlite:///{target}"
+    source, copied = load(studies, "grid"), optuna.load_study(study_name="grid", storage=url)
+    assert [(t.number, t.values, t.params, t.user_attrs) for t in copied.trials] == [
+        (t.number, t.values, t.params, t.user_attrs) for t in source.trials]
+    assert copied.user_attrs == source.user_attrs
+    assert copied.metric_names == ["accuracy", "throughput"]
+    assert SnapshotStore.from_url(url).history("grid") == \
+        SnapshotStore.from_url(studies.url).history("grid")
+    artifacts = target.parent / "copy-artifacts" / "checkpoints"
+    kept = {i for i in checkpoint_ids(studies, "grid") if (studies.checkpoints / i).exists()}
+    assert result.checkpoints == len(kept) > 0
+    assert {p.name for p in artifacts.iterdir()} == kept
+    assert pareto_front(url, "grid").pareto == pareto_front(studies.url, "grid").pareto
+
+
+def test_copy_refuses_to_overwrite(studies: Studies, tmp_path: Path) -> None:
+    target = str(tmp_path / "copy.db")
+    copy_study(studies.url, "easa", target)
+    with pytest.raises(ExploreError, match="already has a study named 'easa'"):
+        copy_study(studies.url, "easa", target)
+    copy_study(studies.url, "easa", target, to_name="easa2")
+    assert [r.name for r in list_studies(target)] == ["easa", "easa2"]
+    assert SnapshotStore.from_url(f"sqlite:///{target}").history("easa2") != []
+    with pytest.raises(UsageError, match="--to-name"):
+        copy_study(studies.url, "easa", studies.url)
+
+
+def test_copy_of_a_missing_study_creates_nothing(studies: Studies, tmp_path: Path) -> None:
+    target = tmp_path / "copy.db"
+    with pytest.raises(StudyNotFound):
+        copy_study(studies.url, "nope", str(target))
+    assert not target.exists()
