@@ -4,8 +4,8 @@ Optuna's pruners refuse multi-objective studies. Here a trial is the point (vali
 at an epoch, throughput) — throughput is measured before training, so it is known at every rung.
 At each rung (epochs 1, η, η², … below the budget) the trial continues only if it ranks in the top
 1/η of all trials that reached that rung, ranked by non-dominated sorting with ties broken by
-crowding distance. Trials of every process and machine are ranked together: their per-epoch
-accuracies live in user attrs written as they happen.
+crowding distance, then by hypervolume contribution. Trials of every process and machine are
+ranked together: their per-epoch accuracies live in user attrs written as they happen.
 """
 
 from __future__ import annotations
@@ -14,7 +14,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["RungDecision", "crowding_distances", "decide", "nondominated_ranks", "rungs"]
+__all__ = [
+    "RungDecision",
+    "crowding_distances",
+    "decide",
+    "hypervolume_contributions",
+    "nondominated_ranks",
+    "rungs",
+]
 
 Point = tuple[float, float]
 
@@ -77,6 +84,23 @@ def crowding_distances(points: Sequence[Point]) -> list[float]:
     return dist
 
 
+def hypervolume_contributions(points: Sequence[Point]) -> list[float]:
+    """Hypervolume (reference (0, 0)) that each point of one front alone adds.
+
+    Scaling an objective scales every contribution alike, so their order needs no
+    normalization. Equal points add nothing that the other does not already cover.
+    """
+    n = len(points)
+    order = sorted(range(n), key=lambda i: (points[i][1], -points[i][0]))  # throughput ↑
+    out = [0.0] * n
+    for pos, i in enumerate(order):
+        acc, thr = points[i]
+        prev_thr = points[order[pos - 1]][1] if pos > 0 else 0.0
+        next_acc = points[order[pos + 1]][0] if pos + 1 < n else 0.0
+        out[i] = max(0.0, thr - prev_thr) * max(0.0, acc - next_acc)
+    return out
+
+
 @dataclass(frozen=True)
 class RungDecision:
     keep: bool
@@ -98,12 +122,20 @@ def decide(me: Point, others: Sequence[Point], eta: int, min_trials: int) -> Run
         return RungDecision(True, 1, size, size)
     ranks = nondominated_ranks(points)
     crowd = [0.0] * size
+    gain = [0.0] * size
     for level in set(ranks):
         members = [i for i in range(size) if ranks[i] == level]
-        for i, d in zip(members, crowding_distances([points[i] for i in members]), strict=True):
-            crowd[i] = d
-    # Sort by front, then by crowding (more isolated first); on a full tie the trial being
-    # judged goes last, so equal points never all pass.
-    order = sorted(range(size), key=lambda i: (ranks[i], -crowd[i], i == 0))
+        # Equal points share one entry, so that they tie on everything that follows.
+        front = sorted({points[i] for i in members})
+        scores = dict(zip(front, zip(crowding_distances(front), hypervolume_contributions(front),
+                                     strict=True), strict=True))
+        for i in members:
+            crowd[i], gain[i] = scores[points[i]]
+    # Sort by front, then by crowding (more isolated first), then by hypervolume contribution
+    # (the two ends of a front are both infinitely isolated), then by the point itself, so
+    # that distinct points have one consistent order. Only equal points remain tied: the trial
+    # being judged goes last among them, so clones never all pass.
+    order = sorted(range(size), key=lambda i: (ranks[i], -crowd[i], -gain[i],
+                                               tuple(-v for v in points[i]), i == 0))
     position = order.index(0) + 1
     return RungDecision(position <= allowed, position, size, allowed)
