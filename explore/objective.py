@@ -26,7 +26,7 @@ from explore.data import Dataset
 from explore.locks import MachineLock
 from explore.measure import Throughput, measure_throughput
 from explore.pruning import decide, rungs
-from explore.recovery import ATTR_WORKER, WorkerIdentity
+from explore.recovery import ATTR_WORKER, WorkerIdentity, recover_orphans
 from explore.train import EpochResult, NonFiniteLoss, peek_state, train_model
 from extattn import ModelConfig, count_flops, count_params, create_model
 
@@ -257,6 +257,10 @@ class Objective:
             if not running or self.stop.is_set():
                 return None
             time.sleep(DUPLICATE_POLL_S)
+            # A twin whose process died is never finished: fail (and re-queue) it as the run
+            # loop does between trials, so that this trial stops waiting and trains.
+            recover_orphans(trial.study, self.identity, lambda message: None)
+            optuna.storages.fail_stale_trials(trial.study)
 
     def _answer_from(self, trial: optuna.Trial, known: FrozenTrial) -> tuple[float, float]:
         """Take the values of an identical finished experiment instead of training again."""

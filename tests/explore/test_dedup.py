@@ -1,0 +1,273 @@
+"""The duplicate cache: an experiment already evaluated in the study is never trained again.
+
+Each test copies a small real study (made once by an ``explore study run`` subprocess), forces a
+repeat with ``study.enqueue_trial`` and continues the study with another real ``explore``
+process: a restart, as a user would do it. A twin still RUNNING elsewhere is played by a trial
+made with ``study.ask`` whose worker attr names a live (or dead) ``sleep`` process.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from tests.conftest import EXPLORE, clean_env, write_tiny_config
+
+pytestmark = pytest.mark.slow
+
+NAME = "d"
+EPOCHS = 2
+SPACE = "mem_size = [8, 16, 32]\nheads = [1, 2]"  # 6 configurations
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def explore(directory: Path, *args: str, timeout: float = 240) -> dict:
+    """Run ``explore`` in ``directory``; returns the JSON summary (the command must succeed)."""
+    proc = subprocess.run([str(EXPLORE), *args, "-f", "json"], cwd=directory, env=clean_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def run_args(trials: int, *extra: str) -> tuple[str, ...]:
+    return ("study", "run", "--name", NAME, "--trials", str(trials), "--keep-checkpoints",
+            "none", "-q", *extra)
+
+
+def make_base(directory: Path, *extra: str) -> Path:
+    write_tiny_config(directory, space=SPACE)
+    explore(directory, *run_args(2, "--config", "tiny.toml", "--epochs", str(EPOCHS),
+                                 "--seed", "11", "--sampler", "random", *extra))
+    return directory / "explore.db"
+
+
+@pytest.fixture(scope="module")
+def base_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two trained trials of a 6-configuration space, dedup on (the default)."""
+    return make_base(tmp_path_factory.mktemp("dedup"))
+
+
+@pytest.fixture
+def study_dir(base_db: Path, tmp_path: Path) -> Path:
+    """A private copy of the base study (tests change it)."""
+    shutil.copy(base_db, tmp_path / "explore.db")
+    return tmp_path
+
+
+def load(directory: Path) -> optuna.Study:
+    return optuna.load_study(study_name=NAME, storage=f"sqlite:///{directory / 'explore.db'}")
+
+
+def is_duplicate(t: FrozenTrial) -> bool:
+    return t.user_attrs.get("duplicate_of") is not None
+
+
+def trained(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(states=FINISHED) if not is_duplicate(t)]
+
+
+def config_key(study: optuna.Study, params: dict) -> str:
+    """The experiment key explore computes for ``params`` in this study (digits: 8×8, 1, 10)."""
+    from explore.config import Settings
+    from explore.objective import plan_trial
+    from explore.runner import ATTR_SETTINGS
+
+    settings = Settings.from_dict(study.user_attrs[ATTR_SETTINGS])
+    return plan_trial(params, settings, (8, 1, 10)).key
+
+
+def untried(study: optuna.Study) -> dict:
+    done = [t.params for t in study.trials]
+    for mem_size in (8, 16, 32):
+        for heads in (1, 2):
+            params = {"mem_size": mem_size, "heads": heads}
+            if params not in done:
+                return params
+    raise AssertionError("every configuration was tried")
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def running_twin(study: optuna.Study, params: dict, pid: int) -> optuna.Trial:
+    """A RUNNING trial of ``params`` owned by process ``pid`` on this host, as another
+    ``explore`` process leaves it while it trains."""
+    from explore.recovery import WorkerIdentity, _process_start
+
+    twin = ask_fixed(study, params)
+    twin.set_user_attr("config_key", config_key(study, params))
+    twin.set_user_attr("worker", WorkerIdentity(socket.gethostname(), pid,
+                                                _process_start(pid)).to_attr())
+    return twin
+
+
+def ask_fixed(study: optuna.Study, params: dict) -> optuna.Trial:
+    """``study.ask`` with ``params`` fixed: enqueue them, then ask takes the queued trial."""
+    study.enqueue_trial(params)
+    trial = study.ask({"mem_size": CategoricalDistribution([8, 16, 32]),
+                       "heads": CategoricalDistribution([1, 2])})
+    assert trial.params == params
+    return trial
+
+
+def test_a_complete_configuration_is_answered_from_the_study(study_dir: Path) -> None:
+    study = load(study_dir)
+    original = study.trials[0]
+    assert original.state == TrialState.COMPLETE and not is_duplicate(original)
+    study.enqueue_trial(original.params)
+
+    summary = explore(study_dir, *run_args(3))  # a new process: the cache survives restarts
+
+    study = load(study_dir)
+    repeat = study.trials[2]
+    assert repeat.params == original.params
+    assert repeat.state == TrialState.COMPLETE
+    assert repeat.user_attrs["duplicate_of"] == original.number
+    assert repeat.values == original.values
+    assert repeat.user_attrs["throughput"] == original.user_attrs["throughput"]
+    assert repeat.user_attrs["config_key"] == original.user_attrs["config_key"]
+    assert "history" not in repeat.user_attrs  # nothing was trained
+    assert repeat.duration is not None and repeat.duration.total_seconds() < 1.0
+    # It cost no budget: three experiments were trained besides it.
+    assert len(trained(study)) == 3
+    assert summary["finished"] == 3
+    assert summary["states"] == {"COMPLETE": 4}
+    # A duplicate never shows twice on the front.
+    assert original.number not in [row["number"] for row in summary["front"]] or \
+        repeat.number not in [row["number"] for row in summary["front"]]
+
+
+def test_a_twin_running_elsewhere_is_waited_for_not_trained_twice(
+        study_dir: Path, sleeper: subprocess.Popen) -> None:
+    study = load(study_dir)
+    params = untried(study)
+    twin = running_twin(study, params, sleeper.pid)
+    study.enqueue_trial(params)
+    waiter_number = len(study.trials) - 1
+
+    proc = subprocess.Popen([str(EXPLORE), *run_args(4), "-f", "json"], cwd=study_dir,
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        waiter = wait_for_key(study, waiter_number, timeout=120)
+        assert waiter.user_attrs.get("config_key") == twin.user_attrs["config_key"]
+        time.sleep(3.0)  # it keeps waiting: the twin's process is alive
+        waiter = study.trials[waiter_number]
+        assert waiter.state == TrialState.RUNNING
+        assert "history" not in waiter.user_attrs and "model_config" not in waiter.user_attrs
+        study.tell(twin, [0.5, 1234.0])  # the other process finishes the experiment
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    study = load(study_dir)
+    waiter = study.trials[waiter_number]
+    assert waiter.state == TrialState.COMPLETE
+    assert waiter.user_attrs["duplicate_of"] == twin.number
+    assert waiter.values == [0.5, 1234.0]
+    assert "history" not in waiter.user_attrs
+    # The budget of 4: two trained before, the twin, one more trained after the wait.
+    assert json.loads(out)["finished"] == 4
+    assert len(trained(study)) == 4
+
+
+def test_a_twin_whose_process_dies_is_no_longer_waited_for(
+        study_dir: Path, sleeper: subprocess.Popen) -> None:
+    study = load(study_dir)
+    params = untried(study)
+    twin = running_twin(study, params, sleeper.pid)
+    study.enqueue_trial(params)
+    waiter_number = len(study.trials) - 1
+
+    # Budget 4: the twin holds a slot while it runs, and the waiter needs one.
+    proc = subprocess.Popen([str(EXPLORE), *run_args(4), "-f", "json"], cwd=study_dir,
+                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for_key(study, waiter_number, timeout=120)
+        time.sleep(1.5)
+        sleeper.kill()  # the process training the twin dies mid-trial
+        sleeper.wait()
+        out, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    study = load(study_dir)
+    assert study.trials[twin.number].state == TrialState.FAIL  # recovered as an orphan
+    waiter = study.trials[waiter_number]
+    assert waiter.state == TrialState.COMPLETE
+    assert not is_duplicate(waiter)  # nobody else could answer it: trained once, here
+    assert len(waiter.user_attrs["history"]) == EPOCHS
+    # The dead twin was re-queued; its retry is then answered by the waiter, for free.
+    retry = next(t for t in study.trials if t.user_attrs.get("retried_trial") == twin.number)
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["duplicate_of"] == waiter.number
+    assert json.loads(out)["finished"] == 4
+    assert len(trained(study)) == 4
+
+
+def test_no_dedup_trains_a_repeat_again(tmp_path: Path) -> None:
+    make_base(tmp_path, "--no-dedup")
+    study = load(tmp_path)
+    original = study.trials[0]
+    study.enqueue_trial(original.params)
+
+    summary = explore(tmp_path, *run_args(3))
+
+    study = load(tmp_path)
+    repeat = study.trials[2]
+    assert repeat.params == original.params
+    assert repeat.state == TrialState.COMPLETE
+    assert not is_duplicate(repeat)
+    assert len(repeat.user_attrs["history"]) == EPOCHS
+    assert summary["finished"] == 3 and len(trained(study)) == 3
+    # The training seed comes from the experiment, not the trial number: on CPU the repeat
+    # learns exactly what the original learned (only the measured throughput differs).
+    assert repeat.user_attrs["seed"] == original.user_attrs["seed"]
+    assert repeat.values[0] == original.values[0]
+
+
+def test_a_small_discrete_space_cannot_burn_the_budget(tmp_path: Path) -> None:
+    """Two configurations, a budget of 10: every configuration is trained once, repeats are
+    free, and the run ends when the space is exhausted instead of retraining."""
+    write_tiny_config(tmp_path, space="mem_size = [8, 16]")
+    summary = explore(tmp_path, *run_args(10, "--config", "tiny.toml", "--epochs", "1",
+                                          "--seed", "2"))
+    study = load(tmp_path)
+    keys = [t.user_attrs["config_key"] for t in trained(study)]
+    assert len(keys) == len(set(keys)) == 2
+    assert summary["finished"] == 2
+    assert summary["stopped"] == "search space exhausted"
+
+
+def wait_for_key(study: optuna.Study, number: int, timeout: float) -> FrozenTrial:
+    """Trial ``number`` once it runs and knows its experiment (it then looks for twins)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        trials = study.get_trials(deepcopy=False)
+        if (len(trials) > number and trials[number].state == TrialState.RUNNING
+                and "config_key" in trials[number].user_attrs):
+            return trials[number]
+        time.sleep(0.2)
+    raise AssertionError(f"trial {number} did not start in {timeout} s")
