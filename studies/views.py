@@ -40,9 +40,8 @@ def show_table(table: Table, console: Console) -> None:
     if console.is_terminal:
         console.print(table)
         return
-    wide = console.measure(table, options=console.options.update_width(10_000)).maximum
     before = console.width
-    console.width = max(before, wide)
+    console.width = 10_000  # a table (expand=False) takes only its natural width of that
     try:
         console.print(table)
     finally:
