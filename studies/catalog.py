@@ -310,6 +310,21 @@ class Catalog:
         """Full records (params, user attrs), by number; all trials, or those ids/states."""
         raise NotImplementedError
 
+    def constrained(self) -> set[int]:
+        """Ids of studies with trial constraints (none made by explore): there Optuna keeps
+        only feasible trials on the front, so :meth:`optuna_front` decides it."""
+        raise NotImplementedError
+
+    def optuna_front(self, meta: StudyMeta) -> set[int]:
+        """Numbers of ``study.best_trials`` as Optuna itself computes them (slow path)."""
+        import optuna
+
+        from studies.storage import open_storage
+
+        study = optuna.load_study(study_name=meta.name,
+                                  storage=open_storage(self.spec, create=False))
+        return {t.number for t in study.best_trials}
+
     def close(self) -> None:
         pass
 
@@ -448,6 +463,16 @@ class SqlCatalog(Catalog):
         return out
 
 
+    def constrained(self) -> set[int]:
+        if not self._has_tables:
+            return set()
+        q = self.sql.quote
+        return {int(sid) for (sid,) in self.sql.rows(
+            "SELECT DISTINCT t.study_id FROM trial_system_attributes a "
+            "JOIN trials t ON t.trial_id = a.trial_id "
+            f"WHERE a.{q('key')} = 'constraints' OR a.{q('key')} LIKE 'constraints:%'")}
+
+
 class OptunaCatalog(Catalog):
     """Journal and Redis storages, through Optuna's storage API (they have no tables)."""
 
@@ -472,6 +497,11 @@ class OptunaCatalog(Catalog):
                     if "study:metric_names" in s.system_attrs else None,
                     dict(s.user_attrs)))
         return self._studies
+
+    def constrained(self) -> set[int]:
+        return {m.study_id for m in self.studies()
+                if any(t.constraints for t in self.storage.get_all_trials(m.study_id,
+                                                                           deepcopy=False))}
 
     def _all(self, study_id: int) -> list[TrialRecord]:
         if study_id not in self._trials:
@@ -568,14 +598,20 @@ def list_studies(storage: str | None) -> list[StudySummary]:
         metas = catalog.studies()
         stats = catalog.stats()
         values = catalog.complete_values([m.study_id for m in metas])
+        constrained = catalog.constrained()
+        fronts = {m.study_id: len(catalog.optuna_front(m)) for m in metas
+                  if m.study_id in constrained}
     out = []
     for meta in metas:
         points = [(number, v) for _, number, v in values.get(meta.study_id, [])
                   if len(v) == len(meta.directions)]
         st = stats.get(meta.study_id, TrialStats({}, None, None))
+        front_size = fronts.get(meta.study_id)
+        if front_size is None:
+            front_size = len(front_numbers(points, meta.directions))
         out.append(StudySummary(
             name=meta.name, dataset=meta.settings.get("data", {}).get("dataset"),
-            states=st.states, front_size=len(front_numbers(points, meta.directions)),
+            states=st.states, front_size=front_size,
             best_accuracy=_best(meta, [v for _, v in points], "accuracy"),
             best_throughput=_best(meta, [v for _, v in points], "throughput"),
             created=st.first_start, last_activity=st.last_activity))
@@ -605,7 +641,10 @@ def read_front(catalog: Catalog, meta: StudyMeta, include_dominated: bool = Fals
     """The front of ``meta`` read through an open catalog (see :func:`pareto_front`)."""
     complete = catalog.complete_values([meta.study_id])[meta.study_id]
     points = [(number, v) for _, number, v in complete if len(v) == len(meta.directions)]
-    on_front = set(front_numbers(points, meta.directions))
+    if meta.study_id in catalog.constrained():
+        on_front = catalog.optuna_front(meta)
+    else:
+        on_front = set(front_numbers(points, meta.directions))
     ids = [tid for tid, number, _ in complete if include_dominated or number in on_front]
     return Front(meta, catalog.trials(meta, trial_ids=ids), on_front)
 

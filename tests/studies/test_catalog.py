@@ -206,3 +206,19 @@ def test_catalog_never_writes_the_database(studies: Studies) -> None:
         catalog.trials(meta)
     list_studies(studies.url)
     assert studies.db.stat().st_mtime_ns == before
+
+
+def test_constrained_study_keeps_only_feasible_trials_like_optuna(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="s", storage=storage, directions=["maximize"] * 2)
+    study.add_trial(create_trial(values=[2.0, 2.0], system_attrs={"constraints": [1.0]}))
+    rng = random.Random(5)
+    for _ in range(30):
+        study.add_trial(create_trial(values=[rng.random(), rng.random()],
+                                     system_attrs={"constraints": [rng.uniform(-1, 1)]}))
+    best = {t.number for t in study.best_trials}
+    assert pareto_front(storage, "s").pareto == best
+    assert best != set(front_numbers([(t.number, tuple(t.values)) for t in study.trials],
+                                     ["maximize", "maximize"]))  # constraints mattered
+    assert list_studies(storage)[0].front_size == len(best)
