@@ -505,12 +505,19 @@ def study_delete(
     """Delete a study, its Pareto snapshots and its checkpoints."""
     from studies.transfer import delete_study
 
-    if not yes:
-        question = f"Delete study {name!r} with all its trials, snapshots and checkpoints?"
-        if not typer.confirm(question, default=False, err=True):
-            err.print("not deleted")
-            raise typer.Exit(code=1)
-    result = guarded(lambda: delete_study(storage, name))
+    def ask(what: str) -> bool:
+        if yes:
+            return True
+        try:
+            return typer.confirm(f"Delete {what}, its snapshots and checkpoints?",
+                                 default=False, err=True)
+        except typer.Abort:  # end of input (Ctrl-D, no terminal): the answer is no
+            return False
+
+    result = guarded(lambda: delete_study(storage, name, confirm=ask))
+    if not result.deleted:
+        err.print("not deleted")
+        raise typer.Exit(code=1)
     err.print(f"deleted {name} from {result.where}: {result.trials} trials, "
               f"{result.snapshots} snapshots, {result.checkpoints} checkpoints")
 

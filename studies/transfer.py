@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ class DeleteResult:
     trials: int
     snapshots: int
     checkpoints: int
+    deleted: bool = True  # False: the confirmation was refused, nothing changed
 
 
 @dataclass(frozen=True)
@@ -51,14 +53,23 @@ def _checkpoint_dir(spec: StorageSpec) -> Path:
     return spec.artifact_dir() / "checkpoints"
 
 
-def delete_study(storage: str | None, name: str) -> DeleteResult:
-    """Delete study ``name``: Optuna's rows, our snapshot rows, its checkpoints and states."""
+def delete_study(storage: str | None, name: str,
+                 confirm: Callable[[str], bool] | None = None) -> DeleteResult:
+    """Delete study ``name``: Optuna's rows, our snapshot rows, its checkpoints and states.
+
+    Args:
+        confirm: Asked (with a description of the study) once the study is known to exist;
+            nothing is deleted unless it returns True. None: no question.
+    """
     import optuna
 
     spec = parse_storage(storage)
     with open_catalog(spec) as catalog:
         meta = catalog.study(name)
         trials = catalog.trials(meta)
+    if confirm is not None and not confirm(
+            f"study {name!r} in {spec.display} with {len(trials)} trials"):
+        return DeleteResult(name, spec.display, len(trials), 0, 0, deleted=False)
     backend = open_storage(spec, create=False)
     optuna.delete_study(study_name=name, storage=backend)
     store = snapshot_store(spec, backend)

@@ -150,6 +150,9 @@ def test_delete_asks_and_copy(run: Run, studies: Studies, tmp_path: Path) -> Non
     mine = copy_studies(studies, tmp_path / "mine")
     refused = run("study", "delete", "easa", "--storage", mine.url, input="n\n")
     assert refused.exit_code == 1 and "not deleted" in refused.stderr
+    assert "Delete study 'easa'" in refused.stderr and "with 4 trials" in refused.stderr
+    no_answer = run("study", "delete", "easa", "--storage", mine.url)  # end of input
+    assert no_answer.exit_code == 1 and no_answer.stderr.strip().endswith("not deleted")
     assert "easa" in [s.study_name for s in optuna.get_all_study_summaries(mine.url)]
     result = run("study", "copy", "easa", "--storage", mine.url, "--to-storage",
                  tmp_path / "c.db", "--to-name", "kept")
@@ -175,7 +178,7 @@ def test_models(run: Run, studies: Studies, tmp_path: Path) -> None:
     ["show", "nope"], ["pareto", "nope"], ["history", "nope"], ["export", "nope", "--out",
                                                                 "x.csv"],
     ["plot", "nope", "--out", "x.png"], ["compare", "grid", "nope"],
-    ["report", "nope", "--out", "x.md"], ["delete", "nope", "--yes"],
+    ["report", "nope", "--out", "x.md"], ["delete", "nope", "--yes"], ["delete", "nope"],
     ["copy", "nope", "--to-storage", "c.db"], ["models", "nope", "--out", "m"],
 ])
 def test_unknown_study_is_one_line_and_exit_1(run: Run, studies: Studies, tmp_path: Path,
