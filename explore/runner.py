@@ -409,8 +409,10 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
         nonlocal failures, repeats
         repeats = repeats + 1 if trial.user_attrs.get(ATTR_DUPLICATE) is not None else 0
-        front = study.best_trials
+        # Count before reading the front: a snapshot's front is then never older than its
+        # count, so the snapshot recorded last always shows the final front.
         finished = count_finished(study)
+        front = study.best_trials
         if trial.state == TrialState.COMPLETE:
             snapshots.record(name, finished, [(t.number, *t.values) for t in front])
             if request.keep_checkpoints == "pareto" and store is not None:

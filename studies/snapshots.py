@@ -26,7 +26,7 @@ from sqlalchemy import (
     delete,
     select,
 )
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from studies.pareto import hypervolume_2d
@@ -103,7 +103,16 @@ class SnapshotStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        _Base.metadata.create_all(engine, checkfirst=True)
+        # Workers starting together race between "does the table exist" and CREATE TABLE;
+        # the loser fails ("already exists"), then finds the tables on its next look.
+        for attempt in range(5):
+            try:
+                _Base.metadata.create_all(engine, checkfirst=True)
+                break
+            except DBAPIError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     @classmethod
     def from_url(cls, url: str) -> SnapshotStore:
