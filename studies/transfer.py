@@ -3,6 +3,7 @@ beside it (Pareto snapshots, checkpoints in the artifact store, mid-trial traini
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -11,7 +12,13 @@ from pathlib import Path
 
 from studies.catalog import TrialRecord, open_catalog
 from studies.errors import ExploreError, UsageError
-from studies.storage import StorageSpec, open_storage, parse_storage, snapshot_store
+from studies.storage import (
+    ENV_ARTIFACTS,
+    StorageSpec,
+    open_storage,
+    parse_storage,
+    snapshot_store,
+)
 
 __all__ = ["CopyResult", "DeleteResult", "copy_study", "delete_study"]
 
@@ -84,8 +91,12 @@ def delete_study(storage: str | None, name: str,
         if path.is_file():
             path.unlink()
             removed += 1
-    # Study ids can be reused by the next study created: never leave it stale training states.
-    shutil.rmtree(spec.artifact_dir() / "states" / f"study-{meta.study_id}", ignore_errors=True)
+    # Mid-trial training states live under the study id. Only a database's own artifact folder
+    # is known to hold no other database's study of that id (a shared $EXPLORE_ARTIFACTS may);
+    # states left elsewhere are harmless, as they are found by experiment key only.
+    if spec.path is not None and not os.environ.get(ENV_ARTIFACTS):
+        shutil.rmtree(spec.artifact_dir() / "states" / f"study-{meta.study_id}",
+                      ignore_errors=True)
     return DeleteResult(name, spec.display, len(trials), snapshots, removed)
 
 

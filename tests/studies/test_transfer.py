@@ -26,7 +26,12 @@ def test_delete_removes_study_snapshots_and_checkpoints(studies_copy: Studies) -
               if (studies_copy.checkpoints / i).exists()}
     assert ids and others
     snaps = len(SnapshotStore.from_url(studies_copy.url).history("grid"))
+    study_id = load(studies_copy, "grid")._study_id
+    states = studies_copy.checkpoints.parent / "states" / f"study-{study_id}"
+    states.mkdir(parents=True, exist_ok=True)
+    (states / "left-by-an-interrupted-trial.pt").write_bytes(b"x")
     result = delete_study(studies_copy.url, "grid")
+    assert not states.exists()
     assert (result.trials, result.snapshots, result.checkpoints) == (8, snaps, len(ids))
     assert [r.name for r in list_studies(studies_copy.url)] == ["easa"]
     assert SnapshotStore.from_url(studies_copy.url).history("grid") == []
@@ -35,6 +40,22 @@ def test_delete_removes_study_snapshots_and_checkpoints(studies_copy: Studies) -
     assert all((studies_copy.checkpoints / i).exists() for i in others)
     with pytest.raises(StudyNotFound):
         delete_study(studies_copy.url, "grid")
+
+
+def test_delete_asks_first_and_a_no_changes_nothing(studies_copy: Studies) -> None:
+    questions: list[str] = []
+
+    def no(question: str) -> bool:
+        questions.append(question)
+        return False
+
+    result = delete_study(studies_copy.url, "easa", confirm=no)
+    assert not result.deleted
+    assert questions == [f"study 'easa' in {studies_copy.db} with 4 trials"]
+    assert [r.name for r in list_studies(studies_copy.url)] == ["easa", "grid"]
+    with pytest.raises(StudyNotFound):
+        delete_study(studies_copy.url, "nope", confirm=no)
+    assert len(questions) == 1
 
 
 def test_copy_brings_trials_snapshots_and_checkpoints(studies: Studies, tmp_path: Path) -> None:
