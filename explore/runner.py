@@ -220,10 +220,23 @@ def claims_budget(t: FrozenTrial) -> bool:
 
 def slot_is_free(study: optuna.Study, number: int, target: int) -> bool:
     """Atomic budget claim: trial ``number`` may train only if the finished trials plus the
-    running ones created before it (trial numbers order creation) leave a slot. Two workers
-    can never both take the last slot, so the budget is never overshot."""
-    held = sum(1 for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-               if claims_budget(t) and (t.state != TrialState.RUNNING or t.number < number))
+    running ones that started before it leave a slot. Two workers can never both take the
+    last slot, so the budget is never overshot.
+
+    "Before" is a lower trial number (numbers order creation) or an earlier start: a re-queued
+    trial keeps the low number it got when queued, but claims its slot when a worker starts it.
+    """
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    mine = next((t.datetime_start for t in trials if t.number == number), None)
+
+    def before(t: FrozenTrial) -> bool:
+        if t.number < number:
+            return True
+        return (t.number != number and mine is not None and t.datetime_start is not None
+                and t.datetime_start < mine)
+
+    held = sum(1 for t in trials
+               if claims_budget(t) and (t.state != TrialState.RUNNING or before(t)))
     return held < target
 
 

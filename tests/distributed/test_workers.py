@@ -133,3 +133,24 @@ def test_next_worker_retries_killed_trial_from_checkpoint(
     out, err = again.communicate(timeout=240)
     assert again.returncode == 0, err
     _check_retried(url, killed)
+
+
+def test_a_popped_retry_cannot_take_a_slot_claimed_by_later_numbers(tmp_path: Path) -> None:
+    """A re-queued trial keeps the low number it got when queued; when a worker starts it
+    later, the trials that claimed the last slots meanwhile hold higher numbers. The claim must
+    count them (they started first), or the budget is overshot."""
+    from explore.runner import slot_is_free
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'claims.db'}",
+                                directions=["maximize", "maximize"])
+    for i in range(4):  # 4 of a budget of 6 finished
+        study.add_trial(optuna.trial.create_trial(values=[0.5, 100.0 + i]))
+    study.enqueue_trial({}, user_attrs={"retry_of": 0})  # number 4, WAITING
+    storage, study_id = study._storage, study._study_id
+    late = [storage.get_trial(storage.create_new_trial(study_id)) for _ in range(2)]
+    assert [t.number for t in late] == [5, 6]
+    assert slot_is_free(study, 5, 6) and slot_is_free(study, 6, 6)  # the last two slots
+    time.sleep(0.01)
+    retry = study.ask()  # a worker picks the queued retry up now
+    assert retry.number == 4
+    assert not slot_is_free(study, 4, 6)
