@@ -140,7 +140,7 @@ def test_front_matches_optuna_with_ties_and_other_directions(tmp_path: Path,
                                                              directions: list[str]) -> None:
     storage = f"sqlite:///{tmp_path / 's.db'}"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    _synthetic(storage, "s", directions, 60, seed=len(directions) + directions.count("minimize"))
+    _synthetic(storage, "s", directions, 40, seed=len(directions) + directions.count("minimize"))
     study = optuna.load_study(study_name="s", storage=storage)
     front = pareto_front(storage, "s")
     assert [t.number for t in front.trials] == [t.number for t in study.best_trials]
