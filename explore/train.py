@@ -174,8 +174,10 @@ def train_model(
     n = len(data.train_y)
     steps_per_epoch = math.ceil(n / settings.batch_size)
     total = steps_per_epoch * settings.epochs
+    # The fused kernel updates all parameters in one call: on CPU ~4x faster than the default
+    # per-tensor loop, which is ~5% of a step of the default model (docs/performance.md).
     optimizer = torch.optim.AdamW(_param_groups(model, settings.weight_decay), lr=settings.lr,
-                                  fused=device.type == "cuda")
+                                  fused=device.type in ("cpu", "cuda"))
     warmup = min(total, round(settings.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total, max(1, warmup)))
     gen = torch.Generator().manual_seed(seed)

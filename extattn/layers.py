@@ -7,6 +7,8 @@ N×S map against two learnable memories shared by all samples: ``A = Norm(F M_k�
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -91,10 +93,13 @@ class MultiHeadExternalAttention(nn.Module):
         expand: Query widening factor (the official code's ``coef``, 4 there).
         attn_drop: Dropout on the attention map.
         proj_drop: Dropout after the output projection.
-        lean: Compute double normalization without materializing the L1-normalized map: the
-            softmax map is multiplied by ``M_v`` and the L1 denominator is applied to the much
-            smaller (N×head_dim) result. Same math, one pass over the N×S map fewer. Used when
-            the attention dropout is inactive.
+        lean: The fast path (same math, same parameters). Tokens stay in ``(B, N, H, ·)``
+            layout, so splitting and merging heads are views, not copies, and double
+            normalization never materializes the L1-normalized map: the softmax map is
+            multiplied by ``M_v`` and the L1 denominator is applied to the much smaller
+            (N×head_dim) result, in one autograd function with a hand-written backward (one
+            pass over the N×S map fewer each way). Used when the attention dropout is inactive;
+            ``lean=False`` is the plain reference path in ``(B, H, N, S)`` layout.
     """
 
     def __init__(
@@ -132,21 +137,61 @@ class MultiHeadExternalAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, _ = x.shape
+        inner = self.heads * self.head_dim
+        dropout_active = self.training and self.attn_drop.p > 0
+        if self.lean and not dropout_active:
+            q = self.query(x).view(B, N, self.heads, self.head_dim)  # (B, N, H, hd)
+            logits = self.mem_k(q)  # (B, N, H, S)
+            if self.norm == "double":
+                out = _DoubleNormValues.apply(logits, self.mem_v.weight)  # (B, N, H, hd)
+            else:
+                out = self.mem_v(logits.softmax(dim=-1))  # softmax over memory slots S
+            return self.proj_drop(self.proj(out.reshape(B, N, inner)))  # (B, N, C)
         q = self.query(x).view(B, N, self.heads, self.head_dim).transpose(1, 2)  # (B, H, N, hd)
         logits = self.mem_k(q)  # (B, H, N, S)
-        dropout_active = self.training and self.attn_drop.p > 0
-        if self.norm == "double" and self.lean and not dropout_active:
-            attn = logits.softmax(dim=2)  # softmax over tokens N
-            # L1 over S applied after M_v: (A / r) M_v == (A M_v) / r, with r = sum_S A.
-            out = self.mem_v(attn) / (L1_EPS + attn.sum(dim=-1, keepdim=True))  # (B, H, N, hd)
+        if self.norm == "double":
+            attn = double_normalize(logits, token_dim=2)
         else:
-            if self.norm == "double":
-                attn = double_normalize(logits, token_dim=2)
-            else:
-                attn = logits.softmax(dim=-1)  # softmax over memory slots S
-            out = self.mem_v(self.attn_drop(attn))  # (B, H, N, hd)
-        out = out.transpose(1, 2).reshape(B, N, self.heads * self.head_dim)  # (B, N, H*hd)
+            attn = logits.softmax(dim=-1)  # softmax over memory slots S
+        out = self.mem_v(self.attn_drop(attn))  # (B, H, N, hd)
+        out = out.transpose(1, 2).reshape(B, N, inner)  # (B, N, H*hd)
         return self.proj_drop(self.proj(out))
+
+
+class _DoubleNormValues(torch.autograd.Function):
+    """``double_normalize(logits, token_dim=1) @ M_vᵀ`` without the L1-normalized map.
+
+    With ``A = softmax_N(logits)`` and ``r = eps + Σ_S A``: ``(A / r) M_vᵀ == (A M_vᵀ) / r``, so
+    the division touches the N×head_dim result instead of the N×S map. The backward is written
+    out so that A's two uses (``M_v`` and ``r``) cost one pass instead of autograd's separate
+    gradient buffers and their sum.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, mem_v: torch.Tensor) -> torch.Tensor:
+        # logits: (B, N, H, S); mem_v: (hd, S)
+        attn = logits.softmax(dim=1)  # softmax over tokens N
+        r = attn.sum(dim=-1, keepdim=True).add_(L1_EPS)  # (B, N, H, 1)
+        out = F.linear(attn, mem_v).div_(r)  # (B, N, H, hd)
+        ctx.save_for_backward(attn, mem_v, r, out)
+        ctx.logits_dtype = logits.dtype  # bf16 under CUDA autocast, where attn is fp32
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        attn, mem_v, r, out = ctx.saved_tensors
+        grad_u = grad / r  # d/d(A M_vᵀ)
+        grad_r = (grad_u * out).sum(dim=-1, keepdim=True).neg_()  # d/dr of u / r = -out / r
+        grad_logits = grad_mem_v = None
+        if ctx.needs_input_grad[0]:
+            grad_attn = torch.matmul(grad_u, mem_v.to(grad_u.dtype)).add_(grad_r)  # (B, N, H, S)
+            grad_logits = torch._softmax_backward_data(grad_attn, attn, 1, attn.dtype)
+            grad_logits = grad_logits.to(ctx.logits_dtype)
+        if ctx.needs_input_grad[1]:
+            # Σ over B, N, H of grad_uᵀ A: (hd, S)
+            grad_mem_v = grad_u.reshape(-1, grad_u.shape[-1]).t().mm(
+                attn.reshape(-1, attn.shape[-1]).to(grad_u.dtype)).to(mem_v.dtype)
+        return grad_logits, grad_mem_v
 
 
 class SelfAttention(nn.Module):
@@ -219,8 +264,16 @@ class PatchEmbed(nn.Module):
                 f"patch_size ({patch_size}) must divide image_size ({image_size})"
             )
         self.num_tokens = (image_size // patch_size) ** 2
+        self.patch_size = patch_size
         self.proj = nn.Conv2d(in_chans, dim, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, C_in, H, W)
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, N, dim)
+        # A convolution whose stride is its kernel is one linear map per patch: run it as a
+        # matmul over the flattened patches (on CPU several times faster than the convolution
+        # for small patches, same weights and FLOPs).
+        B, C, H, W = x.shape
+        p = self.patch_size
+        patches = x.reshape(B, C, H // p, p, W // p, p).permute(0, 2, 4, 1, 3, 5)
+        patches = patches.reshape(B, (H // p) * (W // p), C * p * p)  # (B, N, C·p·p)
+        weight = self.proj.weight.reshape(self.proj.out_channels, C * p * p)  # (dim, C·p·p)
+        return F.linear(patches, weight, self.proj.bias)  # (B, N, dim)
