@@ -1,12 +1,17 @@
 """Inference throughput: the second objective.
 
 Measured before training (weights do not change the timing), on the trial's device, in eval mode
-under ``torch.inference_mode()``, with a fixed batch, warm-up, and at least ``min_iters`` timed
-iterations and ``min_time`` seconds; the objective is the median images/s.
+under ``torch.inference_mode()``, with a fixed batch. After a warm-up (``warmup`` iterations, then
+more for a fifth of ``min_time``: allocator, thread pool and clocks settle), the iterations are
+timed in ``min_iters`` or more blocks of about ``min_time / min_iters`` seconds each, with the
+garbage collector paused; the objective is the median of the blocks' images/s, and their spread
+(``Throughput.spread``, flagged above 10%) says whether the machine was quiet while it ran.
 """
 
 from __future__ import annotations
 
+import gc
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -20,17 +25,18 @@ from explore.config import MeasureSettings
 __all__ = ["Throughput", "autocast", "measure_throughput"]
 
 SPREAD_FLAG = 0.10  # a relative spread above this is flagged as noisy
+WARMUP_SHARE = 0.2  # warm-up lasts at least this share of min_time (and `warmup` iterations)
 
 
 @dataclass(frozen=True)
 class Throughput:
-    """Images per second over the timed iterations."""
+    """Images per second over the timed blocks of iterations."""
 
-    median: float
-    min: float
-    max: float
-    spread: float  # (p90 − p10) / median of the per-iteration rates
-    iters: int
+    median: float  # median of the blocks' images/s: the objective
+    min: float  # slowest block
+    max: float  # fastest block
+    spread: float  # (p90 − p10) / median of the blocks' rates
+    iters: int  # timed iterations (all blocks)
     batch: int
     threads: int
     device: str
@@ -74,17 +80,29 @@ def measure_throughput(
     """Median inference images/s of ``model`` on ``device`` (the model is left in eval mode)."""
     model.eval()
     x = torch.randn((settings.batch_size, *image_shape), device=device)
-    rates: list[float] = []
-    with torch.inference_mode(), autocast(device):
-        for _ in range(settings.warmup):
-            model(x)
-        _sync(device)
-        start = time.perf_counter()
-        while len(rates) < settings.min_iters or time.perf_counter() - start < settings.min_time:
-            t0 = time.perf_counter()
-            model(x)
-            _sync(device)
-            rates.append(settings.batch_size / (time.perf_counter() - t0))
+    rates: list[float] = []  # one per block
+    iters = 0
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # a collection inside a block would be timed as the model's
+    try:
+        with torch.inference_mode(), autocast(device):
+            per_iter = _warm_up(model, x, device, settings)
+            # Iterations per block: enough for the block to last min_time / min_iters, so that
+            # min_iters blocks fill min_time (one iteration per block without a time bound).
+            block_time = settings.min_time / settings.min_iters
+            per_block = max(1, math.floor(block_time / per_iter)) if per_iter > 0 else 1
+            started = time.perf_counter()
+            while (len(rates) < settings.min_iters
+                   or time.perf_counter() - started < settings.min_time):
+                t0 = time.perf_counter()
+                for _ in range(per_block):
+                    model(x)
+                _sync(device)
+                rates.append(settings.batch_size * per_block / (time.perf_counter() - t0))
+                iters += per_block
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     rates.sort()
     median = statistics.median(rates)
     return Throughput(
@@ -92,8 +110,26 @@ def measure_throughput(
         min=rates[0],
         max=rates[-1],
         spread=(_quantile(rates, 0.9) - _quantile(rates, 0.1)) / median,
-        iters=len(rates),
+        iters=iters,
         batch=settings.batch_size,
         threads=torch.get_num_threads(),
         device=str(device),
     )
+
+
+def _warm_up(model: nn.Module, x: torch.Tensor, device: torch.device,
+             settings: MeasureSettings) -> float:
+    """Untimed iterations; returns the seconds one iteration takes once warm (0: not needed)."""
+    for _ in range(settings.warmup):
+        model(x)
+    if settings.min_time == 0:  # one iteration per block: no block size to calibrate
+        return 0.0
+    # Keep warming for a share of min_time; these iterations also size the timed blocks.
+    _sync(device)
+    done = 0
+    started = time.perf_counter()
+    while done == 0 or time.perf_counter() - started < WARMUP_SHARE * settings.min_time:
+        model(x)
+        done += 1
+    _sync(device)
+    return (time.perf_counter() - started) / done

@@ -1,0 +1,150 @@
+"""CUDA: device placement, bf16 autocast in training, synchronized throughput timing, a study.
+
+Skipped without a CUDA device (``pytest -m gpu`` selects them on a GPU machine).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from explore.config import DataSettings, MeasureSettings, TrainSettings
+from explore.data import load_dataset
+from explore.measure import measure_throughput
+from explore.train import evaluate, train_model
+from extattn import ModelConfig, create_model
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+
+REPO = Path(__file__).resolve().parents[2]
+CUDA = torch.device("cuda")
+SMALL = ModelConfig(dim=32, depth=1, heads=2, mem_size=16)
+
+
+@pytest.fixture(scope="module")
+def digits_cuda():
+    return load_dataset(DataSettings(max_train=512), seed=0, device=CUDA)
+
+
+def test_data_and_model_live_on_the_gpu(digits_cuda) -> None:
+    for t in (digits_cuda.train_x, digits_cuda.train_y, digits_cuda.eval_x, digits_cuda.eval_y):
+        assert t.device.type == "cuda"
+    model = create_model(SMALL).to(CUDA)
+    assert all(p.device.type == "cuda" for p in model.parameters())
+    accuracy = evaluate(model, digits_cuda.eval_x, digits_cuda.eval_y)
+    assert 0.0 <= accuracy <= 1.0
+
+
+@pytest.mark.parametrize("norm", ["double", "softmax"])
+def test_training_runs_under_bf16_autocast_with_fp32_weights(digits_cuda, norm: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(SMALL.replace(norm=norm)).to(CUDA)
+    seen: dict[str, set[torch.dtype]] = {"query": set(), "attn": set()}
+    block = model.blocks[0]
+    block.attn.query.register_forward_hook(lambda m, i, out: seen["query"].add(out.dtype))
+    block.attn.register_forward_hook(lambda m, i, out: seen["attn"].add(out.dtype))
+
+    result = train_model(model, digits_cuda, TrainSettings(epochs=3, batch_size=64), seed=0)
+
+    assert seen["query"] == {torch.bfloat16}  # matmuls ran in bf16 (training and evaluation)
+    assert seen["attn"] == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights fp32
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert result.accuracy > 0.3  # it learns (10 classes: chance is 0.1)
+
+
+def test_lean_double_normalization_is_as_accurate_as_the_plain_path_under_autocast() -> None:
+    from extattn import MultiHeadExternalAttention
+
+    torch.manual_seed(0)
+    plain = MultiHeadExternalAttention(32, 4, 16, norm="double", lean=False).to(CUDA)
+    lean = MultiHeadExternalAttention(32, 4, 16, norm="double", lean=True).to(CUDA)
+    reference = MultiHeadExternalAttention(32, 4, 16, norm="double", lean=False).to(CUDA)
+    lean.load_state_dict(plain.state_dict())
+    reference.load_state_dict(plain.state_dict())
+    x = torch.randn(8, 16, 32, device=CUDA)
+    reference(x).square().sum().backward()  # fp32
+    for m in (plain, lean):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = m(x)
+        assert out.dtype == torch.bfloat16
+        out.float().square().sum().backward()
+    for (name, ref), p, q in zip(reference.named_parameters(), plain.parameters(),
+                                 lean.parameters(), strict=True):
+        assert q.grad.dtype == torch.float32 and torch.isfinite(q.grad).all(), name
+        err_plain = (p.grad - ref.grad).norm()
+        err_lean = (q.grad - ref.grad).norm()
+        assert err_lean <= 2 * err_plain + 1e-3 * ref.grad.norm() + 1e-3, name
+
+
+class _Sleeper(nn.Module):
+    """A model whose forward keeps the GPU busy for a known time and returns at once."""
+
+    def __init__(self, cycles: int) -> None:
+        super().__init__()
+        self.cycles = cycles
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch.cuda._sleep(self.cycles)
+        return x * self.scale
+
+
+def test_throughput_timing_waits_for_the_gpu() -> None:
+    model = _Sleeper(cycles=2_000_000).to(CUDA)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(5):
+        torch.cuda._sleep(model.cycles)
+    end.record()
+    torch.cuda.synchronize()
+    busy = start.elapsed_time(end) / 1e3 / 5  # seconds of GPU work per forward
+    settings = MeasureSettings(batch_size=16, warmup=2, min_iters=5, min_time=0.1)
+
+    result = measure_throughput(model, (1, 8, 8), CUDA, settings)
+
+    # Without synchronization the timer would see only the launch (microseconds): far faster.
+    assert result.median <= 1.2 * settings.batch_size / busy
+    assert result.median >= 0.3 * settings.batch_size / busy
+    assert result.device.startswith("cuda")
+    assert result.iters >= settings.min_iters
+
+
+def test_study_run_on_cuda_end_to_end(tmp_path: Path) -> None:
+    (tmp_path / "tiny.toml").write_text(
+        "[model]\ndim = 16\ndepth = 1\n\n[measure]\nbatch_size = 64\nwarmup = 1\nmin_iters = 3\n"
+        "min_time = 0.05\n\n[space]\nmem_size = [8, 16]\nheads = [1, 2]\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPLORE_", "OPTUNA_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "study", "run", "--name", "gpu", "--config",
+         "tiny.toml", "--trials", "2", "--epochs", "1", "--device", "cuda", "-f", "json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - started < 600
+
+    import optuna
+
+    study = optuna.load_study(study_name="gpu", storage=f"sqlite:///{tmp_path / 'explore.db'}")
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 2
+    for t in trials:
+        assert t.user_attrs["device"].startswith("cuda")
+        assert t.user_attrs["throughput"]["device"].startswith("cuda")
+        assert t.values[1] > 0
+        json.dumps(t.user_attrs["throughput"])  # stored as plain JSON
