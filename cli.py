@@ -60,6 +60,8 @@ def main(
 
 def guarded(fn: Callable[[], T]) -> T:
     """Run ``fn``; turn errors into one line on stderr and an exit code."""
+    from rich.markup import escape
+
     from studies.storage import mask_secrets
 
     try:
@@ -69,7 +71,8 @@ def guarded(fn: Callable[[], T]) -> T:
     except ExploreError as exc:
         if _state["debug"]:
             raise
-        err.print(f"[red]error:[/] {mask_secrets(str(exc))}", markup=True, highlight=False)
+        # Escaped: messages name TOML sections ("[train] epochs"), which Rich reads as markup.
+        err.print(f"[red]error:[/] {escape(mask_secrets(str(exc)))}", highlight=False)
         raise typer.Exit(code=exc.exit_code) from None
     except KeyboardInterrupt:
         raise typer.Exit(code=130) from None
@@ -77,7 +80,8 @@ def guarded(fn: Callable[[], T]) -> T:
         if _state["debug"]:
             raise
         text = mask_secrets(f"{exc.__class__.__name__}: {exc}".splitlines()[0])
-        err.print(f"[red]error:[/] {text} (run with --debug for the traceback)", highlight=False)
+        err.print(f"[red]error:[/] {escape(text)} (run with --debug for the traceback)",
+                  highlight=False)
         raise typer.Exit(code=1) from None
 
 

@@ -180,6 +180,10 @@ def _torchvision(data: DataSettings, factory: Callable[..., Any], split_kw: Call
                     f"{data.dataset} files not found under {root}: pass --data-dir to where "
                     "they are, or --download to fetch them"
                 ) from exc
+            if data.download and "download" in str(exc).lower():  # every mirror failed
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                detail = lines[0].rstrip(":") + (f" ({lines[-1]})" if len(lines) > 1 else "")
+                raise UsageError(f"could not download {data.dataset} to {root}: {detail}") from exc
             raise
         except OSError as exc:  # download failed: no network, proxy, disk
             raise UsageError(f"could not download {data.dataset} to {root}: {exc}") from exc

@@ -27,7 +27,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from explore.config import Settings, conflicts, load_toml, resolve_settings
-from explore.data import dataset_shape, load_dataset
+from explore.data import Dataset, dataset_shape, load_dataset
 from explore.locks import MachineLock
 from explore.objective import (
     ATTR_DUPLICATE,
@@ -42,7 +42,14 @@ from explore.sampling import make_sampler, sampler_seed
 from extattn import save_checkpoint
 from studies.errors import ExploreError, StudyNotFound, UsageError
 from studies.snapshots import SnapshotStore
-from studies.storage import Heartbeat, StorageSpec, open_storage, parse_storage, snapshot_store
+from studies.storage import (
+    Heartbeat,
+    StorageSpec,
+    enable_wal,
+    open_storage,
+    parse_storage,
+    snapshot_store,
+)
 
 __all__ = ["METRIC_NAMES", "RunRequest", "RunSummary", "run_study"]
 
@@ -170,17 +177,28 @@ def check_space(settings: Settings) -> None:
             raise UsageError(f"[space] {name} = {value} is never possible: {message}")
 
 
+def _new_study(explicit: dict[str, dict[str, Any]], source: Any) -> tuple[Settings, Dataset]:
+    """Validate a new study's settings and load its data (on the CPU) before anything is
+    written, so that a bad space or missing dataset files leave no study or database behind."""
+    settings = resolve_settings(explicit, source=source)
+    check_space(settings)
+    return settings, load_dataset(settings.data, seed=settings.study.seed)
+
+
 def _open_or_create(spec: StorageSpec, request: RunRequest, name: str,
                     explicit: dict[str, dict[str, Any]], source: Any
-                    ) -> tuple[optuna.Study, Settings, bool, Any]:
+                    ) -> tuple[optuna.Study, Settings, bool, Any, Dataset | None]:
     heartbeat = request.heartbeat if spec.is_rdb else None
+    if spec.path is not None and (not spec.path.exists() or spec.path.stat().st_size == 0):
+        settings, data = _new_study(explicit, source)  # before the file exists
+        storage = open_storage(spec, heartbeat=heartbeat)
+        return _create(storage, name, settings), settings, True, storage, data
     storage = open_storage(spec, heartbeat=heartbeat)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        settings = resolve_settings(explicit, source=source)
-        check_space(settings)
-        return _create(storage, name, settings), settings, True, storage
+        settings, data = _new_study(explicit, source)
+        return _create(storage, name, settings), settings, True, storage, data
     stored = study.user_attrs.get(ATTR_SETTINGS)
     if stored is None:
         raise UsageError(f"study {name!r} in {spec.display} was not created by explore "
@@ -197,7 +215,7 @@ def _open_or_create(spec: StorageSpec, request: RunRequest, name: str,
         raise UsageError(f"study {name!r} exists with other settings: {problems[0]}"
                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
                          + "; use another --name, or drop the option to continue")
-    return study, resolve_settings(explicit, base=settings), False, storage
+    return study, resolve_settings(explicit, base=settings), False, storage, None
 
 
 def _create(storage: Any, name: str, settings: Settings) -> optuna.Study:
@@ -292,6 +310,7 @@ class OpenedStudy:
     name: str
     device: torch.device
     started: float
+    data: Dataset | None = None  # a new study's data, loaded (on the CPU) to validate it
 
     def summary(self) -> RunSummary:
         return RunSummary(self.name, self.spec.display, _masked(self.spec),
@@ -322,11 +341,13 @@ def open_study(request: RunRequest) -> OpenedStudy:
         except KeyError:
             raise StudyNotFound(f"no study named {name!r} in {spec.display}: create it with "
                                 "explore study run") from None
-    study, settings, created, storage = _open_or_create(spec, request, name, explicit, source)
+    study, settings, created, storage, data = _open_or_create(spec, request, name, explicit,
+                                                              source)
+    enable_wal(spec)  # the study is ours and this run writes to it
     target = settings.study.trials
     if not created and target != study.user_attrs[ATTR_SETTINGS]["study"]["trials"]:
         study.set_user_attr(ATTR_SETTINGS, settings.to_dict())  # the budget grew or shrank
-    return OpenedStudy(study, settings, spec, storage, name, device, started)
+    return OpenedStudy(study, settings, spec, storage, name, device, started, data)
 
 
 def run_study(request: RunRequest, reporter: Reporter,
@@ -337,7 +358,8 @@ def run_study(request: RunRequest, reporter: Reporter,
     summary = opened.summary()
     if summary.finished < summary.target:
         _set_threads(settings, request, opened.device)
-        data = load_dataset(settings.data, seed=settings.study.seed, device=opened.device)
+        data = (opened.data.to(opened.device) if opened.data is not None
+                else load_dataset(settings.data, seed=settings.study.seed, device=opened.device))
         snapshots = snapshot_store(spec, opened.storage)
         _loop(study, settings, data, opened.device, spec, snapshots, request, reporter, summary,
               name)

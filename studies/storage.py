@@ -32,6 +32,7 @@ __all__ = [
     "ENV_STORAGE",
     "Heartbeat",
     "StorageSpec",
+    "enable_wal",
     "mask_url",
     "mask_secrets",
     "open_storage",
@@ -176,6 +177,13 @@ def _enable_wal(path: Path) -> None:
         con.close()
 
 
+def enable_wal(spec: StorageSpec) -> None:
+    """Switch an existing SQLite study database to WAL. A run calls this once it has checked
+    the study and is about to write: reading or refusing a database never changes its file."""
+    if spec.kind == "sqlite" and spec.path is not None:
+        _enable_wal(spec.path)
+
+
 def engine_kwargs(spec: StorageSpec) -> dict[str, Any]:
     if spec.kind == "sqlite":
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
@@ -210,7 +218,8 @@ def open_storage(
             return JournalStorage(backend)
         if spec.kind == "sqlite":
             assert spec.path is not None
-            _enable_wal(spec.path)
+            if create and (not spec.path.exists() or spec.path.stat().st_size == 0):
+                _enable_wal(spec.path)  # a new database; existing ones: see enable_wal
         hb: dict[str, Any] = {}
         if heartbeat is not None:
             hb = {
