@@ -115,7 +115,8 @@ def front_row(t: FrozenTrial) -> dict[str, Any]:
 
 
 def validate_name(name: str) -> str:
-    if not _NAME_RE.match(name):
+    # fullmatch, not match: "$" also matches before a final newline.
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise UsageError(
             f"invalid study name {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"
@@ -329,7 +330,8 @@ def open_study(request: RunRequest) -> OpenedStudy:
     if request.keep_checkpoints not in KEEP_CHOICES:
         raise UsageError(f"--keep-checkpoints must be one of {', '.join(KEEP_CHOICES)}")
     dataset_name = explicit.get("data", {}).get("dataset", "digits")
-    name = validate_name(request.name or file_name or _default_name(dataset_name))
+    given = request.name if request.name is not None else file_name  # "" is a bad name
+    name = validate_name(given if given is not None else _default_name(dataset_name))
     # Check the explicit settings before touching any storage: bad input changes nothing.
     resolve_settings(explicit, source=source)
 

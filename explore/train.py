@@ -185,8 +185,12 @@ def train_model(
     result = TrainResult(accuracy=0.0)
 
     if state_path is not None and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        if state.get("version") == STATE_VERSION and state["epoch"] <= settings.epochs:
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=True)
+        except Exception:  # damaged, or not ours (weights_only never runs its code): start over
+            state = {}
+        if (isinstance(state, dict) and state.get("version") == STATE_VERSION
+                and state["epoch"] <= settings.epochs):
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
