@@ -26,7 +26,7 @@ from studies.storage import open_storage, parse_storage
 
 NAME = "kill"
 EPOCHS = 6
-BUDGET = 3
+BUDGET = 2
 # The default model (dim 64, depth 2) trains an epoch in ~0.3 s on one thread: slow enough to
 # kill a trial between its first and its last epoch. Duplicate answers are off so that every
 # trial trains (the retry must resume, not be answered from another trial).
