@@ -24,6 +24,11 @@ __all__ = ["MAX_RETRY", "WorkerIdentity", "recover_orphans", "requeue"]
 
 MAX_RETRY = 3  # re-queues of one experiment after interruptions or crashes
 ATTR_WORKER = "worker"
+# A worker names itself on its trial within milliseconds of Optuna starting it. A process killed
+# in between leaves a RUNNING trial with no owner and no Optuna heartbeat (whose stale check
+# skips trials that never beat), which nothing else would ever end: a run waiting for the last
+# slot of the budget would wait forever.
+UNOWNED_AFTER_S = 60.0
 
 
 def _process_start(pid: int) -> str | None:
@@ -71,7 +76,8 @@ def requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
 
 
 def recover_orphans(study: optuna.Study, me: WorkerIdentity,
-                    message: Callable[[str], None], stale_after: float | None = None) -> int:
+                    message: Callable[[str], None], stale_after: float | None = None,
+                    unowned: dict[int, float] | None = None) -> int:
     """Fail and re-queue RUNNING trials whose worker is dead. Returns how many.
 
     Args:
@@ -80,26 +86,35 @@ def recover_orphans(study: optuna.Study, me: WorkerIdentity,
         message: Where to say what was recovered.
         stale_after: Seconds without a beat after which another host's trial counts as dead
             (journal storages, which have no heartbeat); None trusts Optuna's heartbeat.
+        unowned: When given (kept by the caller between calls), RUNNING trials that no worker
+            has named itself on are noted here with the time first seen, and count as dead
+            after :data:`UNOWNED_AFTER_S` (see there).
     """
     recovered = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         info = trial.user_attrs.get(ATTR_WORKER)
-        if not isinstance(info, dict):
-            continue
-        owner = WorkerIdentity(info.get("host", ""), int(info.get("pid", -1)), info.get("started"))
-        if owner == me:
-            continue
-        if owner.host == me.host:
-            dead = not owner.is_alive_here()
+        if isinstance(info, dict):
+            owner = WorkerIdentity(info.get("host", ""), int(info.get("pid", -1)),
+                                   info.get("started"))
+            if owner == me:
+                continue
+            if owner.host == me.host:
+                dead = not owner.is_alive_here()
+            else:
+                silent = time.time() - float(info.get("beat", 0))
+                dead = stale_after is not None and silent > stale_after
+            who = f"worker {owner.host}:{owner.pid}"
+        elif unowned is not None:
+            first_seen = unowned.setdefault(trial._trial_id, time.monotonic())
+            dead = time.monotonic() - first_seen > UNOWNED_AFTER_S
+            who = "a worker that never named itself"
         else:
-            silent = time.time() - float(info.get("beat", 0))
-            dead = stale_after is not None and silent > stale_after
+            continue
         if not dead:
             continue
         try:
             study._storage.set_trial_user_attr(
-                trial._trial_id, "fail_reason",
-                f"worker {owner.host}:{owner.pid} died while running it; re-queued")
+                trial._trial_id, "fail_reason", f"{who} died while running it; re-queued")
             if not study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
                 continue
         except (UpdateFinishedTrialError, RuntimeError):

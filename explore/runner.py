@@ -415,6 +415,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     # Journal storages have no heartbeat: a trial of another host counts as dead when its
     # per-epoch beat is this old (RDB storages leave that to Optuna's heartbeat).
     stale_after = None if spec.is_rdb else float(request.heartbeat.grace_period * 10)
+    unowned: dict[int, float] = {}  # RUNNING trials no worker named itself on, first seen
     failures = 0
     deadline = None if request.timeout is None else time.monotonic() + request.timeout
 
@@ -473,7 +474,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
                     summary.stopped = "interrupted"
                     summary.exit_code = 130 if sig == signal.SIGINT else 143
                     break
-                recover_orphans(study, identity, reporter.message, stale_after)
+                recover_orphans(study, identity, reporter.message, stale_after, unowned)
                 if spec.is_rdb:
                     optuna.storages.fail_stale_trials(study)  # Optuna's heartbeat retries
                 finished = count_finished(study)

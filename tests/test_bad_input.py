@@ -108,13 +108,15 @@ CASES = [
 
 def _optuna_study(url: str, name: str, directions: list[str], metric_names: list[str],
                   attrs: dict[str, Any] | None = None) -> None:
-    study = optuna.create_study(study_name=name, storage=url, directions=directions)
+    storage = optuna.storages.RDBStorage(url)
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions)
     study.set_metric_names(metric_names)
     for key, value in (attrs or {}).items():
         study.set_user_attr(key, value)
     study.add_trial(optuna.trial.create_trial(params={"x": 1.0}, values=[1.0, 2.0],
                                               distributions={"x": optuna.distributions
                                                              .FloatDistribution(0, 2)}))
+    storage.engine.dispose()  # closed: no connection (or WAL file) outlives the set-up
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +134,9 @@ def arena_template(made_study: Any, tmp_path_factory: pytest.TempPathFactory) ->
     con.close()
     # Made by Optuna alone: another objective pair, and one that mimics explore's settings
     # attr but minimizes.
-    settings = optuna.load_study(study_name="made",
-                                 storage=f"sqlite:///{root / 'explore.db'}").user_attrs
+    made = optuna.storages.RDBStorage(f"sqlite:///{root / 'explore.db'}")
+    settings = optuna.load_study(study_name="made", storage=made).user_attrs
+    made.engine.dispose()
     foreign = f"sqlite:///{root / 'foreign.db'}"
     _optuna_study(foreign, "foreign", ["minimize", "maximize"], ["loss", "speed"])
     _optuna_study(foreign, "mimic", ["minimize", "maximize"], ["loss", "speed"],
@@ -142,6 +145,7 @@ def arena_template(made_study: Any, tmp_path_factory: pytest.TempPathFactory) ->
     (root / "adir.db").mkdir()
     (root / "empty").mkdir()
     (root / "ro").mkdir()
+    assert not list(root.glob("*-wal")) and not list(root.glob("*-shm"))
     return root
 
 
