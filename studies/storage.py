@@ -241,6 +241,11 @@ def open_storage(
         ) from exc
     except RuntimeError as exc:
         text = str(exc)
+        if "pip install -U optuna" in text:  # a schema this Optuna does not know: newer
+            raise UsageError(
+                f"{spec.display} was written by a newer Optuna than this one "
+                f"(optuna {optuna.__version__}): upgrade it with pip install -U optuna"
+            ) from exc
         if "storage upgrade" in text or "schema" in text.lower():
             raise UsageError(
                 f"{spec.display} was written by another Optuna schema version; "

@@ -2,7 +2,7 @@
 to any database.
 
 Every case runs in a copy of one arena directory that holds an explore study (``explore.db``,
-copied from the session's real study), a study database of an older Optuna schema, a study made
+copied from the session's real study), databases of an older and a newer Optuna schema, a study made
 by Optuna alone, a file that is not a database, a directory named like a database and an empty
 data directory. Before and after each command the test reads every file of the arena: existing
 files must keep their bytes and no file may appear. The table runs in-process (Typer's CliRunner,
@@ -28,6 +28,7 @@ import pytest
 EXPLORE = Path(sys.executable).with_name("explore")
 STORAGE_ENV = ("EXPLORE_STORAGE", "EXPLORE_ARTIFACTS", "OPTUNA_STORAGE")
 OLD_REVISION = "v3.0.0.d"  # an Optuna 3.0 schema: Optuna 5 refuses it until upgraded
+NEW_REVISION = "v9.0.0.a"  # a schema from a future Optuna
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ CASES = [
     case(*RUN, "--storage", "ro/new.db", says=("not writable",), id="not-writable"),
     case(*RUN, "--storage", "notdb.db", says=("not an SQLite database",), id="not-sqlite"),
     case(*RUN, "--storage", "old.db", says=("optuna storage upgrade",), id="old-schema"),
+    case(*RUN, "--storage", "new.db", says=("newer Optuna", "pip install -U optuna"),
+         id="newer-schema"),
     case(*RUN, "--storage", "foreign.db", "--name", "foreign", says=("not created by explore",),
          id="not-made-by-explore"),
     case(*RUN, "--storage", "foreign.db", "--name", "mimic", says=("other objectives",),
@@ -126,12 +129,15 @@ def arena_template(made_study: Any, tmp_path_factory: pytest.TempPathFactory) ->
     shutil.copyfile(made_study.db, root / "explore.db")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # An older schema: a study written by Optuna, its schema revision set back as Optuna 3.0
-    # left it (what a database from an old installation looks like to Optuna 5).
+    # left it (what a database from an old installation looks like to Optuna 5); a newer one:
+    # a revision this Optuna does not know.
     _optuna_study(f"sqlite:///{root / 'old.db'}", "old", ["maximize", "maximize"], ["a", "b"])
-    con = sqlite3.connect(root / "old.db")
-    with con:
-        con.execute("UPDATE alembic_version SET version_num = ?", (OLD_REVISION,))
-    con.close()
+    _optuna_study(f"sqlite:///{root / 'new.db'}", "new", ["maximize", "maximize"], ["a", "b"])
+    for name, revision in (("old.db", OLD_REVISION), ("new.db", NEW_REVISION)):
+        con = sqlite3.connect(root / name)
+        with con:
+            con.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+        con.close()
     # Made by Optuna alone: another objective pair, and one that mimics explore's settings
     # attr but minimizes.
     made = optuna.storages.RDBStorage(f"sqlite:///{root / 'explore.db'}")
