@@ -47,8 +47,9 @@ def run_args(trials: int, *extra: str) -> tuple[str, ...]:
 
 def make_base(directory: Path, *extra: str) -> Path:
     write_tiny_config(directory, space=SPACE)
+    # No early stopping: every trained trial here trains all its epochs, whatever the default.
     explore(directory, *run_args(2, "--config", "tiny.toml", "--epochs", str(EPOCHS),
-                                 "--seed", "11", "--sampler", "random", *extra))
+                                 "--seed", "11", "--sampler", "random", "--no-prune", *extra))
     return directory / "explore.db"
 
 
