@@ -1,0 +1,115 @@
+"""Helpers shared by the training-speed, throughput-stability and cost-model benchmarks.
+
+- :func:`matmul_peak`: the machine's fp32 matrix-product rate, the yardstick of "fraction of
+  peak" (a large ``torch.mm``, best of several, with the caller's thread count);
+- :func:`machine_line`: what ran where (CPU or GPU name, threads, torch, load average), printed
+  with every result because other work on the machine changes the numbers;
+- :func:`digits`, :func:`default_config`: the default trial's data and model.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable
+
+import torch
+
+from explore.config import DataSettings
+from explore.data import Dataset, load_dataset
+from extattn import ModelConfig
+
+__all__ = [
+    "cpu_name",
+    "default_config",
+    "digits",
+    "load_average",
+    "machine_line",
+    "matmul_peak",
+    "parse_device",
+    "sync",
+]
+
+
+def parse_device(name: str | None) -> torch.device:
+    """``--device``: cpu (default), cuda, cuda:K."""
+    device = torch.device(name or "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available here")
+    return device
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "n/a"
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def machine_line(device: torch.device) -> str:
+    """One line naming the machine, for the record next to the numbers."""
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)} (host {cpu_name()})"
+    else:
+        where = f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return (f"{where}; torch {torch.__version__}; load average {load_average()} "
+            f"({time.strftime('%Y-%m-%d %H:%M')})")
+
+
+def _best_seconds(fn: Callable[[], object], device: torch.device, repeats: int,
+                  clock: Callable[[], float]) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        started = clock()
+        fn()
+        sync(device)
+        best = min(best, clock() - started)
+    return best
+
+
+def matmul_peak(device: torch.device, size: int | None = None, repeats: int = 5,
+                cpu_time: bool = False) -> float:
+    """fp32 GFLOP/s of a large square ``torch.mm`` on ``device`` with the current thread count.
+
+    The best of ``repeats`` products after a warm-up: the rate the machine can reach on
+    matrix products, which is what "fraction of peak" divides by. On CUDA, TF32 is left as
+    configured (off by default in torch), so this is the true fp32 rate; bf16 training can
+    exceed it. ``cpu_time``: per second of the process's CPU time instead of wall time (with
+    one thread, the rate of a quiet machine even while other work competes for the cores).
+    """
+    n = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    torch.mm(a, b)  # warm-up: threads, allocator, clocks
+    clock = time.process_time if cpu_time else time.perf_counter
+    seconds = _best_seconds(lambda: torch.mm(a, b), device, repeats, clock)
+    return 2 * n**3 / seconds / 1e9
+
+
+def digits(device: torch.device, seed: int = 0) -> Dataset:
+    """The bundled digits data set (default split), resident on ``device``."""
+    return load_dataset(DataSettings(), seed=seed, device=device)
+
+
+def default_config(**overrides: object) -> ModelConfig:
+    """The default trial's model (the search's fixed settings), with overrides."""
+    return ModelConfig().replace(**overrides) if overrides else ModelConfig()

@@ -1,0 +1,91 @@
+"""How repeatable is a trial's throughput figure? The default model measured in fresh processes.
+
+Each of ``--runs`` processes (default 10), started one after another, builds the default digits
+model from the same seed and calls ``explore.measure.measure_throughput`` with the default
+``MeasureSettings`` (batch 256, the trial's warm-up and timing), exactly as a trial does. The
+script prints each run's median images/s, its own spread and time, then the median over runs and
+``(max − min) / median`` across them: the figure a study's throughput objective can be trusted
+to. Goal: at most 5% on an idle machine (other work on the machine moves it, which each run's
+spread and the load average printed with it show).
+
+Usage::
+
+    python benchmarks/throughput_stability.py                 # CPU, threads as a 1-worker study
+    python benchmarks/throughput_stability.py --threads 1     # as each of N workers on N cores
+    python benchmarks/throughput_stability.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from _common import default_config, machine_line, parse_device
+
+from explore.config import MeasureSettings
+from explore.measure import measure_throughput
+from extattn import create_model
+
+
+def _child(args: argparse.Namespace) -> None:
+    device = parse_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = create_model(default_config()).to(device)
+    started = time.perf_counter()
+    cpu = time.process_time()
+    result = measure_throughput(model, (1, 8, 8), device, MeasureSettings())
+    record = result.to_dict()
+    record["seconds"] = time.perf_counter() - started
+    record["cpu_share"] = (time.process_time() - cpu) / record["seconds"] / result.threads
+    print(json.dumps(record))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", help="cpu (default), cuda, cuda:K")
+    parser.add_argument("--runs", type=int, default=10, help="fresh processes (default 10)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads per process (default: all cores, as one worker)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args)
+        return
+    device = parse_device(args.device)
+    if args.threads and device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    settings = MeasureSettings()
+    print(f"{machine_line(device)}")
+    print(f"default model, MeasureSettings(batch_size={settings.batch_size}, "
+          f"warmup={settings.warmup}, min_iters={settings.min_iters}, "
+          f"min_time={settings.min_time}); {args.runs} fresh processes")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--threads",
+           str(args.threads), "--device", str(device)]
+    medians = []
+    print("| run | img/s (median) | spread | noisy | timed iterations | seconds | CPU share | "
+          "load |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|")
+    for run in range(1, args.runs + 1):
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        medians.append(r["median"])
+        print(f"| {run} | {r['median']:.0f} | {r['spread']:.1%} | {r['noisy']} | {r['iters']} | "
+              f"{r['seconds']:.2f} | {r['cpu_share']:.0%} | {os.getloadavg()[0]:.2f} |",
+              flush=True)
+    mid = statistics.median(medians)
+    print(f"\nmedian over runs {mid:.0f} img/s ({r['threads']} threads); "
+          f"(max − min) / median = {(max(medians) - min(medians)) / mid:.1%}; "
+          f"goal ≤ 5% on an idle machine")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""Training speed of the default trial: explore's trainer against a hand-written DataLoader loop.
+
+Two comparisons on the default digits model (dim 64, depth 2, 4 heads, S 64, 16 tokens) with the
+default training settings (12 epochs, batch 64, AdamW lr 1e-2, warm-up + cosine, label
+smoothing, gradient clipping):
+
+1. **Per process** (same thread count, ``--threads``, default 1 on CPU): images/s trained by
+   ``explore.train.train_model`` (data resident on the device, batches by index, fused AdamW,
+   no per-step host sync) against the loop of the Optuna PyTorch example: a ``TensorDataset`` in
+   a ``DataLoader(shuffle=True)``, batches moved to the device each step, ``loss.item()`` every
+   step, an evaluation loop over a ``DataLoader`` with ``.item()`` per batch. Same model code,
+   data, recipe and epochs; the two take turns ``--repeats`` times (order alternating). Each is
+   also given as a fraction of the machine's fp32 matmul peak measured in the same run with the
+   same threads (model FLOPs per image from ``extattn.count_flops``, ×3 for forward + backward).
+2. **Whole machine** (CPU only): trials per hour of the hand-written script as people run it
+   (one process, every core's thread, ``--machine-trials`` trials one after another) against
+   explore's policy (one single-threaded worker per core, side by side, the machine lock held
+   shared while training and exclusively while measuring, as ``explore study run`` does). Every
+   trial of both measures its inference throughput (``measure_throughput``, default settings)
+   before training: both produce the two objectives. Worker processes start together after
+   their imports (a shared start time), so start-up is counted for neither.
+
+Usage::
+
+    python benchmarks/train_speed.py                    # CPU, 3 repeats, whole machine too
+    python benchmarks/train_speed.py --epochs 4 --repeats 2 --no-machine
+    python benchmarks/train_speed.py --device cuda      # per-process comparison on the GPU
+
+Timings move with other work on the machine: the load average is printed with the results;
+compare numbers from one run only. With one CPU thread the "per CPU-s" columns (images per
+second of the process's CPU time spent training, against the matmul peak per CPU-second) are
+what the run would reach on a quiet machine even while other work competes for the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from _common import default_config, digits, machine_line, matmul_peak, parse_device, sync
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from explore.config import MeasureSettings, TrainSettings
+from explore.data import Dataset
+from explore.locks import MachineLock
+from explore.measure import measure_throughput
+from explore.train import evaluate, train_model
+from extattn import count_flops, create_model
+
+EXPLORE = "explore trainer"
+HANDWRITTEN = "DataLoader loop"
+
+
+def _cosine_with_warmup(total: int, warmup: int):  # the same schedule as explore's trainer
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def handwritten_trial(data: Dataset, settings: TrainSettings, seed: int,
+                      device: torch.device, measure: bool = False) -> dict[str, Any]:
+    """The Optuna PyTorch example's loop: DataLoader over CPU tensors, ``.item()`` per step.
+
+    ``measure``: time inference first, as a script with a throughput objective must.
+    """
+    torch.manual_seed(seed)
+    model: nn.Module = create_model(default_config()).to(device)
+    if measure:
+        measure_throughput(model, data.image_shape, device, MeasureSettings())
+    train_loader = DataLoader(TensorDataset(data.train_x.cpu(), data.train_y.cpu()),
+                              batch_size=settings.batch_size, shuffle=True)
+    valid_loader = DataLoader(TensorDataset(data.eval_x.cpu(), data.eval_y.cpu()),
+                              batch_size=settings.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr,
+                                  weight_decay=settings.weight_decay)
+    steps = len(train_loader)
+    warmup = max(1, round(settings.warmup_epochs * steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _cosine_with_warmup(steps * settings.epochs, warmup))
+    train_seconds = train_cpu = 0.0
+    accuracy = 0.0
+    for _epoch in range(settings.epochs):
+        started, cpu = time.perf_counter(), time.process_time()
+        model.train()
+        running = 0.0
+        for x, y in train_loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y, label_smoothing=settings.label_smoothing)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            running += loss.item() * len(x)
+        sync(device)
+        train_seconds += time.perf_counter() - started
+        train_cpu += time.process_time() - cpu
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for x, y in valid_loader:
+                pred = model(x.to(device)).argmax(dim=1, keepdim=True)
+                correct += pred.eq(y.to(device).view_as(pred)).sum().item()
+        accuracy = correct / len(valid_loader.dataset)  # type: ignore[arg-type]
+    return {"accuracy": accuracy, "train_seconds": train_seconds, "train_cpu": train_cpu}
+
+
+def explore_trial(data: Dataset, settings: TrainSettings, seed: int, device: torch.device,
+                  lock: MachineLock | None = None, measure: bool = False) -> dict[str, Any]:
+    """What a trial of ``explore study run`` does with the model (measure, then train).
+
+    ``train_cpu``: the process's CPU seconds of the trial less ``epochs`` evaluations (one
+    ``evaluate`` call timed after training): the trainer reports wall time only.
+    """
+    torch.manual_seed(seed)
+    model = create_model(default_config()).to(device)
+    cpu = time.process_time()
+    if measure:
+        count_flops(model, data.image_shape)
+        with lock.exclusive() if lock else _null():
+            measure_throughput(model, data.image_shape, device, MeasureSettings())
+    result = train_model(model, data, settings, seed,
+                         epoch_guard=lock.shared if lock else _null)
+    trial_cpu = time.process_time() - cpu
+    eval_cpu = []
+    for _ in range(3):
+        started = time.process_time()
+        evaluate(model, data.eval_x, data.eval_y)
+        eval_cpu.append(time.process_time() - started)
+    return {"accuracy": result.accuracy, "train_seconds": result.train_seconds,
+            "train_cpu": trial_cpu - settings.epochs * statistics.median(eval_cpu)}
+
+
+class _null:  # a do-nothing context manager (and its own factory)
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def per_process(args: argparse.Namespace, device: torch.device) -> None:
+    data = digits(device)
+    settings = TrainSettings(epochs=args.epochs)
+    flops = count_flops(create_model(default_config()).to(device), data.image_shape)
+    train_flops = 3 * flops  # forward + backward ≈ 3 forwards
+    images = len(data.train_y) * settings.epochs
+    peak = matmul_peak(device)
+    quiet = device.type == "cpu" and torch.get_num_threads() == 1
+    cpu_peak = matmul_peak(device, cpu_time=True) if quiet else float("nan")
+    print(f"[per process] {machine_line(device)}")
+    print(f"model: {flops / 1e6:.2f} MFLOP/image forward, {train_flops / 1e6:.2f} trained; "
+          f"fp32 matmul peak {peak:.1f} GFLOP/s"
+          + (f" ({cpu_peak:.1f} per CPU-second)" if quiet else "")
+          + f"; {settings.epochs} epochs × {len(data.train_y)} images, batch "
+          f"{settings.batch_size}")
+    runs: dict[str, list[dict[str, Any]]] = {EXPLORE: [], HANDWRITTEN: []}
+    trials = {EXPLORE: lambda s: explore_trial(data, settings, s, device),
+              HANDWRITTEN: lambda s: handwritten_trial(data, settings, s, device)}
+    for repeat in range(args.repeats):
+        order = [EXPLORE, HANDWRITTEN] if repeat % 2 == 0 else [HANDWRITTEN, EXPLORE]
+        for name in order:
+            cpu = time.process_time()
+            wall = time.perf_counter()
+            run = trials[name](args.seed + repeat)
+            run["cpu_seconds"] = time.process_time() - cpu
+            run["wall_seconds"] = time.perf_counter() - wall
+            runs[name].append(run)
+            print(f"  repeat {repeat + 1} {name:16s} acc {run['accuracy']:.3f} "
+                  f"train {run['train_seconds']:.2f} s ({run['train_cpu']:.2f} s CPU), trial "
+                  f"{run['wall_seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU", flush=True)
+    print()
+    print("| trainer | img/s trained | GFLOP/s | of peak | img/s per CPU-s | of CPU-s peak "
+          "| accuracy |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    rate = {}
+    for name, rs in runs.items():
+        rate[name] = statistics.median(images / r["train_seconds"] for r in rs)
+        gflops = rate[name] * train_flops / 1e9
+        accs = ", ".join(f"{r['accuracy']:.3f}" for r in rs)
+        if quiet:
+            cpu_rate = statistics.median(images / r["train_cpu"] for r in rs)
+            cpu_cols = f"{cpu_rate:.0f} | {cpu_rate * train_flops / 1e9 / cpu_peak:.0%}"
+        else:
+            cpu_cols = "n/a | n/a"
+        print(f"| {name} | {rate[name]:.0f} | {gflops:.1f} | {gflops / peak:.0%} | {cpu_cols} "
+              f"| {accs} |")
+    print(f"\nexplore / DataLoader loop, images/s trained: {rate[EXPLORE] / rate[HANDWRITTEN]:.2f}"
+          f"   (medians; load average now {os.getloadavg()[0]:.2f})")
+
+
+def _child(args: argparse.Namespace) -> None:
+    """One process of the whole-machine comparison; prints its trials as JSON."""
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    data = digits(device)
+    settings = TrainSettings(epochs=args.epochs)
+    lock = MachineLock(args.lock_dir) if args.lock_dir else None
+    trial = explore_trial if args.child == "explore" else handwritten_trial
+    trial(data, TrainSettings(epochs=1), 0, device)  # warm the code paths, untimed
+    time.sleep(max(0.0, args.start_at - time.time()))
+    started = time.time()
+    out = []
+    for i in range(args.trials):
+        seed = args.seed + i
+        if args.child == "explore":
+            out.append(explore_trial(data, settings, seed, device, lock, measure=True))
+        else:
+            out.append(handwritten_trial(data, settings, seed, device, measure=True))
+    print(json.dumps({"start": started, "end": time.time(), "trials": out}))
+
+
+def _spawn(mode: str, threads: int, trials: int, seed: int, args: argparse.Namespace,
+           start_at: float, lock_dir: str = "") -> subprocess.Popen[str]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--threads",
+           str(threads), "--trials", str(trials), "--seed", str(seed), "--epochs",
+           str(args.epochs), "--start-at", f"{start_at:.3f}", "--lock-dir", lock_dir]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+
+def _collect(procs: list[subprocess.Popen[str]]) -> tuple[float, list[float]]:
+    results = []
+    for p in procs:
+        out, _ = p.communicate()
+        if p.returncode:
+            raise SystemExit(f"a benchmark process failed (exit {p.returncode})")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    span = max(r["end"] for r in results) - min(r["start"] for r in results)
+    return span, [t["accuracy"] for r in results for t in r["trials"]]
+
+
+def whole_machine(args: argparse.Namespace) -> None:
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(cores)
+    device = torch.device("cpu")
+    print(f"\n[whole machine] {machine_line(device)}")
+    print(f"fp32 matmul peak, {cores} threads: {matmul_peak(device):.1f} GFLOP/s; "
+          f"{args.machine_trials} trials of {args.epochs} epochs per mode")
+    spans: dict[str, list[float]] = {"script": [], "explore": []}
+    accs: dict[str, list[float]] = {"script": [], "explore": []}
+    for repeat in range(args.repeats):
+        for mode in (["script", "explore"] if repeat % 2 == 0 else ["explore", "script"]):
+            start_at = time.time() + args.startup
+            seed = 100 * repeat
+            if mode == "script":
+                span, acc = _collect([_spawn("script", cores, args.machine_trials, seed, args,
+                                             start_at)])
+            else:
+                per_worker = math.ceil(args.machine_trials / cores)
+                with tempfile.TemporaryDirectory(prefix="explore-lock-") as lock_dir:
+                    span, acc = _collect([
+                        _spawn("explore", 1, per_worker, seed + w * per_worker, args, start_at,
+                               lock_dir)
+                        for w in range(cores)])
+                span *= args.machine_trials / (per_worker * cores)  # same trial count
+            spans[mode].append(span)
+            accs[mode].extend(acc)
+            print(f"  repeat {repeat + 1} {mode:8s} {span:6.2f} s for {args.machine_trials} "
+                  f"trials → {3600 * args.machine_trials / span:.0f} trials/h; accuracy "
+                  f"{statistics.mean(acc):.3f}  (load {os.getloadavg()[0]:.2f})", flush=True)
+    print()
+    print("| mode | trials/h (median) | mean accuracy |")
+    print("|---|---:|---:|")
+    per_hour = {m: 3600 * args.machine_trials / statistics.median(s) for m, s in spans.items()}
+    labels = {"script": f"hand-written script, 1 process × {cores} threads",
+              "explore": f"explore policy, {cores} workers × 1 thread"}
+    for mode in spans:
+        print(f"| {labels[mode]} | {per_hour[mode]:.0f} | {statistics.mean(accs[mode]):.3f} |")
+    print(f"\nexplore / hand-written, trials per hour: "
+          f"{per_hour['explore'] / per_hour['script']:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", help="cpu (default), cuda, cuda:K")
+    parser.add_argument("--epochs", type=int, default=TrainSettings.epochs)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the per-process comparison on CPU (default 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-process", action=argparse.BooleanOptionalAction, default=True,
+                        help="the per-process comparison")
+    parser.add_argument("--machine", action=argparse.BooleanOptionalAction, default=True,
+                        help="the whole-machine comparison (CPU only)")
+    parser.add_argument("--machine-trials", type=int, default=os.cpu_count() or 1,
+                        help="trials per mode in the whole-machine comparison (default: cores)")
+    parser.add_argument("--startup", type=float, default=10.0,
+                        help="seconds the worker processes get for imports before they start")
+    # internal: one worker process of the whole-machine comparison
+    parser.add_argument("--child", choices=("script", "explore"), help=argparse.SUPPRESS)
+    parser.add_argument("--trials", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--lock-dir", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args)
+        return
+    device = parse_device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    if args.per_process:
+        per_process(args, device)
+    if args.machine and device.type == "cpu":
+        whole_machine(args)
+
+
+if __name__ == "__main__":
+    main()
