@@ -391,8 +391,17 @@ def _masked(spec: StorageSpec) -> str:
     return mask_url(spec.url)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity (taskset, a Slurm allocation, a
+    container's cpuset), not every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity API (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def _set_threads(settings: Settings, request: RunRequest, device: torch.device) -> None:
-    threads = settings.measure.threads or max(1, (os.cpu_count() or 1) // max(1, request.workers))
+    threads = settings.measure.threads or max(1, usable_cpus() // max(1, request.workers))
     torch.set_num_threads(threads)
 
 

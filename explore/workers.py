@@ -30,6 +30,7 @@ from explore.runner import (
     count_finished,
     finish_summary,
     open_study,
+    usable_cpus,
 )
 from studies.errors import ExploreError, UsageError
 from studies.storage import ENV_STORAGE
@@ -51,7 +52,7 @@ def parse_workers(workers: str, devices: str | None) -> tuple[int, list[str | No
             raise UsageError("--workers must be 'auto' or an integer >= 1")
         return len(listed) * per, [d for d in listed for _ in range(per)]
     if workers == "auto":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else (os.cpu_count() or 1)
+        n = torch.cuda.device_count() if torch.cuda.is_available() else usable_cpus()
         if torch.cuda.is_available():
             return n, [f"cuda:{i}" for i in range(n)]
         return n, [None] * n

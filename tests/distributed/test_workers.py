@@ -61,6 +61,17 @@ def test_parse_workers_counts_and_devices() -> None:
         parse_workers("1", " , ")
 
 
+def test_auto_counts_the_cpus_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Slurm allocation or ``taskset`` limits the CPUs; ``auto`` must not start one worker
+    per core of the whole machine."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("auto is one worker per GPU here")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert parse_workers("auto", None) == (1, [None])
+
+
 def _create_study(url: str, directory: Path) -> None:
     config = directory / "kill.toml"
     config.write_text(KILL_TOML, encoding="utf-8")
