@@ -19,6 +19,9 @@ from optuna.trial import TrialState
 EXPLORE = Path(sys.executable).with_name("explore")
 STORAGE_ENV = ("EXPLORE_STORAGE", "EXPLORE_ARTIFACTS", "OPTUNA_STORAGE")
 SETTINGS = """\
+[study]
+prune = false  # only the faults under test end trials early
+
 [model]
 depth = 1
 {model}

@@ -28,6 +28,9 @@ EXPLORE = Path(sys.executable).with_name("explore")
 STORAGE_ENV = ("EXPLORE_STORAGE", "EXPLORE_ARTIFACTS", "OPTUNA_STORAGE")
 EPOCHS = 6
 CONFIG = """\
+[study]
+prune = false  # every trial runs all its epochs, whatever the default
+
 [model]
 dim = 16
 depth = 1
