@@ -183,6 +183,7 @@ def _new_study(explicit: dict[str, dict[str, Any]], source: Any) -> tuple[Settin
     written, so that a bad space or missing dataset files leave no study or database behind."""
     settings = resolve_settings(explicit, source=source)
     check_space(settings)
+    make_sampler(settings, seed=0)  # a sampler that cannot search this space is refused now
     return settings, load_dataset(settings.data, seed=settings.study.seed)
 
 
