@@ -123,7 +123,7 @@ def study_run(
     )] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = None,
     sampler: Annotated[str | None, typer.Option(
-        help="tpe, nsga2, nsga3, random, grid, gp or bruteforce."
+        help="tpe (default), nsga2, nsga3, random, grid, gp or bruteforce."
     )] = None,
     seed: Annotated[int | None, typer.Option(help="Study seed (sampler and training).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
@@ -134,10 +134,13 @@ def study_run(
         help="Keep trained weights of: pareto (front trials), all or none."
     )] = "pareto",
     prune: Annotated[bool | None, typer.Option(
-        "--prune/--no-prune", help="Multi-objective early stopping (MO-ASHA) of weak trials."
+        "--prune/--no-prune",
+        help="Multi-objective early stopping (MO-ASHA) of weak trials (default: off)."
     )] = None,
     dedup: Annotated[bool | None, typer.Option(
-        "--dedup/--no-dedup", help="Answer repeated configurations from the study for free."
+        "--dedup/--no-dedup",
+        help="Answer repeated configurations from the study for free, and keep the sampler "
+             "from proposing them (default: on)."
     )] = None,
     workers: Annotated[str, typer.Option(
         help="Worker processes on this machine: N or auto (one per core, or one per GPU)."

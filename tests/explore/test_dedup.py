@@ -1,4 +1,5 @@
-"""The duplicate cache: an experiment already evaluated in the study is never trained again.
+"""The duplicate cache: an experiment already evaluated in the study is never trained again,
+and on small discrete spaces the sampler is kept from proposing it at all.
 
 Each test copies a small real study (made once by an ``explore study run`` subprocess), forces a
 repeat with ``study.enqueue_trial`` and continues the study with another real ``explore``
@@ -23,8 +24,6 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from tests.conftest import EXPLORE, clean_env, write_tiny_config
-
-pytestmark = pytest.mark.slow
 
 NAME = "d"
 EPOCHS = 2
@@ -128,6 +127,7 @@ def ask_fixed(study: optuna.Study, params: dict) -> optuna.Trial:
     return trial
 
 
+@pytest.mark.slow
 def test_a_complete_configuration_is_answered_from_the_study(study_dir: Path) -> None:
     study = load(study_dir)
     original = study.trials[0]
@@ -155,6 +155,7 @@ def test_a_complete_configuration_is_answered_from_the_study(study_dir: Path) ->
         repeat.number not in [row["number"] for row in summary["front"]]
 
 
+@pytest.mark.slow
 def test_a_twin_running_elsewhere_is_waited_for_not_trained_twice(
         study_dir: Path, sleeper: subprocess.Popen) -> None:
     study = load(study_dir)
@@ -191,6 +192,7 @@ def test_a_twin_running_elsewhere_is_waited_for_not_trained_twice(
     assert len(trained(study)) == 4
 
 
+@pytest.mark.slow
 def test_a_twin_whose_process_dies_is_no_longer_waited_for(
         study_dir: Path, sleeper: subprocess.Popen) -> None:
     study = load(study_dir)
@@ -228,6 +230,7 @@ def test_a_twin_whose_process_dies_is_no_longer_waited_for(
     assert len(trained(study)) == 4
 
 
+@pytest.mark.slow
 def test_no_dedup_trains_a_repeat_again(tmp_path: Path) -> None:
     make_base(tmp_path, "--no-dedup")
     study = load(tmp_path)
@@ -249,9 +252,10 @@ def test_no_dedup_trains_a_repeat_again(tmp_path: Path) -> None:
     assert repeat.values[0] == original.values[0]
 
 
+@pytest.mark.slow
 def test_a_small_discrete_space_cannot_burn_the_budget(tmp_path: Path) -> None:
-    """Two configurations, a budget of 10: every configuration is trained once, repeats are
-    free, and the run ends when the space is exhausted instead of retraining."""
+    """Two configurations, a budget of 10: every configuration is trained once, the sampler
+    proposes no repeat, and the run ends when the space is exhausted instead of retraining."""
     write_tiny_config(tmp_path, space="mem_size = [8, 16]")
     summary = explore(tmp_path, *run_args(10, "--config", "tiny.toml", "--epochs", "1",
                                           "--seed", "2"))
@@ -260,6 +264,7 @@ def test_a_small_discrete_space_cannot_burn_the_budget(tmp_path: Path) -> None:
     assert len(keys) == len(set(keys)) == 2
     assert summary["finished"] == 2
     assert summary["stopped"] == "search space exhausted"
+    assert len(study.trials) == 2  # not even a free repeat
 
 
 def wait_for_key(study: optuna.Study, number: int, timeout: float) -> FrozenTrial:
@@ -272,3 +277,127 @@ def wait_for_key(study: optuna.Study, number: int, timeout: float) -> FrozenTria
             return trials[number]
         time.sleep(0.2)
     raise AssertionError(f"trial {number} did not start in {timeout} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# the sampler side: repeats are not proposed
+
+
+def default_points() -> list[dict]:
+    from explore.config import Settings
+
+    settings = Settings()
+    return list(settings.space.combinations(settings.model))
+
+
+def drive(sampler: optuna.samplers.BaseSampler, proposals: int,
+          space: dict[str, list]) -> tuple[optuna.Study, int]:
+    """Ask ``proposals`` trials; a repeat is answered like the duplicate cache does (the
+    original's values, ``duplicate_of``). Returns the study and the number of repeats."""
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
+    seen: dict[tuple, int] = {}
+    repeats = 0
+    for _ in range(proposals):
+        trial = study.ask()
+        point = tuple(trial.suggest_categorical(name, choices) for name, choices in space.items())
+        # A fixed landscape: accuracy and throughput trade off with memory and heads.
+        values = [0.9 + 0.0001 * point[1] - 0.01 * point[2], 1000.0 / (point[1] * point[2])]
+        if point in seen:
+            repeats += 1
+            trial.set_user_attr("duplicate_of", seen[point])
+        else:
+            seen[point] = trial.number
+        study.tell(trial, values)
+    return study, repeats
+
+
+DEFAULT_SPACE = {"attention": ["external"], "mem_size": [8, 16, 32, 64, 128],
+                 "heads": [1, 2, 4, 8], "norm": ["softmax", "double"]}
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "nsga2"])
+def test_the_sampler_proposes_every_configuration_once(name: str) -> None:
+    """40 proposals on the 40-configuration default space: 40 different configurations."""
+    from explore.sampling import AvoidEvaluated
+
+    base = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "nsga2": optuna.samplers.NSGAIISampler}[name](seed=3)
+    study, repeats = drive(AvoidEvaluated(base, default_points(), seed=3), 40, DEFAULT_SPACE)
+    assert repeats == 0
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 40
+
+
+def test_without_the_wrapper_tpe_feeds_on_its_repeats() -> None:
+    """The reason for the wrapper: answered repeats pull multi-objective TPE back to them."""
+    _, repeats = drive(optuna.samplers.TPESampler(seed=3), 40, DEFAULT_SPACE)
+    assert repeats >= 5
+
+
+def test_a_configuration_running_elsewhere_is_not_proposed() -> None:
+    from explore.sampling import AvoidEvaluated
+
+    space = {"mem_size": [8, 16], "heads": [1, 2]}
+    points = [{"mem_size": m, "heads": h} for m in (8, 16) for h in (1, 2)]
+    study = optuna.create_study(directions=["maximize", "maximize"],
+                                sampler=AvoidEvaluated(optuna.samplers.RandomSampler(seed=0),
+                                                       points, seed=0))
+    dists = {n: CategoricalDistribution(c) for n, c in space.items()}
+    running = []
+    for _ in range(4):  # four workers start at once: four different configurations
+        trial = study.ask(dists)
+        running.append(tuple(sorted(trial.params.items())))
+    assert len(set(running)) == 4
+    # With every configuration taken, the sampler's own choice stands (the cache answers it).
+    fifth = study.ask(dists)
+    assert tuple(sorted(fifth.params.items())) in running
+
+
+def test_the_wrapper_keeps_the_samplers_choice_while_it_leads_somewhere_new() -> None:
+    from explore.sampling import AvoidEvaluated
+
+    class Fixed(optuna.samplers.RandomSampler):
+        """Always the first choice: mem_size 8, heads 1."""
+
+        def sample_independent(self, study, trial, name, dist):  # type: ignore[override]
+            return dist.choices[0]
+
+    points = [{"mem_size": m, "heads": h} for m in (8, 16) for h in (1, 2)]
+    study = optuna.create_study(directions=["maximize", "maximize"],
+                                sampler=AvoidEvaluated(Fixed(seed=0), points, seed=0))
+    dists = {"mem_size": CategoricalDistribution([8, 16]),
+             "heads": CategoricalDistribution([1, 2])}
+    asked = []
+    for _ in range(4):
+        trial = study.ask(dists)
+        asked.append((trial.params["mem_size"], trial.params["heads"]))
+        study.tell(trial, [0.5, 1.0])
+    # mem_size 8 is kept while (8, 2) is untried; only then does mem_size move to 16.
+    assert asked[:2] == [(8, 1), (8, 2)]
+    assert sorted(asked[2:]) == [(16, 1), (16, 2)]
+
+
+def test_conditional_spaces_and_the_choice_of_wrapping() -> None:
+    from explore.config import resolve_settings
+    from explore.sampling import AvoidEvaluated, make_sampler
+
+    ea_vs_sa = resolve_settings({"space": {"attention": ["external", "self"],
+                                           "mem_size": [8, 16], "heads": [1, 2]}})
+    sampler = make_sampler(ea_vs_sa, seed=0)
+    assert isinstance(sampler, AvoidEvaluated)
+    # Self-attention has no memory: 2 × 2 external + 2 self configurations.
+    assert len(sampler.points) == 6
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
+    seen = set()
+    for _ in range(6):
+        trial = study.ask()
+        params = ea_vs_sa.space.suggest(trial, ea_vs_sa.model)
+        seen.add(tuple(sorted(params.items())))
+        study.tell(trial, [0.5, 1.0])
+    assert len(seen) == 6
+    # --no-dedup asks for repeats; a continuous range has no finite list; grid enumerates.
+    no_dedup = resolve_settings({"study": {"dedup": False}})
+    assert not isinstance(make_sampler(no_dedup, 0), AvoidEvaluated)
+    continuous = resolve_settings({"space": {"lr": {"low": 1e-3, "high": 1e-1, "log": True}}})
+    assert not isinstance(make_sampler(continuous, 0), AvoidEvaluated)
+    grid = resolve_settings({"study": {"sampler": "grid"}})
+    assert isinstance(make_sampler(grid, 0), optuna.samplers.GridSampler)
