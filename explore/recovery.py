@@ -10,17 +10,21 @@ params; its training state file (named by the experiment) lets it continue from 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from types import FrameType
 from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["MAX_RETRY", "WorkerIdentity", "recover_orphans", "requeue"]
+__all__ = ["MAX_RETRY", "WorkerIdentity", "recover_orphans", "requeue", "stop_on_signals"]
 
 MAX_RETRY = 3  # re-queues of one experiment after interruptions or crashes
 ATTR_WORKER = "worker"
@@ -124,3 +128,28 @@ def recover_orphans(study: optuna.Study, me: WorkerIdentity,
             message(f"trial {trial.number} was left running by a dead worker: re-queued")
         recovered += 1
     return recovered
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event, message: Callable[[str], None], name: str,
+                    enabled: bool) -> Iterator[dict[str, int]]:
+    """First SIGINT/SIGTERM: finish the current epoch, save, stop. Second SIGINT: exit now."""
+    received: dict[str, int] = {}
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            os._exit(130)  # the heartbeat / orphan recovery re-queues the running trial
+        stop.set()
+        received["signal"] = signum
+        message(f"stopping after the current epoch (state is saved); continue with: "
+                         f"explore study run --name {name}   (Ctrl-C again exits now)")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

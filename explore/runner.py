@@ -8,24 +8,29 @@ processes. Optuna does the rest: storage, heartbeat, stale-trial retries, sample
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from explore.artifacts import CheckpointKeeper, prune_checkpoints
+from explore.budget import (
+    count_finished,
+    count_running,
+    distinct_finished,
+    finite_size,
+    slot_is_free,
+    state_counts,
+)
 from explore.config import Settings, conflicts, load_toml, resolve_settings
 from explore.data import Dataset, dataset_shape, load_dataset
 from explore.locks import MachineLock
@@ -33,13 +38,11 @@ from explore.objective import (
     ATTR_DUPLICATE,
     ATTR_OVER_BUDGET,
     Objective,
-    TrialPlan,
     plan_trial,
 )
 from explore.progress import Reporter
-from explore.recovery import WorkerIdentity, recover_orphans, requeue
+from explore.recovery import WorkerIdentity, recover_orphans, requeue, stop_on_signals
 from explore.sampling import make_sampler, sampler_seed
-from extattn import save_checkpoint
 from studies.errors import ExploreError, StudyNotFound, UsageError
 from studies.snapshots import SnapshotStore
 from studies.storage import (
@@ -56,7 +59,6 @@ __all__ = ["METRIC_NAMES", "RunRequest", "RunSummary", "run_study"]
 METRIC_NAMES = ["accuracy", "throughput"]
 ATTR_SETTINGS = "explore_settings"
 ATTR_VERSION = "explore_version"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 KEEP_CHOICES = ("pareto", "all", "none")
 MAX_REPEATS = 100  # consecutive duplicates before the search counts as converged
@@ -232,77 +234,6 @@ def _create(storage: Any, name: str, settings: Settings) -> optuna.Study:
     return study
 
 
-def claims_budget(t: FrozenTrial) -> bool:
-    """Whether a trial holds (or will hold) one of the budget's slots."""
-    return (t.user_attrs.get(ATTR_DUPLICATE) is None
-            and t.user_attrs.get(ATTR_OVER_BUDGET) is None)
-
-
-def slot_is_free(study: optuna.Study, number: int, target: int) -> bool:
-    """Atomic budget claim: trial ``number`` may train only if the finished trials plus the
-    running ones that started before it leave a slot. Two workers can never both take the
-    last slot, so the budget is never overshot.
-
-    "Before" is a lower trial number (numbers order creation) or an earlier start: a re-queued
-    trial keeps the low number it got when queued, but claims its slot when a worker starts it.
-    """
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-    mine = next((t.datetime_start for t in trials if t.number == number), None)
-
-    def before(t: FrozenTrial) -> bool:
-        if t.number < number:
-            return True
-        return (t.number != number and mine is not None and t.datetime_start is not None
-                and t.datetime_start < mine)
-
-    held = sum(1 for t in trials
-               if claims_budget(t) and (t.state != TrialState.RUNNING or before(t)))
-    return held < target
-
-
-def count_running(study: optuna.Study, exclude: int | None = None) -> int:
-    return sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-               if claims_budget(t) and t.number != exclude)
-
-
-def count_finished(study: optuna.Study) -> int:
-    """Finished trials that count against the budget: COMPLETE + PRUNED, except duplicates
-    answered from the study (they cost nothing, so repeats cannot burn the budget)."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED) if claims_budget(t))
-
-
-def state_counts(study: optuna.Study) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
-    return counts
-
-
-@contextmanager
-def stop_on_signals(stop: threading.Event, reporter: Reporter, name: str,
-                    enabled: bool) -> Iterator[dict[str, int]]:
-    """First SIGINT/SIGTERM: finish the current epoch, save, stop. Second SIGINT: exit now."""
-    received: dict[str, int] = {}
-    if not enabled or threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            os._exit(130)  # the heartbeat / orphan recovery re-queues the running trial
-        stop.set()
-        received["signal"] = signum
-        reporter.message(f"stopping after the current epoch (state is saved); continue with: "
-                         f"explore study run --name {name}   (Ctrl-C again exits now)")
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 @dataclass
 class OpenedStudy:
     study: optuna.Study
@@ -421,7 +352,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
         (artifacts / "checkpoints").mkdir(parents=True, exist_ok=True)
     study.sampler = make_sampler(
         settings, sampler_seed(settings.study.seed, len(study.trials), request.worker))
-    finite = _finite_size(settings)
+    finite = finite_size(settings)
     # Journal storages have no heartbeat: a trial of another host counts as dead when its
     # per-epoch beat is this old (RDB storages leave that to Optuna's heartbeat).
     stale_after = None if spec.is_rdb else float(request.heartbeat.grace_period * 10)
@@ -429,27 +360,13 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     failures = 0
     deadline = None if request.timeout is None else time.monotonic() + request.timeout
 
-    def keep_checkpoint(trial: optuna.Trial, model: torch.nn.Module, plan: TrialPlan) -> None:
-        if store is None:
-            return
-        path = state_dir / f"checkpoint-{trial._trial_id}.pt"
-        save_checkpoint(path, model, plan.model, {
-            "study": name, "trial": trial.number, "params": trial.params, "seed": plan.seed,
-            "train": dataclasses.asdict(plan.train), "config_key": plan.key})
-        try:
-            artifact_id = optuna.artifacts.upload_artifact(
-                artifact_store=store, file_path=str(path), study_or_trial=trial,
-                mimetype="application/x-pytorch")
-        finally:
-            path.unlink(missing_ok=True)
-        trial.set_user_attr("checkpoint_artifact", artifact_id)
-
     def on_trial_start(number: int, params: dict[str, Any]) -> None:
         reporter.trial_start(number, params, settings.train.epochs)
 
+    keeper = CheckpointKeeper(store, state_dir, name) if store is not None else None
     objective = Objective(settings, data, device, state_dir, stop,
                           on_epoch=reporter.epoch, on_trial_start=on_trial_start,
-                          save_checkpoint=keep_checkpoint, identity=identity,
+                          save_checkpoint=keeper, identity=identity,
                           lock=MachineLock(enabled=request.workers > 1 or request.shared_lock),
                           claim=lambda trial: slot_is_free(study, trial.number, target))
     repeats = 0
@@ -464,7 +381,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
         if trial.state == TrialState.COMPLETE:
             snapshots.record(name, finished, [(t.number, *t.values) for t in front])
             if request.keep_checkpoints == "pareto" and store is not None:
-                _prune_checkpoints(study, front, store, artifacts / "checkpoints")
+                prune_checkpoints(study, front, store, artifacts / "checkpoints")
         if trial.state == TrialState.FAIL:
             if trial.user_attrs.get("interrupted"):
                 requeue(study, trial, reason="interrupted")
@@ -477,7 +394,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
 
     reporter.start(name, spec.display, summary.finished, target)
     try:
-        with stop_on_signals(stop, reporter, name, request.handle_signals) as received:
+        with stop_on_signals(stop, reporter.message, name, request.handle_signals) as received:
             while True:
                 if stop.is_set():
                     sig = received.get("signal", signal.SIGINT)
@@ -497,7 +414,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
                 if deadline is not None and time.monotonic() >= deadline:
                     summary.stopped = "timeout"
                     break
-                if finite is not None and _distinct_finished(study) >= finite:
+                if finite is not None and distinct_finished(study) >= finite:
                     summary.stopped = "search space exhausted"
                     break
                 if repeats >= MAX_REPEATS:
@@ -515,29 +432,3 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     if summary.exit_code == 1:
         last = study.trials[-1].user_attrs.get("fail_reason", "see `explore study show`")
         raise ExploreError(f"stopped after {failures} consecutive failed trials; last: {last}")
-
-
-def _finite_size(settings: Settings) -> int | None:
-    """Number of distinct configurations when every searched field is discrete."""
-    if any(not p.categorical and (p.step is None or p.log) for p in settings.space.params):
-        return None
-    return sum(1 for _ in settings.space.combinations(settings.model))
-
-
-def _distinct_finished(study: optuna.Study) -> int:
-    seen = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False,
-                                                                       states=FINISHED)}
-    return len(seen)
-
-
-def _prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
-                       base: Path) -> None:
-    """Remove checkpoints of trials that are no longer on the front (``--keep-checkpoints
-    pareto``); the artifact ids come from our user attr, never from user strings."""
-    on_front = {t.number for t in front}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        artifact_id = t.user_attrs.get("checkpoint_artifact")
-        if t.number in on_front or not artifact_id:
-            continue
-        if re.fullmatch(r"[0-9a-f-]{36}", artifact_id) and (base / artifact_id).exists():
-            store.remove(artifact_id)

@@ -21,13 +21,12 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from explore.budget import FINISHED, count_finished
 from explore.progress import Reporter
 from explore.runner import (
-    FINISHED,
     OpenedStudy,
     RunRequest,
     RunSummary,
-    count_finished,
     finish_summary,
     open_study,
     usable_cpus,

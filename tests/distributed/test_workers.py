@@ -19,7 +19,8 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from explore.runner import RunRequest, count_finished, open_study
+from explore.budget import count_finished
+from explore.runner import RunRequest, open_study
 from explore.workers import parse_workers
 from studies.errors import UsageError
 from studies.storage import open_storage, parse_storage
@@ -150,7 +151,7 @@ def test_a_popped_retry_cannot_take_a_slot_claimed_by_later_numbers(tmp_path: Pa
     """A re-queued trial keeps the low number it got when queued; when a worker starts it
     later, the trials that claimed the last slots meanwhile hold higher numbers. The claim must
     count them (they started first), or the budget is overshot."""
-    from explore.runner import slot_is_free
+    from explore.budget import slot_is_free
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'claims.db'}",
                                 directions=["maximize", "maximize"])

@@ -163,7 +163,7 @@ def integrity(db: Path) -> str:
 
 
 def check_finished(study: optuna.Study, budget: int) -> None:
-    from explore.runner import count_finished
+    from explore.budget import count_finished
 
     states = [t.state for t in study.trials]
     assert count_finished(study) == budget, states

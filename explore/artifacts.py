@@ -1,0 +1,53 @@
+"""Trained weights of finished trials in Optuna's artifact store (the dashboard shows them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import FrozenTrial, TrialState
+
+from explore.objective import TrialPlan
+from extattn import save_checkpoint
+
+__all__ = ["CheckpointKeeper", "prune_checkpoints"]
+
+
+class CheckpointKeeper:
+    """Saves a finished trial's model as an artifact of the trial; its id goes to the trial's
+    user attr ``checkpoint_artifact``."""
+
+    def __init__(self, store: Any, scratch: Path, study_name: str) -> None:
+        self.store = store
+        self.scratch = scratch
+        self.study_name = study_name
+
+    def __call__(self, trial: optuna.Trial, model: torch.nn.Module, plan: TrialPlan) -> None:
+        path = self.scratch / f"checkpoint-{trial._trial_id}.pt"
+        save_checkpoint(path, model, plan.model, {
+            "study": self.study_name, "trial": trial.number, "params": trial.params,
+            "seed": plan.seed, "train": dataclasses.asdict(plan.train), "config_key": plan.key})
+        try:
+            artifact_id = optuna.artifacts.upload_artifact(
+                artifact_store=self.store, file_path=str(path), study_or_trial=trial,
+                mimetype="application/x-pytorch")
+        finally:
+            path.unlink(missing_ok=True)
+        trial.set_user_attr("checkpoint_artifact", artifact_id)
+
+
+def prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
+                       base: Path) -> None:
+    """Remove checkpoints of trials that are no longer on the front (``--keep-checkpoints
+    pareto``); the artifact ids come from our user attr, never from user strings."""
+    on_front = {t.number for t in front}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        artifact_id = t.user_attrs.get("checkpoint_artifact")
+        if t.number in on_front or not artifact_id:
+            continue
+        if re.fullmatch(r"[0-9a-f-]{36}", artifact_id) and (base / artifact_id).exists():
+            store.remove(artifact_id)
