@@ -99,8 +99,11 @@ def test_throughput_next_to_busy_workers_stays_honest_with_the_lock() -> None:
     result = json.loads(proc.stdout)
     note = (f"solo {result['solo']}, busy with lock {result['busy_lock']}, busy without lock "
             f"{result['busy_no_lock']} img/s; samples {result['samples']}")
-    # Paired per repeat, so that other load on the machine cancels out.
-    assert abs(result["lock_vs_solo"] - 1) <= 0.10, note
+    # Paired per repeat, so that other load on the machine cancels out. The 10% bound is
+    # what benchmarks/lock_honesty.py reports on a quiet machine (docs/performance.md); a test
+    # shares the machine with whatever else runs, so it allows 15% (still far from the ~0.3 of
+    # solo that the same measurement reads without the lock).
+    assert abs(result["lock_vs_solo"] - 1) <= 0.15, note
     # 2 trainers + the measurement on 2 cores: without the lock the figure drops by a third
     # or more (measured here: ~0.3 of solo), far beyond the noise.
     assert result["no_lock_vs_solo"] < 0.8, note
