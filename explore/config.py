@@ -9,12 +9,11 @@ runs (:data:`MUTABLE_KEYS`).
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from explore.space import SearchSpace, parse_space
 from extattn import ModelConfig

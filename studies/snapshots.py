@@ -163,7 +163,7 @@ class SnapshotStore:
                         study_name=study_name,
                         number=0 if last is None else last.number + 1,
                         n_finished=n_finished,
-                        created_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None),
+                        created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
                         hypervolume=hypervolume_2d([(a, t) for _, a, t in wanted], reference),
                         ref_accuracy=reference[0],
                         ref_throughput=reference[1],
