@@ -121,15 +121,17 @@ def run(trainers: int, repeats: int, quick: bool) -> dict[str, Any]:
             path.unlink()
         lock_dir.rmdir()
 
-    def ratio(figures: list[float]) -> float:
-        return round(statistics.median(f / s for f, s in zip(figures, solo, strict=True)), 3)
+    def ratios(figures: list[float]) -> list[float]:
+        return [round(f / s, 3) for f, s in zip(figures, solo, strict=True)]
 
     return {
         "trainers": trainers, "repeats": repeats, "threads": 1,
         "measure": {"batch_size": settings.batch_size, "min_time": settings.min_time},
         "solo": round(statistics.median(solo)), "busy_lock": round(statistics.median(busy_lock)),
         "busy_no_lock": round(statistics.median(busy_free)),
-        "lock_vs_solo": ratio(busy_lock), "no_lock_vs_solo": ratio(busy_free),
+        "lock_vs_solo": statistics.median(ratios(busy_lock)),
+        "no_lock_vs_solo": statistics.median(ratios(busy_free)),
+        "ratios": {"busy_lock": ratios(busy_lock), "busy_no_lock": ratios(busy_free)},
         "lock_wait_s_median": round(statistics.median(waits), 3),
         "lock_wait_s_max": round(max(waits), 3),
         "samples": {"solo": [round(v) for v in solo], "busy_lock": [round(v) for v in busy_lock],

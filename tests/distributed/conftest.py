@@ -55,8 +55,6 @@ mem_size = [8, 16]
 heads = [1, 2]
 norm = ["softmax", "double"]
 """
-SERVER_KINDS = ("postgresql", "mysql", "redis")
-ALL_KINDS = ("sqlite", "journal", *SERVER_KINDS)
 
 
 def _first_line(exc: BaseException) -> str:

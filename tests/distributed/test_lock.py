@@ -98,12 +98,14 @@ def test_throughput_next_to_busy_workers_stays_honest_with_the_lock() -> None:
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     note = (f"solo {result['solo']}, busy with lock {result['busy_lock']}, busy without lock "
-            f"{result['busy_no_lock']} img/s; samples {result['samples']}")
+            f"{result['busy_no_lock']} img/s; per-repeat ratios to solo {result['ratios']}")
     # Paired per repeat, so that other load on the machine cancels out. The 10% bound is
     # what benchmarks/lock_honesty.py reports on a quiet machine (docs/performance.md); a test
     # shares the machine with whatever else runs, so it allows 15% (still far from the ~0.3 of
     # solo that the same measurement reads without the lock).
     assert abs(result["lock_vs_solo"] - 1) <= 0.15, note
-    # 2 trainers + the measurement on 2 cores: without the lock the figure drops by a third
-    # or more (measured here: ~0.3 of solo), far beyond the noise.
-    assert result["no_lock_vs_solo"] < 0.8, note
+    # Without the lock, 3 busy threads on 2 cores: a measurement that shares a core gets about
+    # half of solo, one that the scheduler leaves alone on a core about all of it, so the median
+    # ranged 0.29-0.91 over runs here (not robust on a quiet machine). Robust: some of the 7
+    # measurements were disturbed.
+    assert min(result["ratios"]["busy_no_lock"]) < 0.8, note
