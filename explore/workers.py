@@ -3,7 +3,7 @@
 The parent validates and creates the study, then starts ``explore study worker`` processes (each
 with its own sampler seed, thread share or GPU) and shows one combined progress view by reading
 the storage. Workers claim trials against the study's budget atomically (see
-:func:`explore.runner.slot_is_free`), so together they finish exactly the budget. Ctrl-C reaches
+:func:`explore.budget.slot_is_free`), so together they finish exactly the budget. Ctrl-C reaches
 every worker (same process group); each stops after its current epoch with its state saved.
 """
 
