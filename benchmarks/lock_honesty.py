@@ -14,7 +14,9 @@ throughput (the default digits model, one thread, the default ``[measure]`` sett
 The three conditions are interleaved ``--repeats`` times so that other load on the machine hits
 them alike; each figure is the median over repeats of the measurement's median images/s, and each
 ratio the median of the per-repeat ratios to that repeat's solo figure. Also reported: how long
-the exclusive lock took to get (at most one training epoch). Usage::
+the exclusive lock took to get (at most one training epoch), and the CPU seconds the trainers
+used per second of each measurement (from ``/proc``; 0 with the lock, more than a core without),
+which, unlike images/s, the machine's other load cannot disturb. Usage::
 
     python benchmarks/lock_honesty.py                 # 2 trainers, 5 repeats
     python benchmarks/lock_honesty.py --quick --json  # what tests/distributed/test_lock.py runs
@@ -63,6 +65,15 @@ def train_forever(lock_dir: Path, ready: Path) -> None:
                 epoch_guard=MachineLock(lock_dir).shared)
 
 
+def trainer_cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds (user + system) the trainer processes have used so far (Linux ``/proc``)."""
+    ticks = 0
+    for p in procs:
+        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat(5)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run(trainers: int, repeats: int, quick: bool) -> dict[str, Any]:
     import torch
 
@@ -77,11 +88,16 @@ def run(trainers: int, repeats: int, quick: bool) -> dict[str, Any]:
     shape = (1, 8, 8)
     device = torch.device("cpu")
 
-    def measure(lock: MachineLock) -> tuple[float, float]:
+    def measure(lock: MachineLock) -> tuple[float, float, float]:
+        """(images/s, seconds waited for the lock, trainers' CPU share while measuring)."""
         asked = time.perf_counter()
         with lock.exclusive():
-            waited = time.perf_counter() - asked
-            return measure_throughput(model, shape, device, settings).median, waited
+            started = time.perf_counter()
+            cpu_before = trainer_cpu_seconds(procs)
+            figure = measure_throughput(model, shape, device, settings).median
+            cpu_used = trainer_cpu_seconds(procs) - cpu_before
+            elapsed = time.perf_counter() - started
+        return figure, started - asked, cpu_used / elapsed
 
     lock_dir = Path(tempfile.mkdtemp(prefix="explore-lock-"))
     with_lock, without_lock = MachineLock(lock_dir), MachineLock(lock_dir, enabled=False)
@@ -92,6 +108,8 @@ def run(trainers: int, repeats: int, quick: bool) -> dict[str, Any]:
     busy_lock: list[float] = []
     busy_free: list[float] = []
     waits: list[float] = []
+    share_lock: list[float] = []
+    share_free: list[float] = []
     try:
         deadline = time.monotonic() + 300
         while not all(r.exists() for r in ready):
@@ -107,11 +125,14 @@ def run(trainers: int, repeats: int, quick: bool) -> dict[str, Any]:
                 for p in procs:
                     p.send_signal(signal.SIGCONT)
             time.sleep(0.3)  # let the trainers get going again
-            figure, waited = measure(with_lock)
+            figure, waited, share = measure(with_lock)
             busy_lock.append(figure)
             waits.append(waited)
+            share_lock.append(share)
             time.sleep(0.3)
-            busy_free.append(measure(without_lock)[0])
+            figure, _, share = measure(without_lock)
+            busy_free.append(figure)
+            share_free.append(share)
     finally:
         for p in procs:
             p.terminate()
@@ -132,6 +153,8 @@ def run(trainers: int, repeats: int, quick: bool) -> dict[str, Any]:
         "lock_vs_solo": statistics.median(ratios(busy_lock)),
         "no_lock_vs_solo": statistics.median(ratios(busy_free)),
         "ratios": {"busy_lock": ratios(busy_lock), "busy_no_lock": ratios(busy_free)},
+        "trainer_cpu_share": {"busy_lock": [round(v, 3) for v in share_lock],
+                              "busy_no_lock": [round(v, 3) for v in share_free]},
         "lock_wait_s_median": round(statistics.median(waits), 3),
         "lock_wait_s_max": round(max(waits), 3),
         "samples": {"solo": [round(v) for v in solo], "busy_lock": [round(v) for v in busy_lock],
@@ -163,6 +186,10 @@ def main() -> None:
           f"{result['lock_wait_s_median']} s median, {result['lock_wait_s_max']} s max)")
     print(f"  busy, no lock   {result['busy_no_lock']:>8} img/s  "
           f"({result['no_lock_vs_solo']:.0%} of solo)")
+    shares = result["trainer_cpu_share"]
+    print(f"  CPU the trainers used while a measurement ran, per second of it: "
+          f"lock {statistics.median(shares['busy_lock']):.2f}, "
+          f"no lock {statistics.median(shares['busy_no_lock']):.2f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 The quick tests check the lock's semantics with threads (``flock`` locks belong to open files, so
 threads of one process exclude each other like processes do). The slow test runs
 ``benchmarks/lock_honesty.py``: one model's throughput solo, then while 2 other processes train,
-with and without the lock.
+with and without the lock, and checks how much CPU the trainers used during each measurement.
 """
 
 from __future__ import annotations
@@ -91,21 +91,24 @@ def test_epochs_share_and_a_disabled_lock_excludes_nothing(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_throughput_next_to_busy_workers_stays_honest_with_the_lock() -> None:
+def test_no_trainer_runs_while_a_locked_measurement_does() -> None:
+    """Real processes, real lock: while the measurement holds the lock, the busy trainers use no
+    CPU at all; without it they use more than a core. Asserted on the trainers' CPU time (from
+    /proc), which the machine's other load cannot fake; the images/s figures it also prints
+    are timings, so they go in the note and in docs/performance.md, not in an assertion."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "lock_honesty.py"),
-                           "--quick", "--trainers", "2", "--repeats", "7", "--json"],
+                           "--quick", "--trainers", "2", "--repeats", "5", "--json"],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    note = (f"solo {result['solo']}, busy with lock {result['busy_lock']}, busy without lock "
-            f"{result['busy_no_lock']} img/s; per-repeat ratios to solo {result['ratios']}")
-    # Paired per repeat, so that other load on the machine cancels out. The issue's 10% bound is
-    # what benchmarks/lock_honesty.py reports on a quiet machine (docs/performance.md); a test
-    # shares the machine with whatever else runs, so it allows 15% (still far from the ~0.3 of
-    # solo that the same measurement reads without the lock).
-    assert abs(result["lock_vs_solo"] - 1) <= 0.15, note
-    # Without the lock, 3 busy threads on 2 cores: a measurement that shares a core gets about
-    # half of solo, one that the scheduler leaves alone on a core about all of it, so the median
-    # ranged 0.29-0.91 over runs here (not robust on a quiet machine). Robust: some of the 7
-    # measurements were disturbed.
-    assert min(result["ratios"]["busy_no_lock"]) < 0.8, note
+    share = result["trainer_cpu_share"]
+    note = (f"trainers' CPU seconds per second of measurement: {share}; solo {result['solo']}, "
+            f"busy with lock {result['busy_lock']}, busy without lock {result['busy_no_lock']} "
+            f"img/s; per-repeat ratios to solo {result['ratios']}")
+    # With the lock: the trainers finish their epoch before the measurement starts and wait on
+    # the turnstile until it ends (a clock tick of bookkeeping at most).
+    assert max(share["busy_lock"]) <= 0.05, note
+    # Without it, two trainers on this machine's cores run alongside every measurement.
+    assert min(share["busy_no_lock"]) >= 0.3, note
+    # The lock never kept a measurement waiting longer than an epoch or two of the trainers.
+    assert result["lock_wait_s_max"] < 30, note
