@@ -15,6 +15,11 @@ CUDA; the variants are interleaved so that noise from other work hits them alike
     python benchmarks/attention_scaling.py            # CPU, and CUDA when available
     python benchmarks/attention_scaling.py --quick    # smaller batch, fewer repeats
     python benchmarks/attention_scaling.py --device cpu
+    python benchmarks/attention_scaling.py --allocator system   # the C library's defaults
+
+By default the process runs under explore's allocator policy (``explore/allocator.py``: large
+tensors reuse freed heap memory instead of a fresh page-faulting ``mmap`` per activation), as
+every explore worker does; ``--allocator system`` shows what the same code does without it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from explore import allocator
 from extattn import MultiHeadExternalAttention, SelfAttention
 
 TOKENS = (64, 256, 1024, 4096)
@@ -143,7 +149,12 @@ def main() -> None:
     parser.add_argument(
         "--min-time", type=float, help="timed seconds per point at least (default 0.5)"
     )
+    parser.add_argument(
+        "--allocator", choices=allocator.POLICIES, default="heap",
+        help="C allocator policy (default heap: explore's, see explore/allocator.py)"
+    )
     args = parser.parse_args()
+    policy = allocator.configure(args.allocator)
 
     batch = args.batch or (2 if args.quick else 8)
     repeats = args.repeats or (3 if args.quick else 7)
@@ -162,7 +173,8 @@ def main() -> None:
         print(
             f"{datetime.date.today()}, torch {torch.__version__}, float32, dim {DIM}, "
             f"{HEADS} heads, S {MEM_SIZE}, batch {batch}; median of >= {repeats} passes and "
-            f">= {min_time} s per point, after {warmup} warm-up, variants interleaved"
+            f">= {min_time} s per point, after {warmup} warm-up, variants interleaved, "
+            f"allocator policy {policy}"
         )
         print()
         print(report(measure(device, batch, warmup, repeats, min_time)))

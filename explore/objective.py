@@ -21,6 +21,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 import extattn
+from explore import allocator
 from explore.config import Settings, TrainSettings
 from explore.data import Dataset
 from explore.locks import MachineLock
@@ -97,7 +98,8 @@ def plan_trial(params: dict[str, Any], settings: Settings, data_shape: tuple[int
 
 def versions() -> dict[str, str]:
     return {"explore": extattn.__version__, "torch": torch.__version__,
-            "optuna": optuna.__version__, "python": platform.python_version()}
+            "optuna": optuna.__version__, "python": platform.python_version(),
+            "allocator": allocator.current()}
 
 
 def device_name(device: torch.device) -> str:

@@ -22,6 +22,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
+from explore import allocator
 from explore.artifacts import CheckpointKeeper, prune_checkpoints
 from explore.budget import (
     count_finished,
@@ -261,6 +262,7 @@ def open_study(request: RunRequest) -> OpenedStudy:
         raise UsageError("--max-failures must be >= 1")
     if request.keep_checkpoints not in KEEP_CHOICES:
         raise UsageError(f"--keep-checkpoints must be one of {', '.join(KEEP_CHOICES)}")
+    configure_allocator()
     dataset_name = explicit.get("data", {}).get("dataset", "digits")
     given = request.name if request.name is not None else file_name  # "" is a bad name
     name = validate_name(given if given is not None else _default_name(dataset_name))
@@ -321,6 +323,14 @@ def _masked(spec: StorageSpec) -> str:
     from studies.storage import mask_url
 
     return mask_url(spec.url)
+
+
+def configure_allocator() -> str:
+    """Apply the C allocator policy (explore/allocator.py) before any tensor is made."""
+    try:
+        return allocator.configure()
+    except ValueError as exc:
+        raise UsageError(f"{exc}: unset it or set it to heap or system") from None
 
 
 def usable_cpus() -> int:

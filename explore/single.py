@@ -12,7 +12,7 @@ from explore.config import MeasureSettings, Settings, resolve_settings
 from explore.data import load_dataset
 from explore.measure import measure_throughput
 from explore.objective import plan_trial
-from explore.runner import resolve_device
+from explore.runner import configure_allocator, resolve_device
 from explore.train import EpochResult, train_model
 from extattn import count_flops, count_params, create_model, save_checkpoint
 from studies.errors import UsageError
@@ -38,6 +38,7 @@ def bench_model(explicit: dict[str, dict[str, Any]], params: dict[str, Any],
     from explore.data import dataset_shape
 
     settings, params = _settings(explicit, params)
+    configure_allocator()  # as in a study's trials, so that the figure is comparable
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -58,6 +59,7 @@ def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], devic
               out: Path | None = None, on_epoch: Any = None) -> dict[str, Any]:
     """Train one configuration exactly as a study trial would; optionally save a checkpoint."""
     settings, params = _settings(explicit, params)
+    configure_allocator()
     dev = resolve_device(device)
     data = load_dataset(settings.data, seed=settings.study.seed, device=dev)
     c, h, _ = data.image_shape

@@ -334,11 +334,11 @@ def test_a_second_sigint_exits_at_once_and_the_next_run_recovers_the_trial(
                       and "throughput" in t["keys"]], proc, 120, "training to start")
     proc.send_signal(signal.SIGINT)
     time.sleep(0.2)  # two signals before the handler runs would count as one
-    sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
-    assert time.monotonic() - sent < 2
-    [left] = running(db)  # exited mid-epoch: its trial is still marked RUNNING
+    # At once, not at the next safe point: it exited mid-epoch (no timing assertion: the
+    # machine's load would make one flaky), so its trial is still marked RUNNING.
+    [left] = running(db)
     assert left["epochs"] == 0
 
     done = run_to_end(tmp_path, *args)
