@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/throughput_stability.py                 # CPU, threads as a 1-worker study
     python benchmarks/throughput_stability.py --threads 1     # as each of N workers on N cores
+    python benchmarks/throughput_stability.py --retries 0     # one measurement per process
     python benchmarks/throughput_stability.py --device cuda
 """
 
@@ -29,12 +30,14 @@ from pathlib import Path
 import torch
 from _common import default_config, machine_line, parse_device
 
+from explore import allocator
 from explore.config import MeasureSettings
 from explore.measure import measure_throughput
 from extattn import create_model
 
 
 def _child(args: argparse.Namespace) -> None:
+    allocator.configure()  # as every explore process
     device = parse_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -42,7 +45,8 @@ def _child(args: argparse.Namespace) -> None:
     model = create_model(default_config()).to(device)
     started = time.perf_counter()
     cpu = time.process_time()
-    result = measure_throughput(model, (1, 8, 8), device, MeasureSettings())
+    result = measure_throughput(model, (1, 8, 8), device,
+                                MeasureSettings(retries=args.retries))
     record = result.to_dict()
     record["seconds"] = time.perf_counter() - started
     record["cpu_share"] = (time.process_time() - cpu) / record["seconds"] / result.threads
@@ -55,6 +59,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10, help="fresh processes (default 10)")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads per process (default: all cores, as one worker)")
+    parser.add_argument("--retries", type=int, default=MeasureSettings.retries,
+                        help="measure.retries: noisy measurements taken again (default 2)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -63,22 +69,23 @@ def main() -> None:
     device = parse_device(args.device)
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
-    settings = MeasureSettings()
+    settings = MeasureSettings(retries=args.retries)
     print(f"{machine_line(device)}")
     print(f"default model, MeasureSettings(batch_size={settings.batch_size}, "
           f"warmup={settings.warmup}, min_iters={settings.min_iters}, "
-          f"min_time={settings.min_time}); {args.runs} fresh processes")
+          f"min_time={settings.min_time}, retries={settings.retries}); {args.runs} fresh processes")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--threads",
-           str(args.threads), "--device", str(device)]
+           str(args.threads), "--device", str(device), "--retries", str(args.retries)]
     medians = []
-    print("| run | img/s (median) | spread | noisy | timed iterations | seconds | CPU share | "
-          "load |")
-    print("|---:|---:|---:|---|---:|---:|---:|---:|")
+    print("| run | img/s (median) | spread | noisy | attempts | timed iterations | seconds | "
+          "CPU share | load |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for run in range(1, args.runs + 1):
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         medians.append(r["median"])
-        print(f"| {run} | {r['median']:.0f} | {r['spread']:.1%} | {r['noisy']} | {r['iters']} | "
+        print(f"| {run} | {r['median']:.0f} | {r['spread']:.1%} | {r['noisy']} | "
+              f"{r['attempts']} | {r['iters']} | "
               f"{r['seconds']:.2f} | {r['cpu_share']:.0%} | {os.getloadavg()[0]:.2f} |",
               flush=True)
     mid = statistics.median(medians)

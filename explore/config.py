@@ -35,7 +35,8 @@ SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "grid", "gp", "bruteforce")
 # ModelConfig fields that come from the dataset, never from the user.
 DATA_DERIVED = ("image_size", "in_chans", "num_classes")
 # Settings that may differ between runs of one study without being a conflict.
-MUTABLE_KEYS = frozenset({"study.trials", "data.data_dir", "data.download", "measure.threads"})
+MUTABLE_KEYS = frozenset({"study.trials", "data.data_dir", "data.download", "measure.threads",
+                          "measure.retries"})
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,15 @@ class MeasureSettings:
     min_iters: int = 10  # timed iterations, at least
     min_time: float = 0.5  # timed seconds, at least
     threads: int = 0  # torch threads per process (0: cores / workers); recorded per trial
+    retries: int = 2  # a noisy measurement (spread > 10%) is taken again this often at most
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.warmup < 0 or self.min_iters < 1 or self.min_time < 0:
             raise ValueError(
                 "measure: batch_size and min_iters must be >= 1, warmup and min_time >= 0"
             )
+        if not 0 <= self.retries <= 10:
+            raise ValueError(f"measure: retries must be between 0 and 10; got {self.retries}")
         if self.threads < 0:
             raise ValueError(f"threads must be >= 0; got {self.threads}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import random
 import time
@@ -112,12 +113,50 @@ class _Jittery(nn.Module):
         return x * self.scale
 
 
-def test_a_disturbed_measurement_is_flagged_noisy() -> None:
-    settings = MeasureSettings(batch_size=8, warmup=2, min_iters=10, min_time=0.2)
+def test_a_disturbed_measurement_is_retried_then_flagged_noisy() -> None:
+    settings = MeasureSettings(batch_size=8, warmup=2, min_iters=10, min_time=0.2, retries=2)
     result = measure_throughput(_Jittery(), (1, 8, 8), CPU, settings)
     assert result.spread > SPREAD_FLAG
     assert result.noisy and result.to_dict()["noisy"]
     assert result.min < result.median < result.max
+    assert result.attempts == 3  # disturbed every time: all retries taken, the flag kept
+
+
+class _Burst(nn.Module):
+    """Each forward computes for 2 ms (a spin, not a sleep: sleeps overshoot unevenly), and
+    during the first ``burst_s`` seconds, one in three also waits 20 ms (a neighbour's burst
+    of work)."""
+
+    def __init__(self, burst_s: float) -> None:
+        super().__init__()
+        self.rng = random.Random(0)
+        self.burst_s = burst_s
+        self.first: float | None = None
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        now = time.perf_counter()
+        self.first = now if self.first is None else self.first
+        if now - self.first < self.burst_s and self.rng.random() < 1 / 3:
+            time.sleep(0.02)
+        end = time.perf_counter() + 0.002
+        while time.perf_counter() < end:
+            pass
+        return x * self.scale
+
+
+def test_a_measurement_taken_after_a_burst_replaces_the_disturbed_one() -> None:
+    settings = MeasureSettings(batch_size=8, warmup=2, min_iters=10, min_time=0.2, retries=2)
+    disturbed = measure_throughput(_Burst(burst_s=1e9), (1, 8, 8), CPU,
+                                   dataclasses.replace(settings, retries=0))
+    assert disturbed.noisy and disturbed.attempts == 1  # without retries the burst stays
+    # The first attempt (~0.3 s) lies inside the burst, the next one (after 0.2 s) after it.
+    result = measure_throughput(_Burst(burst_s=0.35), (1, 8, 8), CPU, settings)
+    assert result.attempts >= 2
+    assert result.spread < disturbed.spread
+    # Kept: the steady blocks (2 ms per batch of 8); the disturbed attempt's slowest block
+    # held a 20 ms wait.
+    assert result.min > disturbed.min * 2
 
 
 def test_timing_blocks_fill_min_time_and_the_collector_is_restored() -> None:
