@@ -142,6 +142,10 @@ def study_run(
         help="Answer repeated configurations from the study for free, and keep the sampler "
              "from proposing them (default: on)."
     )] = None,
+    warm_start: Annotated[int | None, typer.Option(
+        help="A new study probes every configuration's throughput (no training) and trains "
+             "the N fastest first (default 3; 0: off)."
+    )] = None,
     workers: Annotated[str, typer.Option(
         help="Worker processes on this machine: N or auto (one per core, or one per GPU)."
     )] = "1",
@@ -163,7 +167,7 @@ def study_run(
                                 ("data", "download", download), ("study", "trials", trials),
                                 ("train", "epochs", epochs), ("study", "sampler", sampler),
                                 ("study", "seed", seed), ("study", "prune", prune),
-                                ("study", "dedup", dedup)):
+                                ("study", "dedup", dedup), ("study", "warm_start", warm_start)):
         if value is not None:
             explicit.setdefault(section, {})[key] = value
 

@@ -15,8 +15,9 @@ Configurations:
   ``NSGAIISampler()`` with default arguments but the seed, no pruning, no duplicate cache,
   throughput from ``explore.measure.measure_throughput`` so the objective is identical);
 - ``B random``: baseline B, ``explore study run --sampler random --no-prune --no-dedup``;
-- ``<sampler>[+prune][+dedup][+minK]``: ``explore study run`` with that sampler and options
-  (``minK``: ``[study] prune_min_trials = K``).
+- ``<sampler>[+prune][+dedup][+warm][+minK]``: ``explore study run`` with that sampler and
+  options (``warm``: ``--warm-start 3``, the fastest probed configurations trained first,
+  otherwise ``--warm-start 0``; ``minK``: ``[study] prune_min_trials = K``).
 
 The score is the hypervolume of the COMPLETE trials finished so far against the reference point
 (0, 0), accuracy times throughput divided by the best throughput measured in the whole
@@ -60,8 +61,8 @@ BASELINE_B = "B random"
 SAMPLERS = ("tpe", "nsga2", "gp", "random")
 DEFAULT_CONFIGS = (
     BASELINE_A, BASELINE_B,
-    "tpe", "tpe+prune", "tpe+dedup", "tpe+prune+dedup",
-    "nsga2+prune+dedup", "gp+prune+dedup", "random+prune+dedup",
+    "tpe", "tpe+dedup", "tpe+dedup+warm", "tpe+prune+dedup+warm",
+    "nsga2+dedup+warm", "gp+dedup+warm", "random+dedup+warm",
 )
 # Settings every explore run shares: one torch thread (the lanes share the cores).
 BENCH_TOML = "[measure]\nthreads = 1\n"
@@ -72,20 +73,23 @@ GRID_STEP = 1.0  # seconds between points of the hypervolume curves
 def all_configs() -> list[str]:
     out = [BASELINE_A, BASELINE_B]
     for sampler in SAMPLERS:
-        out += [sampler, f"{sampler}+prune", f"{sampler}+dedup", f"{sampler}+prune+dedup"]
+        out += [sampler, f"{sampler}+prune", f"{sampler}+dedup", f"{sampler}+prune+dedup",
+                f"{sampler}+dedup+warm", f"{sampler}+prune+dedup+warm"]
     return out
 
 
 def parse_config(config: str) -> tuple[str, dict[str, Any]]:
-    """``"tpe+prune+dedup+min2"`` → ``("tpe", {"prune": True, "dedup": True, "min": 2})``."""
+    """``"tpe+prune+dedup+min2"`` → ``("tpe", {"prune": True, "dedup": True, "warm": False,
+    "min": 2})``."""
     if config == BASELINE_B:
-        return "random", {"prune": False, "dedup": False, "min": None}
+        return "random", {"prune": False, "dedup": False, "warm": False, "min": None}
     sampler, *rest = config.split("+")
     mins = [int(t[3:]) for t in rest if t.startswith("min") and t[3:].isdigit()]
-    unknown = [t for t in rest if t not in ("prune", "dedup") and not t.startswith("min")]
+    unknown = [t for t in rest
+               if t not in ("prune", "dedup", "warm") and not t.startswith("min")]
     if sampler not in SAMPLERS or unknown or len(mins) > 1:
         raise ValueError(f"unknown configuration {config!r}")
-    return sampler, {"prune": "prune" in rest, "dedup": "dedup" in rest,
+    return sampler, {"prune": "prune" in rest, "dedup": "dedup" in rest, "warm": "warm" in rest,
                      "min": mins[0] if mins else None}
 
 
@@ -191,7 +195,8 @@ def command(config: str, seed: int, budget: float, db: Path, toml: Path) -> list
             "--config", str(toml), "--sampler", sampler, "--seed", str(seed),
             "--trials", "100000", "--timeout", str(budget), "--keep-checkpoints", "none",
             "--prune" if opts["prune"] else "--no-prune",
-            "--dedup" if opts["dedup"] else "--no-dedup", "-q"]
+            "--dedup" if opts["dedup"] else "--no-dedup",
+            "--warm-start", "3" if opts["warm"] else "0", "-q"]
 
 
 def launch(run: Run, toml: Path) -> Run:

@@ -36,7 +36,7 @@ SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "grid", "gp", "bruteforce")
 DATA_DERIVED = ("image_size", "in_chans", "num_classes")
 # Settings that may differ between runs of one study without being a conflict.
 MUTABLE_KEYS = frozenset({"study.trials", "data.data_dir", "data.download", "measure.threads",
-                          "measure.retries"})
+                          "measure.retries", "study.warm_start"})
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,13 @@ class StudySettings:
     prune_eta: int = 3  # rungs at epochs 1, η, η², …; the top 1/η at a rung continue
     prune_min_trials: int = 4  # no pruning at a rung until this many trials reached it
     dedup: bool = True  # answer an already evaluated configuration from the study (free)
+    warm_start: int = 3  # a new study trains the N fastest configurations first (0: off)
 
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise ValueError(f"trials must be >= 1; got {self.trials}")
+        if not 0 <= self.warm_start <= 64:
+            raise ValueError(f"warm_start must be between 0 and 64; got {self.warm_start}")
         if self.prune_eta < 2 or self.prune_min_trials < 1:
             raise ValueError("prune_eta must be >= 2 and prune_min_trials >= 1")
         if self.sampler not in SAMPLERS:

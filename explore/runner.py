@@ -22,7 +22,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from explore import allocator
+from explore import allocator, warmstart
 from explore.artifacts import CheckpointKeeper, prune_checkpoints
 from explore.budget import (
     count_finished,
@@ -232,6 +232,7 @@ def _create(storage: Any, name: str, settings: Settings) -> optuna.Study:
     study.set_user_attr(ATTR_SETTINGS, settings.to_dict())
     study.set_user_attr(ATTR_VERSION, __version__)
     study.set_user_attr("created_by", "explore")
+    warmstart.mark_pending(study, settings)
     return study
 
 
@@ -342,6 +343,22 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _warm_start(study: optuna.Study, settings: Settings, data: Dataset, device: torch.device,
+                request: RunRequest, reporter: Reporter) -> None:
+    """A new study's first run probes throughput and enqueues the fastest models (worker 0 of a
+    machine does it; the other workers wait for it, so that they start from its anchors)."""
+    if not warmstart.pending(study):
+        return
+    if request.worker == 0:
+        warmstart.warm_start(study, settings, data.image_shape, data.num_classes, device,
+                             MachineLock(enabled=request.workers > 1 or request.shared_lock),
+                             reporter.message)
+        return
+    deadline = time.monotonic() + warmstart.PROBE_BUDGET_S * 3
+    while warmstart.pending(study) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
 def _set_threads(settings: Settings, request: RunRequest, device: torch.device) -> None:
     threads = settings.measure.threads or max(1, usable_cpus() // max(1, request.workers))
     torch.set_num_threads(threads)
@@ -405,6 +422,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     reporter.start(name, spec.display, summary.finished, target)
     try:
         with stop_on_signals(stop, reporter.message, name, request.handle_signals) as received:
+            _warm_start(study, settings, data, device, request, reporter)
             while True:
                 if stop.is_set():
                     sig = received.get("signal", signal.SIGINT)
@@ -440,5 +458,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     finally:
         reporter.close()
     if summary.exit_code == 1:
-        last = study.trials[-1].user_attrs.get("fail_reason", "see `explore study show`")
+        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        last = (failed[-1].user_attrs.get("fail_reason") if failed else None) \
+            or "see `explore study show`"
         raise ExploreError(f"stopped after {failures} consecutive failed trials; last: {last}")

@@ -148,9 +148,13 @@ def print_show(detail: StudyDetail, fmt: str, console: Console) -> None:
         show_table(t, console)
     else:
         console.print("no explore settings stored (not created by explore study run)")
-    others = {k: v for k, v in meta.user_attrs.items() if k != "explore_settings"}
+    others = {k: v for k, v in meta.user_attrs.items()
+              if k not in ("explore_settings", WARM_ATTR)}
     if others:
         console.print("user attrs: " + ", ".join(f"{k}={v}" for k, v in sorted(others.items())))
+    warm = meta.user_attrs.get(WARM_ATTR)
+    if isinstance(warm, dict):
+        console.print(_warm_line(warm))
     states = detail.stats.states
     counts = ", ".join(f"{s.lower()} {n}" for s, n in sorted(states.items())) or "none yet"
     objectives = zip(meta.objective_names, meta.directions, strict=True)
@@ -173,6 +177,21 @@ def print_show(detail: StudyDetail, fmt: str, console: Console) -> None:
         for tr in detail.problems:
             t.add_row(str(tr.number), tr.state, problem_reason(tr))
         show_table(t, console)
+
+
+WARM_ATTR = "explore_warm_start"  # explore.warmstart.ATTR_WARM (no torch import here)
+
+
+def _warm_line(warm: dict[str, Any]) -> str:
+    if warm.get("state") != "done":
+        return "warm start: not done yet (the next run probes first)"
+    probes = warm.get("probes") or []
+    rates = [p["img_s"] for p in probes]
+    span = f" (probed {max(rates):,} down to {min(rates):,} img/s)" if rates else ""
+    anchors = "; ".join(" ".join(f"{k}={v}" for k, v in a["params"].items())
+                        for a in warm.get("anchors", []))
+    return (f"warm start: probed {warm.get('probed', 0)} configurations in "
+            f"{warm.get('seconds', 0)} s{span}; trained first: {anchors or 'none'}")
 
 
 def print_history(history: History, fmt: str, console: Console) -> None:

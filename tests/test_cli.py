@@ -60,9 +60,11 @@ def test_subprocess_run_prints_the_front_and_one_line_per_trial(made_study: Any)
     assert f"database: {made_study.db}" in out
     assert f"dashboard: explore study dashboard --storage {made_study.url}" in out
     assert "Traceback" not in made_study.stderr
-    # Not a terminal: a start line, then one plain line per finished trial, in order.
-    start, *lines = made_study.stderr.splitlines()
+    # Not a terminal: a start line, the warm start's line, then one plain line per finished
+    # trial, in order.
+    start, warm, *lines = made_study.stderr.splitlines()
     assert start == f"study made in {made_study.db}: 0/{made_study.trials} trials finished"
+    assert warm.startswith("warm start: probed the throughput of 4 configurations in "), warm
     matches = [TRIAL_LINE.match(line) for line in lines]
     assert all(matches), lines
     assert [int(m[3]) for m in matches if m] == [t.number for t in study.trials]

@@ -68,8 +68,12 @@ def test_a_nan_loss_fails_the_trial_and_max_failures_stops_the_run(tmp_path: Pat
     assert proc.stdout == ""
 
     study = load(tmp_path, "nan")
-    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2
-    for t in study.trials:
+    ran = [t for t in study.trials if t.state != TrialState.WAITING]
+    assert [t.state for t in ran] == [TrialState.FAIL] * 2
+    # The warm start's third anchor stays queued for the next run.
+    assert [t.user_attrs.get("warm_start_rank") for t in study.trials
+            if t.state == TrialState.WAITING] == [3]
+    for t in ran:
         assert t.user_attrs["fail_reason"] == "training loss became nan in epoch 1"
         assert "interrupted" not in t.user_attrs  # a fault is not retried
 

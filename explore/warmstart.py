@@ -1,0 +1,117 @@
+"""Warm start: throughput is cheap, accuracy is not, so learn the cheap objective first.
+
+A trial's throughput takes a fraction of a second to measure and needs no training; its accuracy
+takes the whole training run. Before a new study trains anything, one process probes the
+inference throughput of every configuration of a finite space (or of a random sample of a large
+or continuous one) with a short measurement, and enqueues the ``warm_start`` fastest distinct
+models as the first trials. The fastest configuration is the front's high-throughput end, which
+no sampler can know before it has tried it; samplers starting from random proposals find it
+late or never (TPE spends its first ten trials at random, NSGA-II its first generation of 50).
+
+The probe's figures are stored in the study (user attr ``explore_warm_start``) and are only used
+to choose what to train first: every trial still measures its own throughput properly.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import optuna
+import torch
+
+from explore.config import Settings
+from explore.locks import MachineLock
+from explore.measure import measure_throughput
+from explore.objective import plan_trial
+from extattn import create_model
+
+__all__ = ["ATTR_WARM", "PROBE_LIMIT", "mark_pending", "pending", "warm_start"]
+
+ATTR_WARM = "explore_warm_start"
+PROBE_LIMIT = 64  # configurations probed at most (a random sample of larger spaces)
+PROBE_BUDGET_S = 30.0  # stop probing after this long and use what was measured
+ATTR_ANCHOR = "warm_start_rank"  # on an enqueued trial: 1 = the fastest probed
+
+
+def mark_pending(study: optuna.Study, settings: Settings) -> None:
+    """At creation: this study's first run probes and enqueues (when warm start is on and the
+    sampler does not enumerate the space itself)."""
+    if settings.study.warm_start > 0 and settings.study.sampler not in ("grid", "bruteforce"):
+        study.set_user_attr(ATTR_WARM, {"state": "pending"})  # grids enumerate in their order
+
+
+def pending(study: optuna.Study) -> bool:
+    value = study.user_attrs.get(ATTR_WARM)
+    return isinstance(value, dict) and value.get("state") == "pending"
+
+
+def _candidates(settings: Settings, limit: int) -> list[dict[str, Any]]:
+    """Every distinct configuration of a finite space, else a seeded random sample of it."""
+    space = settings.space
+    finite = all(p.categorical or (p.step is not None and not p.log) for p in space.params)
+    if finite:
+        points = list(space.combinations(settings.model, limit=100_000))
+        if len(points) <= limit:
+            return points
+        return random.Random(settings.study.seed).sample(points, limit)
+    sampler = optuna.samplers.RandomSampler(seed=settings.study.seed)
+    scratch = optuna.create_study(sampler=sampler)  # in memory: never stored
+    points = []
+    for _ in range(limit):
+        trial = scratch.ask()
+        points.append(space.suggest(trial, settings.model))
+        scratch.tell(trial, 0.0)
+    return points
+
+
+def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, int, int],
+               num_classes: int, device: torch.device, lock: MachineLock,
+               message: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Probe, enqueue the fastest ``settings.study.warm_start`` models, record it; returns the
+    enqueued params (fastest first)."""
+    c, h, _ = image_shape
+    started = time.monotonic()
+    # Three forward passes of the trial's batch, two of them timed: enough to rank models
+    # whose throughputs differ by tens of percent, at a few hundredths of a second each.
+    probe_settings = replace(settings.measure, warmup=1, min_iters=2, min_time=0.0, retries=0)
+    measured: dict[str, tuple[float, dict[str, Any]]] = {}  # model config → (img/s, params)
+    probed = 0
+    with lock.exclusive():
+        for params in _candidates(settings, PROBE_LIMIT):
+            if time.monotonic() - started > PROBE_BUDGET_S:
+                break
+            try:
+                plan = plan_trial(params, settings, (h, c, num_classes))
+            except ValueError:
+                continue  # impossible here: the trial would be pruned anyway
+            key = json.dumps(plan.model.to_dict(), sort_keys=True)
+            if key in measured:
+                continue  # differs in training fields only: same throughput
+            torch.manual_seed(plan.seed)
+            model = create_model(plan.model).to(device)
+            rate = measure_throughput(model, image_shape, device, probe_settings).median
+            del model
+            measured[key] = (rate, params)
+            probed += 1
+    ranked = sorted(measured.values(), key=lambda item: -item[0])
+    # Never more than the budget holds: a queued anchor would outlive the run.
+    anchors = ranked[:min(settings.study.warm_start, settings.study.trials)]
+    for rank, (rate, params) in enumerate(anchors, 1):
+        study.enqueue_trial(params, user_attrs={ATTR_ANCHOR: rank, "probe_img_s": round(rate)},
+                            skip_if_exists=True)
+    seconds = time.monotonic() - started
+    study.set_user_attr(ATTR_WARM, {
+        "state": "done", "probed": probed, "seconds": round(seconds, 2),
+        "batch_size": probe_settings.batch_size,
+        "anchors": [{"params": p, "img_s": round(r)} for r, p in anchors],
+        "probes": [{"params": p, "img_s": round(r)} for r, p in ranked],  # fastest first
+    })
+    if anchors:
+        message(f"warm start: probed the throughput of {probed} configurations in "
+                f"{seconds:.1f} s; training the {len(anchors)} fastest first")
+    return [p for _, p in anchors]

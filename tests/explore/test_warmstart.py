@@ -1,0 +1,140 @@
+"""Warm start: a new study probes every configuration's throughput and trains the fastest first.
+
+Real ``explore study run`` subprocesses on real SQLite files; the probe's record and the trials
+are read back with Optuna.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from explore.warmstart import ATTR_ANCHOR, ATTR_WARM
+from tests.conftest import EXPLORE, clean_env, write_tiny_config
+
+SPACE = "mem_size = [8, 16, 32]\nheads = [1, 2]"  # 6 configurations
+
+
+def run(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(EXPLORE), "study", "run", "--name", "w", "--config", "tiny.toml",
+                           "--epochs", "1", "--keep-checkpoints", "none", "-q", *args],
+                          cwd=directory, env=clean_env(), capture_output=True, text=True,
+                          timeout=300)
+
+
+def load(directory: Path) -> optuna.Study:
+    return optuna.load_study(study_name="w", storage=f"sqlite:///{directory / 'explore.db'}")
+
+
+def ranked(study: optuna.Study) -> dict[int, dict[str, Any]]:
+    """Warm-start rank → the params of the trial that carried it."""
+    return {t.user_attrs[ATTR_ANCHOR]: t.params for t in study.trials
+            if ATTR_ANCHOR in t.user_attrs}
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("warm")
+    write_tiny_config(directory, space=SPACE)
+    proc = run(directory, "--trials", "3", "--warm-start", "2", "--sampler", "random")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return directory
+
+
+def test_the_fastest_probed_configurations_train_first(warm: Path) -> None:
+    study = load(warm)
+    record = study.user_attrs[ATTR_WARM]
+    assert record["state"] == "done"
+    assert record["probed"] == 6  # every configuration of the finite space, once
+    probes = record["probes"]
+    assert len(probes) == 6
+    assert sorted((p["params"]["mem_size"], p["params"]["heads"]) for p in probes) == [
+        (s, h) for s in (8, 16, 32) for h in (1, 2)]
+    rates = [p["img_s"] for p in probes]
+    assert rates == sorted(rates, reverse=True) and all(r > 0 for r in rates)
+    assert [a["params"] for a in record["anchors"]] == [p["params"] for p in probes[:2]]
+    # The first two trials are the anchors, in rank order; the third is the sampler's.
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.user_attrs.get(ATTR_ANCHOR) for t in trials] == [1, 2, None]
+    assert ranked(study) == {1: probes[0]["params"], 2: probes[1]["params"]}
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_continuing_does_not_probe_again(warm: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(warm, tmp_path / "c")
+    directory = tmp_path / "c"
+    before = load(directory).user_attrs[ATTR_WARM]
+    proc = run(directory, "--trials", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(directory)
+    assert study.user_attrs[ATTR_WARM] == before
+    assert len(study.trials) == 4
+    assert study.trials[3].user_attrs.get(ATTR_ANCHOR) is None
+
+
+def test_a_probe_cut_short_and_run_again_enqueues_nothing_twice(warm: Path,
+                                                                   tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(warm, tmp_path / "p")
+    directory = tmp_path / "p"
+    study = load(directory)
+    study.set_user_attr(ATTR_WARM, {"state": "pending"})  # as if killed before it finished
+    proc = run(directory, "--trials", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(directory)
+    assert study.user_attrs[ATTR_WARM]["state"] == "done"
+    keys = [json.dumps(t.params, sort_keys=True) for t in study.trials]
+    assert len(keys) == len(set(keys)) == 4  # the anchors were trained already: not again
+
+
+def test_off_and_grid_samplers_do_not_probe(tmp_path: Path) -> None:
+    for sub, extra in (("off", ("--warm-start", "0")), ("grid", ("--sampler", "grid"))):
+        directory = tmp_path / sub
+        directory.mkdir()
+        write_tiny_config(directory, space=SPACE)
+        proc = run(directory, "--trials", "1", *extra)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        study = load(directory)
+        assert ATTR_WARM not in study.user_attrs
+        assert not ranked(study)
+
+
+def test_a_continuous_space_probes_each_model_once(tmp_path: Path) -> None:
+    write_tiny_config(tmp_path, space="heads = [1, 2]\nlr = {low = 0.001, high = 0.01, log = true}")
+    proc = run(tmp_path, "--trials", "1", "--warm-start", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = load(tmp_path).user_attrs[ATTR_WARM]
+    # 64 random points of (heads, lr): only two models; lr does not change the throughput.
+    assert record["probed"] == 2
+    assert {p["params"]["heads"] for p in record["probes"]} == {1, 2}
+    [anchor] = record["anchors"]
+    assert ranked(load(tmp_path)) == {1: anchor["params"]}
+
+
+def test_an_impossible_warm_start_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    write_tiny_config(tmp_path, space=SPACE)
+    proc = run(tmp_path, "--trials", "1", "--warm-start", "65")
+    assert proc.returncode in (1, 2)
+    assert "warm_start must be between 0 and 64" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "explore.db").exists()
+
+
+def test_study_show_summarizes_the_probe(warm: Path) -> None:
+    proc = subprocess.run([str(EXPLORE), "study", "show", "w"], cwd=warm, env=clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    record = load(warm).user_attrs[ATTR_WARM]
+    first = " ".join(f"{k}={v}" for k, v in record["anchors"][0]["params"].items())
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("warm start:"))
+    assert line.startswith("warm start: probed 6 configurations in "), line
+    assert f"trained first: {first}; " in line
+    assert "explore_warm_start" not in proc.stdout  # summarized, not dumped
