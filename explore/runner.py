@@ -64,6 +64,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 KEEP_CHOICES = ("pareto", "all", "none")
 MAX_REPEATS = 100  # consecutive duplicates before the search counts as converged
 POLL_S = 1.0
+CREATE_RACE_S = 5.0  # how long a new study may lack its settings (another process creating it)
 
 
 @dataclass
@@ -197,14 +198,28 @@ def _open_or_create(spec: StorageSpec, request: RunRequest, name: str,
     if spec.path is not None and (not spec.path.exists() or spec.path.stat().st_size == 0):
         settings, data = _new_study(explicit, source)  # before the file exists
         storage = open_storage(spec, heartbeat=heartbeat)
-        return _create(storage, name, settings), settings, True, storage, data
+        created = _create(storage, name, settings)
+        if created is not None:
+            return created, settings, True, storage, data
+        study = optuna.load_study(study_name=name, storage=storage)  # another process won
+        return _continue(study, spec, name, explicit, source, storage)
     storage = open_storage(spec, heartbeat=heartbeat)
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         settings, data = _new_study(explicit, source)
-        return _create(storage, name, settings), settings, True, storage, data
-    stored = study.user_attrs.get(ATTR_SETTINGS)
+        created = _create(storage, name, settings)
+        if created is not None:
+            return created, settings, True, storage, data
+        study = optuna.load_study(study_name=name, storage=storage)  # another process won
+    return _continue(study, spec, name, explicit, source, storage)
+
+
+def _continue(study: optuna.Study, spec: StorageSpec, name: str,
+              explicit: dict[str, dict[str, Any]], source: Any, storage: Any
+              ) -> tuple[optuna.Study, Settings, bool, Any, Dataset | None]:
+    """Check that an existing study can be continued with the explicit settings."""
+    stored = _stored_settings(study)
     if stored is None:
         raise UsageError(f"study {name!r} in {spec.display} was not created by explore "
                          "(no stored settings): choose another --name")
@@ -223,11 +238,26 @@ def _open_or_create(spec: StorageSpec, request: RunRequest, name: str,
     return study, resolve_settings(explicit, base=settings), False, storage, None
 
 
-def _create(storage: Any, name: str, settings: Settings) -> optuna.Study:
+def _stored_settings(study: optuna.Study) -> dict[str, Any] | None:
+    """The study's settings; a study another process created a moment ago, still without
+    trials, gets them within milliseconds, so it is given a few seconds."""
+    deadline = time.monotonic() + CREATE_RACE_S
+    while True:
+        stored: dict[str, Any] | None = study.user_attrs.get(ATTR_SETTINGS)
+        if stored is not None or time.monotonic() > deadline or study.get_trials(deepcopy=False):
+            return stored
+        time.sleep(0.1)
+
+
+def _create(storage: Any, name: str, settings: Settings) -> optuna.Study | None:
+    """Create the study; ``None`` when another process created it first (then continue it)."""
     from extattn import __version__
 
-    study = optuna.create_study(study_name=name, storage=storage,
-                                directions=["maximize", "maximize"])
+    try:
+        study = optuna.create_study(study_name=name, storage=storage,
+                                    directions=["maximize", "maximize"])
+    except optuna.exceptions.DuplicatedStudyError:
+        return None
     study.set_metric_names(METRIC_NAMES)
     study.set_user_attr(ATTR_SETTINGS, settings.to_dict())
     study.set_user_attr(ATTR_VERSION, __version__)
