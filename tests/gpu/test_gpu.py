@@ -124,7 +124,7 @@ def test_throughput_timing_waits_for_the_gpu() -> None:
 def test_study_run_on_cuda_end_to_end(tmp_path: Path) -> None:
     (tmp_path / "tiny.toml").write_text(
         "[model]\ndim = 16\ndepth = 1\n\n[measure]\nbatch_size = 64\nwarmup = 1\nmin_iters = 3\n"
-        "min_time = 0.05\n\n[space]\nmem_size = [8, 16]\nheads = [1, 2]\n",
+        "min_time = 0.05\nretries = 0\n\n[space]\nmem_size = [8, 16]\nheads = [1, 2]\n",
         encoding="utf-8",
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPLORE_", "OPTUNA_"))}
