@@ -113,7 +113,7 @@ class MeasureSettings:
     min_iters: int = 10  # timed iterations, at least
     min_time: float = 0.5  # timed seconds, at least
     threads: int = 0  # torch threads per process (0: cores / workers); recorded per trial
-    retries: int = 2  # a noisy measurement (spread > 10%) is taken again this often at most
+    retries: int = 2  # a disturbed measurement (spread > 20%) is taken again this often at most
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.warmup < 0 or self.min_iters < 1 or self.min_time < 0:
