@@ -93,8 +93,12 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
             if key in measured:
                 continue  # differs in training fields only: same throughput
             torch.manual_seed(plan.seed)
-            model = create_model(plan.model).to(device)
-            rate = measure_throughput(model, image_shape, device, probe_settings).max
+            try:
+                model = create_model(plan.model).to(device)
+                rate = measure_throughput(model, image_shape, device, probe_settings).max
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()  # too big for this device: its trial will say so
+                continue
             del model
             measured[key] = (rate, params)
             probed += 1

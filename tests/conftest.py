@@ -18,11 +18,8 @@ import pytest
 
 # Small enough that a trial takes about a second on 2 busy CPU cores; one thread because other
 # work on the machine slows multi-threaded matmuls far more than single-threaded ones.
-TINY_SETTINGS = """\
-[model]
-dim = 16
-depth = 1
-
+# The [measure] table every tiny test study uses: quick, single-threaded, measured once.
+TINY_MEASURE = """\
 [measure]
 batch_size = 64
 warmup = 1
@@ -30,7 +27,13 @@ min_iters = 3
 min_time = 0.05
 retries = 0  # a noisy tiny measurement is not taken again in tests (see test_fastpath)
 threads = 1
+"""
+TINY_SETTINGS = """\
+[model]
+dim = 16
+depth = 1
 
+""" + TINY_MEASURE + """
 [space]
 {space}
 """

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import TINY_MEASURE
+
 ENV_POSTGRES = "EXPLORE_TEST_POSTGRES"
 ENV_MYSQL = "EXPLORE_TEST_MYSQL"
 ENV_REDIS = "EXPLORE_TEST_REDIS"
@@ -43,14 +45,7 @@ TINY_TOML = """\
 dim = 16
 depth = 1
 
-[measure]
-batch_size = 64
-warmup = 1
-min_iters = 3
-min_time = 0.05
-retries = 0  # a noisy tiny measurement is not taken again in tests (see test_fastpath)
-threads = 1
-
+""" + TINY_MEASURE + """
 [space]
 mem_size = [8, 16]
 heads = [1, 2]

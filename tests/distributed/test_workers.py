@@ -24,6 +24,7 @@ from explore.runner import RunRequest, open_study
 from explore.workers import parse_workers
 from studies.errors import UsageError
 from studies.storage import open_storage, parse_storage
+from tests.conftest import TINY_MEASURE
 
 NAME = "kill"
 EPOCHS = 6
@@ -35,14 +36,7 @@ KILL_TOML = """\
 [study]
 dedup = false
 
-[measure]
-batch_size = 64
-warmup = 1
-min_iters = 3
-min_time = 0.05
-retries = 0  # a noisy tiny measurement is not taken again in tests (see test_fastpath)
-threads = 1
-
+""" + TINY_MEASURE + """
 [space]
 mem_size = [8, 16, 32]
 heads = [1, 2]

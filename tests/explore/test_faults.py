@@ -16,6 +16,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.conftest import TINY_MEASURE
+
 EXPLORE = Path(sys.executable).with_name("explore")
 STORAGE_ENV = ("EXPLORE_STORAGE", "EXPLORE_ARTIFACTS", "OPTUNA_STORAGE")
 SETTINGS = """\
@@ -30,14 +32,7 @@ depth = 1
 epochs = 1
 {train}
 
-[measure]
-batch_size = 64
-warmup = 1
-min_iters = 3
-min_time = 0.05
-retries = 0  # a noisy tiny measurement is not taken again in tests (see test_fastpath)
-threads = 1
-
+""" + TINY_MEASURE + """
 [space]
 {space}
 """

@@ -24,6 +24,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tests.conftest import TINY_MEASURE
+
 EXPLORE = Path(sys.executable).with_name("explore")
 STORAGE_ENV = ("EXPLORE_STORAGE", "EXPLORE_ARTIFACTS", "OPTUNA_STORAGE")
 EPOCHS = 6
@@ -39,14 +41,7 @@ depth = 1
 epochs = {epochs}
 batch_size = {batch}
 
-[measure]
-batch_size = 64
-warmup = 1
-min_iters = 3
-min_time = 0.05
-retries = 0  # a noisy tiny measurement is not taken again in tests (see test_fastpath)
-threads = 1
-
+""" + TINY_MEASURE + """
 [space]
 mem_size = [8, 16]
 heads = [1, 2]
