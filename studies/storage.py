@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,7 +230,10 @@ def open_storage(
                     max_retry=heartbeat.max_retry
                 ),
             }
-        return optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs(spec), **hb)
+        storage = _rdb_storage(spec, hb)
+        if spec.kind == "sqlite" and create:
+            _immediate_transactions(storage.engine)
+        return storage
     except UsageError:
         raise
     except ModuleNotFoundError as exc:
@@ -254,6 +258,44 @@ def open_storage(
         raise UsageError(f"cannot open {spec.display}: {mask_secrets(_first_line(exc))}") from exc
     except Exception as exc:  # driver errors: unreachable server, bad credentials, bad file
         raise UsageError(f"cannot open {spec.display}: {mask_secrets(_first_line(exc))}") from exc
+
+
+def _rdb_storage(spec: StorageSpec, hb: dict[str, Any]) -> Any:
+    """Optuna's RDB storage. Processes started together on a new database race to create its
+    tables; the loser sees "table ... already exists" and simply opens what the winner made."""
+    import optuna
+
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs(spec), **hb)
+        except Exception as exc:
+            if "already exists" not in str(exc) or attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _immediate_transactions(engine: Any) -> None:
+    """Make every SQLite transaction of a writing process ``BEGIN IMMEDIATE``.
+
+    Python's sqlite3 driver starts a transaction only at the first write, so Optuna's
+    read-check-write steps (taking a WAITING trial: read its state, set it RUNNING) are not
+    atomic on SQLite: two processes could both read WAITING and both take the same trial (seen
+    as "Cannot tell a COMPLETE trial" when the second one finishes it). With the write lock taken
+    at the start of each transaction, the second process reads the trial after the first one
+    committed, finds it RUNNING and takes another. Waits for the lock use the busy timeout.
+    """
+    from sqlalchemy import event
+
+    def on_connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the driver no longer issues BEGIN itself
+
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "begin", on_begin)
+    engine.dispose()  # connections made before the listeners existed are not reused
 
 
 def _first_line(exc: BaseException) -> str:
