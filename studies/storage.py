@@ -262,14 +262,17 @@ def open_storage(
 
 def _rdb_storage(spec: StorageSpec, hb: dict[str, Any]) -> Any:
     """Optuna's RDB storage. Processes started together on a new database race to create its
-    tables; the loser sees "table ... already exists" and simply opens what the winner made."""
+    tables and Alembic's version row; the loser sees "table ... already exists" or a UNIQUE
+    constraint on ``alembic_version`` and simply opens what the winner made."""
     import optuna
 
     for attempt in range(5):
         try:
             return optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs(spec), **hb)
         except Exception as exc:
-            if "already exists" not in str(exc) or attempt == 4:
+            text = str(exc)
+            racing = "already exists" in text or "alembic_version" in text  # tables, version row
+            if not racing or attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
     raise AssertionError("unreachable")
