@@ -68,7 +68,7 @@ def state_counts(study: optuna.Study) -> dict[str, int]:
 
 def finite_size(settings: Settings) -> int | None:
     """Number of distinct configurations when every searched field is discrete."""
-    if any(not p.categorical and (p.step is None or p.log) for p in settings.space.params):
+    if not settings.space.discrete:
         return None
     return sum(1 for _ in settings.space.combinations(settings.model))
 

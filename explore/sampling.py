@@ -161,7 +161,7 @@ def _base_sampler(settings: Settings, seed: int) -> optuna.samplers.BaseSampler:
 
 def _finite_points(settings: Settings) -> list[dict[str, Any]] | None:
     """Every configuration of a space whose fields are all discrete and not too many."""
-    if any(not p.categorical and (p.step is None or p.log) for p in settings.space.params):
+    if not settings.space.discrete:
         return None
     points = list(settings.space.combinations(settings.model, limit=MAX_AVOIDED_SPACE + 1))
     return points if len(points) <= MAX_AVOIDED_SPACE else None

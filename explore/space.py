@@ -42,6 +42,11 @@ class ParamSpec:
     def categorical(self) -> bool:
         return bool(self.choices)
 
+    @property
+    def discrete(self) -> bool:
+        """A list, or a linear range with a step: finitely many values."""
+        return self.categorical or (self.step is not None and not self.log)
+
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.categorical:
             return trial.suggest_categorical(self.name, list(self.choices))
@@ -100,6 +105,11 @@ class SearchSpace:
     def to_dict(self) -> dict[str, Any]:
         return {p.name: p.to_dict() for p in self.params}
 
+    @property
+    def discrete(self) -> bool:
+        """Every searched field has finitely many values (the space can be enumerated)."""
+        return all(p.discrete for p in self.params)
+
     def is_conditional(self, fixed: dict[str, Any]) -> bool:
         """Whether some trials skip EA-only fields (self-attention among the choices)."""
         spec = self.get("attention")
@@ -137,7 +147,7 @@ class SearchSpace:
         """Optuna GridSampler's search space (categorical or stepped fields only)."""
         out = {}
         for p in self.params:
-            if not p.categorical and (p.step is None or p.log):
+            if not p.discrete:
                 raise UsageError(
                     f"--sampler grid needs every searched field to be a list or a range with "
                     f"a step; [space] {p.name} is a continuous range: use tpe, gp or random"

@@ -53,8 +53,7 @@ def pending(study: optuna.Study) -> bool:
 def _candidates(settings: Settings, limit: int) -> list[dict[str, Any]]:
     """Every distinct configuration of a finite space, else a seeded random sample of it."""
     space = settings.space
-    finite = all(p.categorical or (p.step is not None and not p.log) for p in space.params)
-    if finite:
+    if space.discrete:
         points = list(space.combinations(settings.model, limit=100_000))
         if len(points) <= limit:
             return points
