@@ -4,10 +4,21 @@ Every dataset is loaded once per process into ``(N, C, H, W)`` float tensors, no
 training split's per-channel mean and std, and kept on the device; training batches by index from
 a per-epoch permutation (no DataLoader, no per-sample Python work). torchvision's own dataset
 classes read the files, so their on-disk formats and ``download`` work as users know them.
+
+Start-up matters (a short search's first result comes seconds after launch), so the bundled digits
+are read straight from scikit-learn's data file, and the stratified splits that scikit-learn
+computes are cached on disk (``EXPLORE_CACHE_DIR``, else ``$XDG_CACHE_HOME/explore`` or
+``~/.cache/explore``): a process whose split is cached never imports scikit-learn (~1 s).
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +30,7 @@ import torch
 from explore.config import DataSettings
 from studies.errors import UsageError
 
-__all__ = ["DATASETS", "Dataset", "dataset_shape", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "cache_dir", "dataset_shape", "load_dataset"]
 
 
 @dataclass(frozen=True)
@@ -122,12 +133,17 @@ def load_dataset(data: DataSettings, seed: int, device: torch.device | str = "cp
 def _stratified_split(
     x: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    from sklearn.model_selection import train_test_split
+    n = len(y)
+    key = _split_key("split", y, fraction, seed)
+    cached = _read_split(key, n)
+    if cached is None:
+        from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(y))
-    train_idx, val_idx = train_test_split(idx, test_size=fraction, random_state=seed,
-                                          stratify=y.numpy())
-    ti, vi = torch.from_numpy(np.sort(train_idx)), torch.from_numpy(np.sort(val_idx))
+        train_idx, val_idx = train_test_split(np.arange(n), test_size=fraction,
+                                              random_state=seed, stratify=y.numpy())
+        cached = np.sort(train_idx), np.sort(val_idx)
+        _write_split(key, *cached)
+    ti, vi = torch.from_numpy(cached[0]), torch.from_numpy(cached[1])
     return x[ti], y[ti], x[vi], y[vi]
 
 
@@ -137,11 +153,69 @@ def _stratified_subset(y: torch.Tensor, size: int, seed: int) -> torch.Tensor:
     classes = len(torch.unique(y))
     if size < classes:
         raise UsageError(f"max_train ({size}) must be at least the number of classes ({classes})")
-    from sklearn.model_selection import train_test_split
+    key = _split_key("subset", y, size, seed)
+    cached = _read_split(key, len(y))
+    if cached is None:
+        from sklearn.model_selection import train_test_split
 
-    keep, _ = train_test_split(np.arange(len(y)), train_size=size, random_state=seed,
-                               stratify=y.cpu().numpy())
-    return torch.from_numpy(np.sort(keep))
+        keep, rest = train_test_split(np.arange(len(y)), train_size=size, random_state=seed,
+                                      stratify=y.cpu().numpy())
+        cached = np.sort(keep), np.sort(rest)
+        _write_split(key, *cached)
+    return torch.from_numpy(cached[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# the split cache: scikit-learn's stratified splits, keyed by everything they depend on
+
+
+def cache_dir() -> Path:
+    """Where explore caches derived data (``EXPLORE_CACHE_DIR`` overrides)."""
+    if os.environ.get("EXPLORE_CACHE_DIR"):
+        return Path(os.environ["EXPLORE_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "explore"
+
+
+def _split_key(kind: str, y: torch.Tensor, size: float, seed: int) -> str:
+    """The labels, the split's size and seed, and the scikit-learn release that splits them."""
+    try:
+        release = importlib.metadata.version("scikit-learn")
+    except importlib.metadata.PackageNotFoundError:
+        release = "none"
+    h = hashlib.sha256(y.cpu().numpy().astype(np.int64).tobytes())
+    h.update(f"|{kind}|{size!r}|{seed}|sklearn {release}".encode())
+    return h.hexdigest()[:32]
+
+
+def _read_split(key: str, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """A cached split of ``n`` items, or None (missing, unreadable or not a partition of n)."""
+    try:
+        with np.load(cache_dir() / "splits" / f"{key}.npz") as f:
+            first, second = f["first"], f["second"]
+    except Exception:  # absent, damaged, or a cache directory we cannot read: split again
+        return None
+    both = np.concatenate([first, second])
+    if (first.ndim != 1 or second.ndim != 1 or len(both) != n
+            or not np.array_equal(np.sort(both), np.arange(n))):
+        return None
+    return first.astype(np.int64), second.astype(np.int64)
+
+
+def _write_split(key: str, first: np.ndarray, second: np.ndarray) -> None:
+    """Store a split atomically; a cache that cannot be written is only a slower start."""
+    folder = cache_dir() / "splits"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".npz")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                np.savez(out, first=first, second=second)
+            os.replace(tmp, folder / f"{key}.npz")
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 _Split = tuple[torch.Tensor, torch.Tensor]
@@ -149,12 +223,30 @@ _Loaded = tuple[torch.Tensor, torch.Tensor, _Split | None]
 
 
 def _load_digits(data: DataSettings) -> _Loaded:
-    from sklearn.datasets import load_digits
+    """scikit-learn's digits (1797 8×8 images, values 0–16), read from the file its wheel ships
+    without importing scikit-learn; ``sklearn.datasets.load_digits`` where that file is not."""
+    path = _sklearn_data_file("digits.csv.gz")
+    if path is not None:
+        with gzip.open(path, "rt") as f:
+            flat = np.loadtxt(f, delimiter=",")
+        images, target = flat[:, :-1].reshape(-1, 8, 8), flat[:, -1].astype(np.int64)
+    else:
+        from sklearn.datasets import load_digits
 
-    bunch = load_digits()
-    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (1797, 1, 8, 8)
-    y = torch.tensor(bunch.target, dtype=torch.int64)
+        bunch = load_digits()
+        images, target = bunch.images, bunch.target
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0  # (1797, 1, 8, 8)
+    y = torch.tensor(target, dtype=torch.int64)
     return x, y, None
+
+
+def _sklearn_data_file(name: str) -> Path | None:
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "datasets" / "data" / name
+        if path.is_file():
+            return path
+    return None
 
 
 def _uint8_images(array: Any, channels_last: bool) -> torch.Tensor:

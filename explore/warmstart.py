@@ -3,10 +3,12 @@
 A trial's throughput takes a fraction of a second to measure and needs no training; its accuracy
 takes the whole training run. Before a new study trains anything, one process probes the
 inference throughput of every configuration of a finite space (or of a random sample of a large
-or continuous one) with a short measurement, and enqueues the ``warm_start`` fastest distinct
-models as the first trials. The fastest configuration is the front's high-throughput end, which
-no sampler can know before it has tried it; samplers starting from random proposals find it
-late or never (TPE spends its first ten trials at random, NSGA-II its first generation of 50).
+or continuous one) with a short measurement, probes the leading ones again in alternating order
+(a slow spell of the machine must not pick the anchors), and enqueues the ``warm_start``
+fastest distinct models as the first trials. The fastest configuration is the front's
+high-throughput end, which no sampler can know before it has tried it; samplers starting from
+random proposals find it late or never (TPE spends its first ten trials at random, NSGA-II its
+first generation of 50).
 
 The probe's figures are stored in the study (user attr ``explore_warm_start``) and are only used
 to choose what to train first: every trial still measures its own throughput properly.
@@ -24,6 +26,7 @@ from typing import Any
 import optuna
 import torch
 
+from explore.budget import count_finished, count_running
 from explore.config import Settings
 from explore.locks import MachineLock
 from explore.measure import measure_throughput
@@ -35,6 +38,8 @@ __all__ = ["ATTR_WARM", "PROBE_LIMIT", "mark_pending", "pending", "warm_start"]
 ATTR_WARM = "explore_warm_start"
 PROBE_LIMIT = 64  # configurations probed at most (a random sample of larger spaces)
 PROBE_BUDGET_S = 30.0  # stop probing after this long and use what was measured
+REPROBE_FACTOR = 3  # the fastest 3 × warm_start models are probed again ...
+REPROBE_ROUNDS = 2  # ... this many times, and each ranks by its fastest batch of all rounds
 ATTR_ANCHOR = "warm_start_rank"  # on an enqueued trial: 1 = the fastest probed
 
 
@@ -75,11 +80,17 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
     enqueued params (fastest first)."""
     c, h, _ = image_shape
     started = time.monotonic()
-    # Four forward passes of the trial's batch, three of them timed, ranked by the fastest
-    # (other work only ever slows a pass down): a few hundredths of a second per model.
-    probe_settings = replace(settings.measure, warmup=1, min_iters=3, min_time=0.0, retries=0)
-    measured: dict[str, tuple[float, dict[str, Any]]] = {}  # model config → (img/s, params)
-    probed = 0
+    # A pass is one warm-up and two timed forward passes of the trial's batch, ranked by the
+    # fastest (other work only ever slows a pass down): a few hundredths of a second per model.
+    probe_settings = replace(settings.measure, warmup=1, min_iters=2, min_time=0.0, retries=0)
+    models: dict[str, tuple[torch.nn.Module, dict[str, Any]]] = {}  # model config → (model, params)
+    rates: dict[str, float] = {}  # model config → fastest batch seen, img/s
+
+    def probe(key: str) -> None:
+        model = models[key][0]
+        rate = measure_throughput(model, image_shape, device, probe_settings).max
+        rates[key] = max(rate, rates.get(key, 0.0))
+
     with lock.exclusive():
         for params in _candidates(settings, PROBE_LIMIT):
             if time.monotonic() - started > PROBE_BUDGET_S:
@@ -89,21 +100,36 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
             except ValueError:
                 continue  # impossible here: the trial would be pruned anyway
             key = json.dumps(plan.model.to_dict(), sort_keys=True)
-            if key in measured:
+            if key in models:
                 continue  # differs in training fields only: same throughput
             torch.manual_seed(plan.seed)
             try:
-                model = create_model(plan.model).to(device)
-                rate = measure_throughput(model, image_shape, device, probe_settings).max
+                models[key] = (create_model(plan.model).to(device), params)
+                probe(key)
             except torch.cuda.OutOfMemoryError:
+                models.pop(key, None)
                 torch.cuda.empty_cache()  # too big for this device: its trial will say so
                 continue
-            del model
-            measured[key] = (rate, params)
-            probed += 1
+        # The contenders for the anchors again, in alternating order: a slow spell of the
+        # machine during the first pass must not decide which models train first.
+        contenders = sorted(rates, key=lambda k: -rates[k])
+        contenders = contenders[:REPROBE_FACTOR * settings.study.warm_start]
+        for round_ in range(REPROBE_ROUNDS):
+            for key in contenders[::-1] if round_ % 2 == 0 else contenders:
+                if time.monotonic() - started > PROBE_BUDGET_S:
+                    break
+                probe(key)
+    probed = len(rates)
+    measured = {key: (rates[key], models[key][1]) for key in rates}
+    models.clear()  # free the models before training starts
     ranked = sorted(measured.values(), key=lambda item: -item[0])
-    # Never more than the budget holds: a queued anchor would outlive the run.
-    anchors = ranked[:min(settings.study.warm_start, settings.study.trials)]
+    # Never a configuration the study has already (a probe cut short and run again), and never
+    # more than the budget has left: a queued anchor would outlive the run.
+    tried = {json.dumps(t.params, sort_keys=True) for t in study.get_trials(deepcopy=False)}
+    left = settings.study.trials - count_finished(study) - count_running(study)
+    anchors = [(rate, params) for rate, params in ranked
+               if json.dumps(params, sort_keys=True) not in tried]
+    anchors = anchors[:max(0, min(settings.study.warm_start, left))]
     for rank, (rate, params) in enumerate(anchors, 1):
         study.enqueue_trial(params, user_attrs={ATTR_ANCHOR: rank, "probe_img_s": round(rate)},
                             skip_if_exists=True)

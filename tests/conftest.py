@@ -58,6 +58,13 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in STORAGE_ENV}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """explore's cache (data splits) in the test session's own directory, for every test and
+    every subprocess they start: tests never read or fill a developer's ~/.cache."""
+    os.environ["EXPLORE_CACHE_DIR"] = str(tmp_path_factory.mktemp("explore-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _no_storage_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A test never writes to the database a developer's shell points at."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,72 @@ def test_digits_split_is_stratified_and_deterministic() -> None:
         assert ((eval_counts - 0.2 * full).abs() <= 1).all()
     half = load(val_fraction=0.5)
     assert abs(len(half.eval_y) - len(half.train_y)) <= 1
+
+
+def test_digits_are_scikit_learns_digits() -> None:
+    """Read from the wheel's file without scikit-learn, and identical to its loader's."""
+    from sklearn.datasets import load_digits
+
+    from explore.data import _load_digits
+
+    x, y, test = _load_digits(DataSettings())
+    bunch = load_digits()
+    assert test is None
+    assert torch.equal(y, torch.as_tensor(bunch.target, dtype=torch.int64))
+    torch.testing.assert_close(x, torch.as_tensor(bunch.images, dtype=torch.float32)
+                               .unsqueeze(1) / 16.0, rtol=0, atol=0)
+
+
+def _split_files(cache: Path) -> list[Path]:
+    return sorted((cache / "splits").glob("*.npz"))
+
+
+def test_split_cache_gives_scikit_learns_split(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.model_selection import train_test_split
+
+    monkeypatch.setenv("EXPLORE_CACHE_DIR", str(tmp_path))
+    cold = load(seed=3)  # computes and stores the split
+    assert len(_split_files(tmp_path)) == 1
+    warm = load(seed=3)  # reads it back
+    assert torch.equal(cold.eval_y, warm.eval_y)
+    torch.testing.assert_close(cold.train_x, warm.train_x, rtol=0, atol=0)
+    # The very split scikit-learn makes (the split every earlier study was trained on).
+    from explore.data import _load_digits
+
+    x, y, _ = _load_digits(DataSettings())
+    _, val_idx = train_test_split(np.arange(len(y)), test_size=0.2, random_state=3,
+                                  stratify=y.numpy())
+    assert torch.equal(warm.eval_y, y[np.sort(val_idx)])
+    load(seed=4)
+    load(seed=3, max_train=100)  # a subset is a split too
+    assert len(_split_files(tmp_path)) == 3
+
+
+def test_cached_split_needs_no_scikit_learn(tmp_path: Path) -> None:
+    """A process whose split is cached starts without importing scikit-learn (~1 s)."""
+    code = ("import sys; from explore.config import DataSettings; "
+            "from explore.data import load_dataset; d = load_dataset(DataSettings(), seed=5); "
+            "print(len(d.eval_y), 'sklearn' in sys.modules)")
+    env = {**os.environ, "EXPLORE_CACHE_DIR": str(tmp_path)}
+    outs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, check=True).stdout.split() for _ in range(2)]
+    assert outs == [["360", "True"], ["360", "False"]]
+
+
+def test_damaged_or_unwritable_split_cache_is_only_slower(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPLORE_CACHE_DIR", str(tmp_path))
+    reference = load(seed=6)
+    (path,) = _split_files(tmp_path)
+    path.write_bytes(b"not a numpy file")
+    assert torch.equal(load(seed=6).eval_y, reference.eval_y)  # split again, and stored again
+    np.savez(path, first=np.arange(10), second=np.arange(5))  # readable, but not a partition
+    assert torch.equal(load(seed=6).eval_y, reference.eval_y)
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("EXPLORE_CACHE_DIR", str(blocked))
+    assert torch.equal(load(seed=6).eval_y, reference.eval_y)
 
 
 def test_digits_has_no_official_test_split() -> None:

@@ -95,6 +95,27 @@ def test_a_probe_cut_short_and_run_again_enqueues_nothing_twice(warm: Path,
     assert len(keys) == len(set(keys)) == 4  # the anchors were trained already: not again
 
 
+def test_a_probe_run_again_enqueues_no_more_than_the_budget_has_left(warm: Path,
+                                                                     tmp_path: Path) -> None:
+    """Anchors beyond the remaining budget would stay WAITING for ever (the run stops first)."""
+    import shutil
+
+    shutil.copytree(warm, tmp_path / "p")
+    directory = tmp_path / "p"
+    study = load(directory)
+    study.set_user_attr(ATTR_WARM, {"state": "pending"})
+    proc = run(directory, "--trials", "4", "--warm-start", "6")  # 3 finished: one slot left
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = load(directory)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.WAITING) == 0, states
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4
+    record = study.user_attrs[ATTR_WARM]
+    assert len(record["anchors"]) == 1  # the fastest configuration not yet trained
+    trained_before = {json.dumps(t.params, sort_keys=True) for t in load(warm).trials}
+    assert json.dumps(record["anchors"][0]["params"], sort_keys=True) not in trained_before
+
+
 def test_off_and_grid_samplers_do_not_probe(tmp_path: Path) -> None:
     for sub, extra in (("off", ("--warm-start", "0")), ("grid", ("--sampler", "grid"))):
         directory = tmp_path / sub
