@@ -38,8 +38,8 @@ __all__ = ["ATTR_WARM", "PROBE_LIMIT", "mark_pending", "pending", "warm_start"]
 ATTR_WARM = "explore_warm_start"
 PROBE_LIMIT = 64  # configurations probed at most (a random sample of larger spaces)
 PROBE_BUDGET_S = 30.0  # stop probing after this long and use what was measured
-REPROBE_FACTOR = 3  # the fastest 3 × warm_start models are probed again ...
-REPROBE_ROUNDS = 2  # ... this many times, and each ranks by its fastest batch of all rounds
+REPROBE_FACTOR = 3  # the 3 × warm_start fastest of the screen are probed at the trial's batch ...
+REPROBE_ROUNDS = 2  # ... this many times, and each ranks by its fastest pass of all rounds
 ATTR_ANCHOR = "warm_start_rank"  # on an enqueued trial: 1 = the fastest probed
 
 
@@ -80,20 +80,22 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
     enqueued params (fastest first)."""
     c, h, _ = image_shape
     started = time.monotonic()
-    # A pass is one warm-up and two timed forward passes of the trial's batch, ranked by the
-    # fastest (other work only ever slows a pass down): a few hundredths of a second per model.
-    probe_settings = replace(settings.measure, warmup=1, min_iters=2, min_time=0.0, retries=0)
+    # A probe is one warm-up and a timed pass or two, ranked by the fastest pass (other work
+    # only ever slows a pass down). The screen of every model runs a quarter of the trial's batch
+    # on CPU (the trial's batch on GPUs, where small batches all wait on kernel launches) ...
+    full = replace(settings.measure, warmup=1, min_iters=2, min_time=0.0, retries=0)
+    screen = replace(full, min_iters=1, batch_size=full.batch_size if device.type == "cuda"
+                     else max(1, full.batch_size // 4))
     models: dict[str, tuple[torch.nn.Module, dict[str, Any]]] = {}  # model config → (model, params)
-    rates: dict[str, float] = {}  # model config → fastest batch seen, img/s
+    screened: dict[str, float] = {}  # model config → img/s at the screen's batch
+    rates: dict[str, float] = {}  # model config → fastest img/s at the trial's batch
 
-    def probe(key: str) -> None:
-        model = models[key][0]
-        rate = measure_throughput(model, image_shape, device, probe_settings).max
-        rates[key] = max(rate, rates.get(key, 0.0))
+    def over_time() -> bool:
+        return time.monotonic() - started > PROBE_BUDGET_S
 
     with lock.exclusive():
         for params in _candidates(settings, PROBE_LIMIT):
-            if time.monotonic() - started > PROBE_BUDGET_S:
+            if over_time():
                 break
             try:
                 plan = plan_trial(params, settings, (h, c, num_classes))
@@ -104,23 +106,26 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
                 continue  # differs in training fields only: same throughput
             torch.manual_seed(plan.seed)
             try:
-                models[key] = (create_model(plan.model).to(device), params)
-                probe(key)
+                model = create_model(plan.model).to(device)
+                screened[key] = measure_throughput(model, image_shape, device, screen).max
+                models[key] = (model, params)
             except torch.cuda.OutOfMemoryError:
-                models.pop(key, None)
                 torch.cuda.empty_cache()  # too big for this device: its trial will say so
                 continue
-        # The contenders for the anchors again, in alternating order: a slow spell of the
-        # machine during the first pass must not decide which models train first.
-        contenders = sorted(rates, key=lambda k: -rates[k])
+        # ... and the contenders for the anchors are probed at the trial's batch, several times
+        # in alternating order: a slow spell of the machine must not decide what trains first.
+        contenders = sorted(screened, key=lambda k: -screened[k])
         contenders = contenders[:REPROBE_FACTOR * settings.study.warm_start]
         for round_ in range(REPROBE_ROUNDS):
             for key in contenders[::-1] if round_ % 2 == 0 else contenders:
-                if time.monotonic() - started > PROBE_BUDGET_S:
-                    break
-                probe(key)
-    probed = len(rates)
+                if over_time() and key in rates:
+                    continue
+                rate = measure_throughput(models[key][0], image_shape, device, full).max
+                rates[key] = max(rate, rates.get(key, 0.0))
+    probed = len(screened)
     measured = {key: (rates[key], models[key][1]) for key in rates}
+    rest = sorted(((screened[key], models[key][1]) for key in screened if key not in rates),
+                  key=lambda item: -item[0])
     models.clear()  # free the models before training starts
     ranked = sorted(measured.values(), key=lambda item: -item[0])
     # Never a configuration the study has already (a probe cut short and run again), and never
@@ -136,9 +141,11 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
     seconds = time.monotonic() - started
     study.set_user_attr(ATTR_WARM, {
         "state": "done", "probed": probed, "seconds": round(seconds, 2),
-        "batch_size": probe_settings.batch_size,
+        "batch_size": full.batch_size, "screen_batch_size": screen.batch_size,
         "anchors": [{"params": p, "img_s": round(r)} for r, p in anchors],
-        "probes": [{"params": p, "img_s": round(r)} for r, p in ranked],  # fastest first
+        # The contenders at the trial's batch, then the rest at the screen's; fastest first.
+        "probes": [{"params": p, "img_s": round(r)} for r, p in ranked],
+        "screened": [{"params": p, "img_s": round(r)} for r, p in rest],
     })
     if anchors:
         message(f"warm start: probed the throughput of {probed} configurations in "

@@ -187,7 +187,8 @@ def _warm_line(warm: dict[str, Any]) -> str:
         return "warm start: not done yet (the next run probes first)"
     probes = warm.get("probes") or []
     rates = [p["img_s"] for p in probes]
-    span = f" (probed {max(rates):,} down to {min(rates):,} img/s)" if rates else ""
+    span = (f" (the fastest {len(rates)}: {max(rates):,} down to {min(rates):,} img/s)"
+            if rates else "")
     anchors = "; ".join(" ".join(f"{k}={v}" for k, v in a["params"].items())
                         for a in warm.get("anchors", []))
     return (f"warm start: probed {warm.get('probed', 0)} configurations in "

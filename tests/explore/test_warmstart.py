@@ -116,6 +116,25 @@ def test_a_probe_run_again_enqueues_no_more_than_the_budget_has_left(warm: Path,
     assert json.dumps(record["anchors"][0]["params"], sort_keys=True) not in trained_before
 
 
+def test_the_screen_narrows_the_field_before_the_full_probe(tmp_path: Path) -> None:
+    """Every model is screened at a quarter of the batch; the 3 × warm_start leading ones are
+    probed again at the trial's batch, and the anchor is the fastest of those."""
+    write_tiny_config(tmp_path, space=SPACE)
+    proc = run(tmp_path, "--trials", "1", "--warm-start", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = load(tmp_path).user_attrs[ATTR_WARM]
+    assert record["probed"] == 6
+    assert (record["batch_size"], record["screen_batch_size"]) == (64, 16)  # tiny.toml: 64
+    probes, screened = record["probes"], record["screened"]
+    assert len(probes) == 3 and len(screened) == 3
+    params = [json.dumps(p["params"], sort_keys=True) for p in probes + screened]
+    assert len(set(params)) == 6
+    for group in (probes, screened):
+        rates = [p["img_s"] for p in group]
+        assert rates == sorted(rates, reverse=True) and all(r > 0 for r in rates)
+    assert record["anchors"] == [probes[0]]
+
+
 def test_off_and_grid_samplers_do_not_probe(tmp_path: Path) -> None:
     for sub, extra in (("off", ("--warm-start", "0")), ("grid", ("--sampler", "grid"))):
         directory = tmp_path / sub
