@@ -40,6 +40,10 @@ StorageOpt = Annotated[str | None, typer.Option(
     help="Study database: sqlite:///FILE.db (default explore.db here), postgresql+psycopg://…, "
          "mysql+pymysql://…, journal:FILE.log or redis://…")]
 FormatOpt = Annotated[str, typer.Option("-f", "--format", help="table or json")]
+CompileOpt = Annotated[bool, typer.Option(
+    "--compile/--no-compile",
+    help="torch.compile the model first (as a study with [train] compile = true does)."
+)]
 
 
 def _version(value: bool) -> None:
@@ -146,6 +150,11 @@ def study_run(
         help="A new study probes every configuration's throughput (no training) and trains "
              "the N fastest first (default 3; 0: off)."
     )] = None,
+    compile_: Annotated[bool | None, typer.Option(
+        "--compile/--no-compile",
+        help="torch.compile each trial's model ([train] compile_mode); compile time counts in "
+             "neither objective (default: off)."
+    )] = None,
     workers: Annotated[str, typer.Option(
         help="Worker processes on this machine: N or auto (one per core, or one per GPU)."
     )] = "1",
@@ -167,7 +176,8 @@ def study_run(
                                 ("data", "download", download), ("study", "trials", trials),
                                 ("train", "epochs", epochs), ("study", "sampler", sampler),
                                 ("study", "seed", seed), ("study", "prune", prune),
-                                ("study", "dedup", dedup), ("study", "warm_start", warm_start)):
+                                ("study", "dedup", dedup), ("study", "warm_start", warm_start),
+                                ("train", "compile", compile_)):
         if value is not None:
             explicit.setdefault(section, {})[key] = value
 
@@ -294,13 +304,16 @@ def model_bench(
     dataset: Annotated[str, typer.Option(help="Dataset whose image shape to use.")] = "digits",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default).")] = 0,
+    compile_: CompileOpt = False,
     fmt: FormatOpt = "table",
 ) -> None:
     """Inference throughput, FLOPs and parameters of one configuration."""
     from explore.single import bench_model
 
-    result = guarded(lambda: bench_model({"data": {"dataset": dataset}}, _parse_sets(sets),
-                                         device, threads))
+    explicit: dict[str, dict[str, Any]] = {"data": {"dataset": dataset}}
+    if compile_:
+        explicit["train"] = {"compile": True}
+    result = guarded(lambda: bench_model(explicit, _parse_sets(sets), device, threads))
     if fmt == "json":
         _print_json(result)
         return
@@ -309,6 +322,8 @@ def model_bench(
     out.print(f"throughput: {t['median']:,.0f} img/s (min {t['min']:,.0f}, max {t['max']:,.0f}, "
               f"spread {t['spread']:.1%}, batch {t['batch']}, {t['threads']} threads, "
               f"{t['device']})")
+    if "compile_seconds" in result:
+        out.print(f"compiled in {result['compile_seconds']:.1f} s (before the measurement)")
 
 
 @model_app.command("train")
@@ -322,6 +337,7 @@ def model_train(
     out_path: Annotated[Path | None, typer.Option(
         "--out", help="Save the trained checkpoint here."
     )] = None,
+    compile_: CompileOpt = False,
     fmt: FormatOpt = "table",
 ) -> None:
     """Train one configuration exactly as a study trial would (same seed, same result)."""
@@ -331,7 +347,9 @@ def model_train(
     if data_dir:
         explicit["data"]["data_dir"] = data_dir
     if epochs is not None:
-        explicit["train"] = {"epochs": epochs}
+        explicit.setdefault("train", {})["epochs"] = epochs
+    if compile_:
+        explicit.setdefault("train", {})["compile"] = True
 
     def show(record: Any) -> None:
         if fmt != "json":

@@ -25,6 +25,7 @@ Usage::
     python benchmarks/train_speed.py                    # CPU, 3 repeats, whole machine too
     python benchmarks/train_speed.py --epochs 4 --repeats 2 --no-machine
     python benchmarks/train_speed.py --device cuda      # per-process comparison on the GPU
+    python benchmarks/train_speed.py --compile --no-machine  # and the torch.compile'd trainer
 
 Timings move with other work on the machine: the load average is printed with the results;
 compare numbers from one run only. With one CPU thread the "per CPU-s" columns (images per
@@ -43,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +58,11 @@ from explore.config import MeasureSettings, TrainSettings
 from explore.data import Dataset
 from explore.locks import MachineLock
 from explore.measure import measure_throughput
-from explore.train import evaluate, train_model
+from explore.train import compile_for_trial, evaluate, train_model
 from extattn import count_flops, create_model
 
 EXPLORE = "explore trainer"
+COMPILED = "explore, --compile"
 HANDWRITTEN = "DataLoader loop"
 
 
@@ -122,29 +125,37 @@ def handwritten_trial(data: Dataset, settings: TrainSettings, seed: int,
 
 
 def explore_trial(data: Dataset, settings: TrainSettings, seed: int, device: torch.device,
-                  lock: MachineLock | None = None, measure: bool = False) -> dict[str, Any]:
+                  lock: MachineLock | None = None, measure: bool = False,
+                  compiled: bool = False) -> dict[str, Any]:
     """What a trial of ``explore study run`` does with the model (measure, then train).
 
     ``train_cpu``: the process's CPU seconds of the trial less ``epochs`` evaluations (one
     ``evaluate`` call timed after training): the trainer reports wall time only.
+    ``compiled``: as ``--compile`` does, every graph is compiled first (``compile_seconds``),
+    outside the training figures.
     """
     torch.manual_seed(seed)
     model = create_model(default_config()).to(device)
+    net, compile_seconds = model, 0.0
+    if compiled:
+        net, compile_seconds = compile_for_trial(model, data, replace(settings, compile=True),
+                                                 MeasureSettings().batch_size)
     cpu = time.process_time()
     if measure:
         count_flops(model, data.image_shape)
         with lock.exclusive() if lock else _null():
-            measure_throughput(model, data.image_shape, device, MeasureSettings())
+            measure_throughput(net, data.image_shape, device, MeasureSettings())
     result = train_model(model, data, settings, seed,
-                         epoch_guard=lock.shared if lock else _null)
+                         epoch_guard=lock.shared if lock else _null, net=net)
     trial_cpu = time.process_time() - cpu
     eval_cpu = []
     for _ in range(3):
         started = time.process_time()
-        evaluate(model, data.eval_x, data.eval_y)
+        evaluate(net, data.eval_x, data.eval_y)
         eval_cpu.append(time.process_time() - started)
     return {"accuracy": result.accuracy, "train_seconds": result.train_seconds,
-            "train_cpu": trial_cpu - settings.epochs * statistics.median(eval_cpu)}
+            "train_cpu": trial_cpu - settings.epochs * statistics.median(eval_cpu),
+            "compile_seconds": compile_seconds}
 
 
 class _null:  # a do-nothing context manager (and its own factory)
@@ -173,8 +184,11 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
     runs: dict[str, list[dict[str, Any]]] = {EXPLORE: [], HANDWRITTEN: []}
     trials = {EXPLORE: lambda s: explore_trial(data, settings, s, device),
               HANDWRITTEN: lambda s: handwritten_trial(data, settings, s, device)}
+    if args.compile:
+        runs[COMPILED] = []
+        trials[COMPILED] = lambda s: explore_trial(data, settings, s, device, compiled=True)
     for repeat in range(args.repeats):
-        order = [EXPLORE, HANDWRITTEN] if repeat % 2 == 0 else [HANDWRITTEN, EXPLORE]
+        order = list(runs) if repeat % 2 == 0 else list(runs)[::-1]
         for name in order:
             cpu = time.process_time()
             wall = time.perf_counter()
@@ -182,9 +196,12 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
             run["cpu_seconds"] = time.process_time() - cpu
             run["wall_seconds"] = time.perf_counter() - wall
             runs[name].append(run)
-            print(f"  repeat {repeat + 1} {name:16s} acc {run['accuracy']:.3f} "
+            compiling = (f" (compile {run['compile_seconds']:.1f} s)"
+                         if run.get("compile_seconds") else "")
+            print(f"  repeat {repeat + 1} {name:18s} acc {run['accuracy']:.3f} "
                   f"train {run['train_seconds']:.2f} s ({run['train_cpu']:.2f} s CPU), trial "
-                  f"{run['wall_seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU", flush=True)
+                  f"{run['wall_seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU"
+                  + compiling, flush=True)
     print()
     print("| trainer | img/s trained | GFLOP/s | of peak | img/s per CPU-s | of CPU-s peak "
           "| accuracy |")
@@ -294,6 +311,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the per-process comparison on CPU (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true",
+                        help="also the trainer with --compile (torch.compile; compile time "
+                             "printed, not counted)")
     parser.add_argument("--per-process", action=argparse.BooleanOptionalAction, default=True,
                         help="the per-process comparison")
     parser.add_argument("--machine", action=argparse.BooleanOptionalAction, default=True,

@@ -92,8 +92,13 @@ class TrainSettings:
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
     label_smoothing: float = 0.1  # cross-entropy label smoothing
     grad_clip: float = 1.0  # max gradient norm (0: off)
+    compile: bool = False  # torch.compile the model (compile time kept out of both objectives)
+    compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead, max-autotune
 
     def __post_init__(self) -> None:
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}; "
+                             f"got {self.compile_mode!r}")
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1; got {self.epochs}")
         if self.batch_size < 1:
@@ -104,6 +109,9 @@ class TrainSettings:
             raise ValueError("weight_decay, warmup_epochs and grad_clip must be >= 0")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)

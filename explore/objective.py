@@ -28,7 +28,7 @@ from explore.locks import MachineLock
 from explore.measure import Throughput, measure_throughput
 from explore.pruning import decide, rungs
 from explore.recovery import ATTR_WORKER, WorkerIdentity, recover_orphans
-from explore.train import EpochResult, NonFiniteLoss, peek_state, train_model
+from explore.train import EpochResult, NonFiniteLoss, compile_for_trial, peek_state, train_model
 from extattn import ModelConfig, count_flops, count_params, create_model
 
 __all__ = ["Interrupted", "Objective", "TrialPlan", "plan_trial"]
@@ -64,6 +64,8 @@ class TrialPlan:
 
 
 def experiment_key(model: dict[str, Any], train: dict[str, Any], settings: Settings) -> str:
+    if not train.get("compile"):  # eager is the reference: keys from before the option stay
+        train = {k: v for k, v in train.items() if k not in ("compile", "compile_mode")}
     data = dataclasses.asdict(settings.data)
     for machine_specific in ("data_dir", "download"):
         data.pop(machine_specific)
@@ -186,6 +188,11 @@ class Objective:
         torch.manual_seed(plan.seed)
         model = create_model(plan.model).to(self.device)
         c, h, w = self.data.image_shape
+        net: torch.nn.Module = model  # what runs the batches: the model, or its compiled form
+        if plan.train.compile:
+            net, seconds = compile_for_trial(model, self.data, plan.train,
+                                             self.settings.measure.batch_size)
+            trial.set_user_attr("compile_seconds", round(seconds, 3))
         trial.set_user_attr("model_config", plan.model.to_dict())
         trial.set_user_attr("seed", plan.seed)
         trial.set_user_attr("params_count", count_params(model))
@@ -201,7 +208,7 @@ class Objective:
             throughput = Throughput.from_dict(saved["throughput"])
         else:
             with self.lock.exclusive():
-                throughput = measure_throughput(model, (c, h, w), self.device,
+                throughput = measure_throughput(net, (c, h, w), self.device,
                                                 self.settings.measure)
         trial.set_user_attr("throughput", throughput.to_dict())
         rung_epochs = set(rungs(plan.train.epochs, self.settings.study.prune_eta)) \
@@ -223,7 +230,7 @@ class Objective:
                 model, self.data, plan.train, plan.seed,
                 augment=self.settings.data.augment, on_epoch=epoch_done,
                 state_path=state_path, extra_state={"throughput": throughput.to_dict()},
-                epoch_guard=self.lock.shared,
+                epoch_guard=self.lock.shared, net=net,
             )
         except optuna.TrialPruned:
             state_path.unlink(missing_ok=True)

@@ -13,7 +13,7 @@ from explore.data import load_dataset
 from explore.measure import measure_throughput
 from explore.objective import plan_trial
 from explore.runner import configure_allocator, resolve_device
-from explore.train import EpochResult, train_model
+from explore.train import EpochResult, compile_for_inference, compile_for_trial, train_model
 from extattn import count_flops, count_params, create_model, save_checkpoint
 from studies.errors import UsageError
 
@@ -50,9 +50,17 @@ def bench_model(explicit: dict[str, dict[str, Any]], params: dict[str, Any],
     torch.manual_seed(plan.seed)
     model = create_model(plan.model).to(dev)
     shape = (in_chans, image_size, image_size)
-    stats = measure_throughput(model, shape, dev, settings.measure)
-    return {"model": plan.model.to_dict(), "params_count": count_params(model),
-            "flops_per_image": count_flops(model, shape), "throughput": stats.to_dict()}
+    net: torch.nn.Module = model
+    compile_seconds: float | None = None
+    if plan.train.compile:  # measured as a compiled study's trials are: compiled beforehand
+        net, compile_seconds = compile_for_inference(model, shape, settings.measure.batch_size,
+                                                     dev, plan.train.compile_mode)
+    stats = measure_throughput(net, shape, dev, settings.measure)
+    out = {"model": plan.model.to_dict(), "params_count": count_params(model),
+           "flops_per_image": count_flops(model, shape), "throughput": stats.to_dict()}
+    if compile_seconds is not None:
+        out["compile_seconds"] = round(compile_seconds, 3)
+    return out
 
 
 def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], device: str = "auto",
@@ -69,18 +77,25 @@ def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], devic
         raise UsageError(f"impossible configuration: {exc}") from exc
     torch.manual_seed(plan.seed)
     model = create_model(plan.model).to(dev)
-    throughput = measure_throughput(model, data.image_shape, dev, MeasureSettings())
+    net: torch.nn.Module = model
+    compile_seconds: float | None = None
+    if plan.train.compile:
+        net, compile_seconds = compile_for_trial(model, data, plan.train,
+                                                 MeasureSettings().batch_size)
+    throughput = measure_throughput(net, data.image_shape, dev, MeasureSettings())
 
     def epoch_done(record: EpochResult, history: list[EpochResult]) -> None:
         if on_epoch is not None:
             on_epoch(record)
 
     result = train_model(model, data, plan.train, plan.seed, augment=settings.data.augment,
-                         on_epoch=epoch_done)
+                         on_epoch=epoch_done, net=net)
     summary = {"model": plan.model.to_dict(), "train": dataclasses.asdict(plan.train),
                "seed": plan.seed, "accuracy": result.accuracy,
                "throughput": throughput.median, "train_seconds": round(result.train_seconds, 3),
                "history": [r.to_dict() for r in result.history]}
+    if compile_seconds is not None:
+        summary["compile_seconds"] = round(compile_seconds, 3)
     if out is not None:
         save_checkpoint(out, model, plan.model, {k: v for k, v in summary.items()
                                                  if k != "history"})

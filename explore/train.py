@@ -9,13 +9,14 @@ accuracy of an uninterrupted run.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,8 @@ from explore.data import Dataset
 from explore.measure import autocast
 from extattn.checkpoint import atomic_torch_save
 
-__all__ = ["EpochResult", "NonFiniteLoss", "TrainResult", "evaluate", "train_model"]
+__all__ = ["EpochResult", "NonFiniteLoss", "TrainResult", "compile_for_inference",
+           "compile_for_trial", "evaluate", "train_model"]
 
 EVAL_BATCH = 1024
 STATE_VERSION = 1
@@ -93,7 +95,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool, pad: int) -> tor
     return out.contiguous()
 
 
-def _train_epoch(model: nn.Module, data: Dataset, settings: TrainSettings,
+def _train_epoch(model: nn.Module, net: nn.Module, data: Dataset, settings: TrainSettings,
                  optimizer: torch.optim.Optimizer, scheduler: Any, gen: torch.Generator,
                  augment: bool) -> float:
     """One pass over the training split in a fresh random order; returns the mean loss."""
@@ -107,7 +109,7 @@ def _train_epoch(model: nn.Module, data: Dataset, settings: TrainSettings,
         if augment:
             xb = _augment(xb, gen, data.augment_flip, pad=max(1, xb.shape[-1] // 8))
         with autocast(device):
-            loss = F.cross_entropy(model(xb), yb, label_smoothing=settings.label_smoothing)
+            loss = F.cross_entropy(net(xb), yb, label_smoothing=settings.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if settings.grad_clip:
@@ -116,6 +118,78 @@ def _train_epoch(model: nn.Module, data: Dataset, settings: TrainSettings,
         scheduler.step()
         loss_sum += loss.detach() * len(idx)
     return loss_sum.item() / n
+
+
+def _batch_sizes(n: int, batch: int) -> list[int]:
+    """The batch sizes a pass over ``n`` items in batches of ``batch`` runs."""
+    return sorted({min(n, batch), n % batch} - {0})
+
+
+def compile_for_trial(model: nn.Module, data: Dataset, settings: TrainSettings,
+                      measure_batch: int) -> tuple[nn.Module, float]:
+    """``torch.compile(model)`` with every graph the trial will run compiled now.
+
+    Inference at the measurement's batch and the evaluation chunks, training (forward and
+    backward) at the batch size and the epoch's last, smaller batch: compilation happens here,
+    so it is counted in neither the throughput nor the training time. The weights, gradients
+    and random state are as they were: the trial trains exactly as it would have.
+
+    Returns:
+        The compiled module (it shares ``model``'s parameters) and the seconds compiling took.
+    """
+    device = data.train_x.device
+    net = _compile(model, settings.compile_mode)
+    rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    was_training = model.training
+    started = time.perf_counter()
+    try:
+        net.eval()
+        # Inputs made outside inference mode, as the measurement's and evaluation's are (an
+        # inference tensor would compile a graph of its own).
+        sizes = sorted({measure_batch, *_batch_sizes(len(data.eval_y), EVAL_BATCH)})
+        inputs = [data.eval_x[:1].expand(b, *data.eval_x.shape[1:]).contiguous() for b in sizes]
+        with torch.inference_mode(), autocast(device):
+            for x in inputs:
+                net(x)
+        net.train()
+        for b in _batch_sizes(len(data.train_y), settings.batch_size):
+            with autocast(device):
+                out = net(data.train_x[:b])
+            out.float().sum().backward()
+        _sync(device)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng, device)
+    return net, time.perf_counter() - started
+
+
+def _compile(model: nn.Module, mode: str) -> nn.Module:
+    # torch's C++ toolchain probe warns about a missing CUDA runtime on every CPU-only machine.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    return cast(nn.Module, torch.compile(model, mode=None if mode == "default" else mode,
+                                         dynamic=False))
+
+
+def compile_for_inference(model: nn.Module, image_shape: tuple[int, int, int], batch: int,
+                          device: torch.device, mode: str = "default") -> tuple[nn.Module, float]:
+    """``torch.compile(model)`` with its inference graph at ``batch`` built (``model bench``)."""
+    net = _compile(model, mode)
+    started = time.perf_counter()
+    x = torch.zeros((batch, *image_shape), device=device)  # outside inference mode, as measured
+    net.eval()
+    with torch.inference_mode(), autocast(device):
+        net(x)
+    _sync(device)
+    return net, time.perf_counter() - started
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def peek_state(path: Path) -> dict[str, Any] | None:
@@ -153,6 +227,7 @@ def train_model(
     state_path: Path | None = None,
     extra_state: dict[str, Any] | None = None,
     epoch_guard: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    net: nn.Module | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data.train_*`` and evaluate on ``data.eval_*`` after every epoch.
 
@@ -166,11 +241,14 @@ def train_model(
         state_path: Where to save (and look for) the training state after every epoch.
         extra_state: Plain values stored with the state (e.g. the measured throughput).
         epoch_guard: Context held while an epoch trains (the machine lock's shared side).
+        net: What runs the batches, when not ``model`` itself: its compiled form
+            (:func:`compile_for_trial`). States and checkpoints always hold ``model``'s weights.
 
     Raises:
         NonFiniteLoss: the loss became NaN or infinite.
     """
     device = data.train_x.device
+    net = model if net is None else net  # (a compiled module has no truth value)
     n = len(data.train_y)
     steps_per_epoch = math.ceil(n / settings.batch_size)
     total = steps_per_epoch * settings.epochs
@@ -207,11 +285,12 @@ def train_model(
     for epoch in range(result.resumed_from + 1, settings.epochs + 1):
         with epoch_guard():
             t0 = time.perf_counter()
-            mean_loss = _train_epoch(model, data, settings, optimizer, scheduler, gen, augment)
+            mean_loss = _train_epoch(model, net, data, settings, optimizer, scheduler, gen,
+                                     augment)
             seconds = time.perf_counter() - t0
             if not math.isfinite(mean_loss):
                 raise NonFiniteLoss(f"training loss became {mean_loss} in epoch {epoch}")
-            accuracy = evaluate(model, data.eval_x, data.eval_y)
+            accuracy = evaluate(net, data.eval_x, data.eval_y)
         record = EpochResult(epoch, accuracy, mean_loss, seconds)
         result.history.append(record)
         result.accuracy = accuracy
