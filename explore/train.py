@@ -31,7 +31,9 @@ __all__ = ["EpochResult", "NonFiniteLoss", "TrainResult", "compile_for_inference
            "compile_for_trial", "evaluate", "train_model"]
 
 EVAL_BATCH = 1024
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: tensors packed into one buffer per dtype (1: as torch.save writes them)
+_READABLE_STATES = (1, 2)
+_PACKED = "__packed_tensor__"
 
 
 class NonFiniteLoss(RuntimeError):
@@ -192,15 +194,82 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def pack_tensors(obj: Any) -> dict[str, Any]:
+    """``obj`` (nested dicts, lists and tuples holding tensors) with its tensors moved into one
+    flat CPU buffer per dtype, for ``torch.save``.
+
+    ``torch.save`` writes every tensor as a record of its own (~0.15 ms each here); a training
+    state holds ~140 small ones (weights, two AdamW moments and a step per parameter), so
+    packing cuts a state save from ~22 ms to ~2 ms, every epoch of every trial. The result
+    holds only plain types and tensors: it loads with ``weights_only=True``.
+    """
+    tensors: list[torch.Tensor] = []
+
+    def strip(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            tensors.append(x.detach())
+            return {_PACKED: len(tensors) - 1}
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return type(x)(strip(v) for v in x)
+        return x
+
+    skeleton = strip(obj)
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(tensors):
+        groups.setdefault(str(t.dtype).removeprefix("torch."), []).append(i)
+    where: list[list[Any]] = [[] for _ in tensors]  # tensor → [dtype, offset, shape]
+    buffers = {}
+    for dtype, members in groups.items():
+        offset = 0
+        for i in members:
+            where[i] = [dtype, offset, list(tensors[i].shape)]
+            offset += tensors[i].numel()
+        buffers[dtype] = torch.cat([tensors[i].reshape(-1).cpu() for i in members])
+    return {"skeleton": skeleton, "buffers": buffers, "where": where}
+
+
+def unpack_tensors(packed: dict[str, Any]) -> Any:
+    """The inverse of :func:`pack_tensors` (tensors on the CPU, each with storage of its own)."""
+    buffers, where = packed["buffers"], packed["where"]
+
+    def fill(x: Any) -> Any:
+        if isinstance(x, dict):
+            if set(x) == {_PACKED}:
+                dtype, offset, shape = where[x[_PACKED]]
+                numel = math.prod(shape)
+                return buffers[dtype][offset:offset + numel].reshape(shape).clone()
+            return {k: fill(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return type(x)(fill(v) for v in x)
+        return x
+
+    return fill(packed["skeleton"])
+
+
+def _load_state(path: Path) -> dict[str, Any] | None:
+    """A training state of a readable version, unpacked; None when absent or damaged."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # damaged, or not ours (weights_only never runs its code): start over
+        return None
+    if not isinstance(state, dict) or state.get("version") not in _READABLE_STATES:
+        return None
+    if state["version"] == 2:
+        try:
+            state = {**unpack_tensors(state["packed"]), "version": 2}
+        except Exception:  # inconsistent: treated as damaged
+            return None
+    return state
+
+
 def peek_state(path: Path) -> dict[str, Any] | None:
     """The ``extra_state`` saved with a training state (None when there is none)."""
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a damaged state is ignored: training starts over
-        return None
-    return state.get("extra") if state.get("version") == STATE_VERSION else None
+    state = _load_state(path)
+    return state.get("extra") if state is not None else None
 
 
 @torch.inference_mode()
@@ -263,12 +332,10 @@ def train_model(
     result = TrainResult(accuracy=0.0)
 
     if state_path is not None and state_path.is_file():
-        try:
-            state = torch.load(state_path, map_location=device, weights_only=True)
-        except Exception:  # damaged, or not ours (weights_only never runs its code): start over
-            state = {}
-        if (isinstance(state, dict) and state.get("version") == STATE_VERSION
-                and state["epoch"] <= settings.epochs):
+        # On the CPU: the model and optimizer copy their parts to their device; the generator
+        # states must stay CPU byte tensors.
+        state = _load_state(state_path) or {}
+        if state and state["epoch"] <= settings.epochs:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -296,8 +363,7 @@ def train_model(
         result.accuracy = accuracy
         result.train_seconds += seconds
         if state_path is not None:
-            atomic_torch_save({
-                "version": STATE_VERSION,
+            atomic_torch_save({"version": STATE_VERSION, "packed": pack_tensors({
                 "epoch": epoch,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
@@ -308,7 +374,7 @@ def train_model(
                 "history": [h.to_dict() for h in result.history],
                 "train_seconds": result.train_seconds,
                 "extra": dict(extra_state or {}),
-            }, state_path)
+            })}, state_path)
         if on_epoch is not None:
             on_epoch(record, result.history)
     return result

@@ -12,8 +12,16 @@ from torch import nn
 
 from explore.config import DataSettings, TrainSettings
 from explore.data import Dataset, load_dataset
-from explore.train import EpochResult, NonFiniteLoss, TrainResult, train_model
+from explore.train import (
+    EpochResult,
+    NonFiniteLoss,
+    TrainResult,
+    pack_tensors,
+    train_model,
+    unpack_tensors,
+)
 from extattn import ModelConfig, create_model
+from extattn.checkpoint import atomic_torch_save
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -108,6 +116,57 @@ def test_resuming_after_an_interruption_matches_an_uninterrupted_run(
 def nan_output(model: nn.Module) -> nn.Module:
     model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
     return model
+
+
+def test_a_state_is_packed_and_unpacks_exactly(digits: Dataset) -> None:
+    model = build()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, fused=True)
+    model(digits.train_x[:8]).sum().backward()
+    optimizer.step()
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "rng": torch.get_rng_state(), "none": None, "pair": (1, [2.5, "x"])}
+    packed = pack_tensors(state)
+    tensors = list(packed["buffers"].values())
+    assert len(tensors) <= 3  # one buffer per dtype instead of ~100 tensors
+    restored = unpack_tensors(packed)
+    assert restored["none"] is None and restored["pair"] == (1, [2.5, "x"])
+    assert torch.equal(restored["rng"], state["rng"])
+    assert_same_weights(_with(restored["model"]), _with(state["model"]))
+    assert restored["optimizer"]["param_groups"] == state["optimizer"]["param_groups"]
+    for i, moments in state["optimizer"]["state"].items():
+        for name, value in moments.items():
+            torch.testing.assert_close(restored["optimizer"]["state"][i][name], value,
+                                       rtol=0, atol=0)
+
+
+def _with(weights: dict[str, torch.Tensor]) -> nn.Module:
+    model = build()
+    model.load_state_dict(weights)
+    return model
+
+
+def test_a_state_saved_by_the_previous_version_still_resumes(digits: Dataset,
+                                                             tmp_path: Path) -> None:
+    """States written before packing (version 1: tensors as torch.save writes them) resume."""
+    settings = TrainSettings(epochs=3)
+    straight_model = build()
+    straight = train_model(straight_model, digits, settings, SEED)
+    state = tmp_path / "state.pt"
+
+    def stop(record: EpochResult, history: list[EpochResult]) -> None:
+        if record.epoch == 2:
+            raise Interruption
+
+    with pytest.raises(Interruption):
+        train_model(build(), digits, settings, SEED, on_epoch=stop, state_path=state)
+    saved = torch.load(state, weights_only=True)
+    assert saved["version"] == 2
+    atomic_torch_save({**unpack_tensors(saved["packed"]), "version": 1}, state)
+    resumed_model = build(seed=7)
+    resumed = train_model(resumed_model, digits, settings, SEED, state_path=state)
+    assert resumed.resumed_from == 2
+    assert curve(resumed) == curve(straight)
+    assert_same_weights(resumed_model, straight_model)
 
 
 @pytest.mark.parametrize(("make", "settings"), [
