@@ -18,7 +18,6 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from explore.config import DataSettings
+from extattn.checkpoint import atomic_write
 from studies.errors import UsageError
 
 __all__ = ["DATASETS", "Dataset", "cache_dir", "dataset_shape", "load_dataset"]
@@ -204,16 +204,9 @@ def _read_split(key: str, n: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _write_split(key: str, first: np.ndarray, second: np.ndarray) -> None:
     """Store a split atomically; a cache that cannot be written is only a slower start."""
-    folder = cache_dir() / "splits"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                np.savez(out, first=first, second=second)
-            os.replace(tmp, folder / f"{key}.npz")
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        atomic_write(cache_dir() / "splits" / f"{key}.npz",
+                     lambda f: np.savez(f, first=first, second=second))
     except OSError:
         pass
 

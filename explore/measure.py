@@ -28,7 +28,7 @@ from torch import nn
 
 from explore.config import MeasureSettings
 
-__all__ = ["Throughput", "autocast", "measure_throughput"]
+__all__ = ["Throughput", "autocast", "measure_throughput", "synchronize"]
 
 SPREAD_FLAG = 0.10  # a relative spread above this is flagged as noisy
 RETRY_SPREAD = 0.20  # a spread above this (a burst of other work) is worth measuring again
@@ -68,7 +68,8 @@ def autocast(device: torch.device) -> torch.autocast:
                           enabled=device.type == "cuda")
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing to wait for on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -124,7 +125,7 @@ def _measure_once(
                 t0 = time.perf_counter()
                 for _ in range(per_block):
                     model(x)
-                _sync(device)
+                synchronize(device)
                 rates.append(settings.batch_size * per_block / (time.perf_counter() - t0))
                 iters += per_block
     finally:
@@ -152,11 +153,11 @@ def _warm_up(model: nn.Module, x: torch.Tensor, device: torch.device,
     if settings.min_time == 0:  # one iteration per block: no block size to calibrate
         return 0.0
     # Keep warming for a share of min_time; these iterations also size the timed blocks.
-    _sync(device)
+    synchronize(device)
     done = 0
     started = time.perf_counter()
     while done == 0 or time.perf_counter() - started < WARMUP_SHARE * settings.min_time:
         model(x)
         done += 1
-    _sync(device)
+    synchronize(device)
     return (time.perf_counter() - started) / done

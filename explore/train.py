@@ -24,7 +24,7 @@ from torch import nn
 
 from explore.config import TrainSettings
 from explore.data import Dataset
-from explore.measure import autocast
+from explore.measure import autocast, synchronize
 from extattn.checkpoint import atomic_torch_save
 
 __all__ = ["EpochResult", "NonFiniteLoss", "TrainResult", "compile_for_inference",
@@ -146,20 +146,15 @@ def compile_for_trial(model: nn.Module, data: Dataset, settings: TrainSettings,
     was_training = model.training
     started = time.perf_counter()
     try:
-        net.eval()
-        # Inputs made outside inference mode, as the measurement's and evaluation's are (an
-        # inference tensor would compile a graph of its own).
         sizes = sorted({measure_batch, *_batch_sizes(len(data.eval_y), EVAL_BATCH)})
-        inputs = [data.eval_x[:1].expand(b, *data.eval_x.shape[1:]).contiguous() for b in sizes]
-        with torch.inference_mode(), autocast(device):
-            for x in inputs:
-                net(x)
+        _run_inference(net, [data.eval_x[:1].expand(b, *data.eval_x.shape[1:]).contiguous()
+                             for b in sizes], device)
         net.train()
         for b in _batch_sizes(len(data.train_y), settings.batch_size):
             with autocast(device):
                 out = net(data.train_x[:b])
             out.float().sum().backward()
-        _sync(device)
+        synchronize(device)
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
@@ -181,17 +176,19 @@ def compile_for_inference(model: nn.Module, image_shape: tuple[int, int, int], b
     """``torch.compile(model)`` with its inference graph at ``batch`` built (``model bench``)."""
     net = _compile(model, mode)
     started = time.perf_counter()
-    x = torch.zeros((batch, *image_shape), device=device)  # outside inference mode, as measured
-    net.eval()
-    with torch.inference_mode(), autocast(device):
-        net(x)
-    _sync(device)
+    _run_inference(net, [torch.zeros((batch, *image_shape), device=device)], device)
+    synchronize(device)
     return net, time.perf_counter() - started
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _run_inference(net: nn.Module, inputs: list[torch.Tensor], device: torch.device) -> None:
+    """One eval-mode pass per input, as measured and evaluated. The inputs must be made outside
+    inference mode, as the measurement's and the evaluation's are: an inference tensor would
+    compile a graph of its own."""
+    net.eval()
+    with torch.inference_mode(), autocast(device):
+        for x in inputs:
+            net(x)
 
 
 def pack_tensors(obj: Any) -> dict[str, Any]:

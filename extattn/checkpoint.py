@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from torch import nn
@@ -13,7 +14,8 @@ from torch import nn
 from extattn.config import ModelConfig
 from extattn.models import AttentionClassifier
 
-__all__ = ["CheckpointError", "atomic_torch_save", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CheckpointError", "atomic_torch_save", "atomic_write", "load_checkpoint",
+           "save_checkpoint"]
 
 FORMAT = "extattn-checkpoint"
 FORMAT_VERSION = 1
@@ -23,8 +25,8 @@ class CheckpointError(ValueError):
     """A file is missing, unreadable, or not an extattn checkpoint."""
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """``torch.save`` to a temp file in the same directory, fsync, then rename over ``path``.
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a temp file in ``path``'s directory, fsync, then rename over ``path``.
 
     A reader (or a crash) sees either the old file or the new one, never a partial write.
     """
@@ -33,13 +35,18 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(
