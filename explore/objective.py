@@ -189,9 +189,10 @@ class Objective:
         model = create_model(plan.model).to(self.device)
         c, h, w = self.data.image_shape
         net: torch.nn.Module = model  # what runs the batches: the model, or its compiled form
-        if plan.train.compile:
-            net, seconds = compile_for_trial(model, self.data, plan.train,
-                                             self.settings.measure.batch_size)
+        if plan.train.compile:  # heavy CPU work: never while another worker measures
+            with self.lock.shared():
+                net, seconds = compile_for_trial(model, self.data, plan.train,
+                                                 self.settings.measure.batch_size)
             trial.set_user_attr("compile_seconds", round(seconds, 3))
         trial.set_user_attr("model_config", plan.model.to_dict())
         trial.set_user_attr("seed", plan.seed)
