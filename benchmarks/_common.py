@@ -4,6 +4,8 @@
   peak" (a large ``torch.mm``, best of several, with the caller's thread count);
 - :func:`machine_line`: what ran where (CPU or GPU name, threads, torch, load average), printed
   with every result because other work on the machine changes the numbers;
+- :func:`noise_floor`: how much this machine's own speed moves over short blocks (a fixed
+  matmul timed block by block), the floor under any throughput spread measured here;
 - :func:`digits`, :func:`default_config`: the default trial's data and model.
 """
 
@@ -27,6 +29,7 @@ __all__ = [
     "load_average",
     "machine_line",
     "matmul_peak",
+    "noise_floor",
     "parse_device",
     "sync",
 ]
@@ -113,3 +116,28 @@ def digits(device: torch.device, seed: int = 0) -> Dataset:
 def default_config(**overrides: object) -> ModelConfig:
     """The default trial's model (the search's fixed settings), with overrides."""
     return ModelConfig().replace(**overrides) if overrides else ModelConfig()
+
+
+def noise_floor(block_seconds: float, blocks: int = 40) -> float:
+    """(max − min) / median of a fixed CPU workload's rate over ``blocks`` blocks of
+    ``block_seconds`` each, on this process's threads.
+
+    The workload is a 256×256 fp32 matrix product, the same every block, so any spread is the
+    machine's (frequency changes, other tenants of a virtual machine, interrupts), not the
+    model's or the measurement's: a throughput spread measured with blocks of that length
+    cannot be expected to fall below it.
+    """
+    import statistics
+
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    for _ in range(50):
+        a @ b
+    rates = []
+    for _ in range(blocks):
+        started, n = time.perf_counter(), 0
+        while time.perf_counter() - started < block_seconds:
+            a @ b
+            n += 1
+        rates.append(n / (time.perf_counter() - started))
+    mid = statistics.median(rates)
+    return (max(rates) - min(rates)) / mid

@@ -6,7 +6,9 @@ model from the same seed and calls ``explore.measure.measure_throughput`` with t
 script prints each run's median images/s, its own spread and time, then the median over runs and
 ``(max − min) / median`` across them: the figure a study's throughput objective can be trusted
 to. Goal: at most 5% on an idle machine (other work on the machine moves it, which each run's
-spread and the load average printed with it show).
+spread and the load average printed with it show). On the CPU it also prints the machine's noise
+floor before and after the runs: a fixed matrix product timed in blocks as long as the
+measurement's, whose spread no measurement on this machine can beat.
 
 Usage::
 
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import default_config, machine_line, parse_device
+from _common import default_config, machine_line, noise_floor, parse_device
 
 from explore import allocator
 from explore.config import MeasureSettings
@@ -76,6 +78,8 @@ def main() -> None:
           f"min_time={settings.min_time}, retries={settings.retries}); {args.runs} fresh processes")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--threads",
            str(args.threads), "--device", str(device), "--retries", str(args.retries)]
+    block = settings.min_time / settings.min_iters
+    floors = [noise_floor(block)] if device.type == "cpu" else []
     medians = []
     print("| run | img/s (median) | spread | noisy | attempts | timed iterations | seconds | "
           "CPU share | load |")
@@ -89,6 +93,11 @@ def main() -> None:
               f"{r['seconds']:.2f} | {r['cpu_share']:.0%} | {os.getloadavg()[0]:.2f} |",
               flush=True)
     mid = statistics.median(medians)
+    if floors:
+        floors.append(noise_floor(block))
+        print(f"\nmachine noise floor (before, after the runs): a fixed 256×256 matmul timed in "
+              f"40 blocks of {block * 1000:.0f} ms varies by {floors[0]:.1%}, {floors[1]:.1%} "
+              "((max − min) / median); the spreads above cannot be expected to fall below it")
     print(f"\nmedian over runs {mid:.0f} img/s ({r['threads']} threads); "
           f"(max − min) / median = {(max(medians) - min(medians)) / mid:.1%}; "
           f"goal ≤ 5% on an idle machine")
