@@ -22,9 +22,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "search_efficiency", ROOT / "benchmarks" / "search_efficiency.py")
+def _load(name: str) -> ModuleType:
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))  # as when the script runs: `_scoring`
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while being built
@@ -32,7 +33,8 @@ def _load() -> ModuleType:
     return module
 
 
-se = _load()
+se = _load("search_efficiency")
+sc = sys.modules["_scoring"]  # the scoring module the script itself imported
 
 
 def _grid_hypervolume(points: list[tuple[float, float]], steps: int = 400) -> float:
@@ -49,19 +51,19 @@ def _grid_hypervolume(points: list[tuple[float, float]], steps: int = 400) -> fl
 def test_hypervolume_matches_brute_force(seed: int) -> None:
     rng = random.Random(seed)
     points = [(rng.random(), rng.random()) for _ in range(rng.randint(1, 8))]
-    assert se.hypervolume(points) == pytest.approx(_grid_hypervolume(points), abs=6e-3)
+    assert sc.hypervolume(points) == pytest.approx(_grid_hypervolume(points), abs=6e-3)
 
 
 def test_hypervolume_of_known_fronts() -> None:
-    assert se.hypervolume([]) == 0.0
-    assert se.hypervolume([(0.5, 1.0)]) == pytest.approx(0.5)
+    assert sc.hypervolume([]) == 0.0
+    assert sc.hypervolume([(0.5, 1.0)]) == pytest.approx(0.5)
     # a dominated point adds nothing; two front points add their union
-    assert se.hypervolume([(0.9, 0.5), (0.5, 1.0), (0.4, 0.4)]) == pytest.approx(
+    assert sc.hypervolume([(0.9, 0.5), (0.5, 1.0), (0.4, 0.4)]) == pytest.approx(
         0.9 * 0.5 + 0.5 * 0.5)
 
 
 def _run(config: str, points: list[list[object]], seed: int = 0) -> object:
-    return se.Run(config=config, seed=seed, budget=10.0, db="unused", points=points)
+    return sc.Run(config=config, seed=seed, budget=10.0, db="unused", points=points)
 
 
 ARCH_FAST = {"mem_size": 8, "heads": 1, "norm": "double"}
@@ -71,13 +73,13 @@ ARCH_SLOW = {"mem_size": 128, "heads": 8, "norm": "softmax"}
 def test_curve_counts_a_trial_from_the_second_it_finished() -> None:
     run = _run("x", [[3.0, 0.9, 500.0, ARCH_SLOW], [6.5, 0.8, 1000.0, ARCH_FAST]])
     grid = [float(t) for t in range(11)]
-    values = se.curve(run, 1000.0, grid)
+    values = sc.curve(run, 1000.0, grid)
     assert values[:3] == [0.0, 0.0, 0.0]
     assert values[3] == pytest.approx(0.9 * 0.5)  # only the first trial
     assert values[6] == pytest.approx(0.9 * 0.5)  # the second finishes at 6.5 s
     assert values[7] == pytest.approx(0.9 * 0.5 + 0.8 * 0.5)
-    assert se.first_reach(values, grid, 0.85) == 7.0
-    assert se.first_reach(values, grid, 0.99) is None
+    assert sc.first_reach(values, grid, 0.85) == 7.0
+    assert sc.first_reach(values, grid, 0.99) is None
 
 
 def test_curve_with_remeasured_throughput_ignores_the_trials_own_figure() -> None:
@@ -85,24 +87,24 @@ def test_curve_with_remeasured_throughput_ignores_the_trials_own_figure() -> Non
     during the run earns nothing."""
     run = _run("x", [[1.0, 0.9, 9999.0, ARCH_SLOW]])
     remeasured = {json.dumps(ARCH_SLOW, sort_keys=True): 250.0}
-    assert se.curve(run, 1000.0, [0.0, 1.0], remeasured) == [0.0, pytest.approx(0.9 * 0.25)]
+    assert sc.curve(run, 1000.0, [0.0, 1.0], remeasured) == [0.0, pytest.approx(0.9 * 0.25)]
 
 
 def test_analyze_times_each_configuration_to_baseline_as_final_mean() -> None:
     runs = [
-        _run(se.BASELINE_A, [[9.0, 0.8, 1000.0, ARCH_FAST]], seed=0),
-        _run(se.BASELINE_A, [[5.0, 0.6, 1000.0, ARCH_FAST]], seed=1),
+        _run(sc.BASELINE_A, [[9.0, 0.8, 1000.0, ARCH_FAST]], seed=0),
+        _run(sc.BASELINE_A, [[5.0, 0.6, 1000.0, ARCH_FAST]], seed=1),
         _run("tpe+dedup+warm", [[2.0, 0.75, 1000.0, ARCH_FAST]], seed=0),
         _run("tpe+dedup+warm", [[4.0, 0.65, 1000.0, ARCH_FAST]], seed=1),
         _run("random", [[1.0, 0.1, 1000.0, ARCH_FAST]], seed=0),
     ]
-    rows, grid, info = se.analyze(runs, None)
+    rows, grid, info = sc.analyze(runs, None)
     assert info["target"] == pytest.approx(0.7)  # mean of A's final values 0.8 and 0.6
     by = {r.config: r for r in rows}
     # explore's mean curve: 0.375 at 2 s, 0.7 at 4 s (mean of 0.75 and 0.65)
     assert by["tpe+dedup+warm"].reach == 4.0
     assert by["tpe+dedup+warm"].reached == 1  # only seed 0's own curve passes 0.7
-    assert by[se.BASELINE_A].reach == 9.0
+    assert by[sc.BASELINE_A].reach == 9.0
     assert by["random"].reach is None and by["random"].reached == 0
     assert grid[-1] == 10.0
 
@@ -121,7 +123,7 @@ def test_configuration_names_map_to_the_cli_flags(tmp_path: Path) -> None:
     baseline_b = se.command(se.BASELINE_B, 0, 60.0, tmp_path / "run.db", toml)
     assert baseline_b[baseline_b.index("--sampler") + 1] == "random"
     assert "--no-prune" in baseline_b and "--no-dedup" in baseline_b
-    a = se.command(se.BASELINE_A, 1, 60.0, tmp_path / "run.db", toml)
+    a = se.command(sc.BASELINE_A, 1, 60.0, tmp_path / "run.db", toml)
     assert "--baseline-a" in a and "explore" not in Path(a[0]).name
     with_min = se.command("tpe+prune+min2", 0, 60.0, tmp_path / "run.db", toml)
     assert "prune_min_trials = 2" in Path(with_min[with_min.index("--config") + 1]).read_text()
@@ -140,7 +142,7 @@ def test_saved_runs_reload_and_keep_each_architectures_best_remeasure(tmp_path: 
             "meta": {"date": name}, "remeasured": {key: value},
             "runs": [{"config": "tpe", "seed": 0, "budget": 10.0, "db": "x",
                       "points": [[1.0, 0.9, 1000.0, ARCH_FAST]]}]}))
-    runs, throughput, meta = se.load_runs([tmp_path / "a", tmp_path / "b"])
+    runs, throughput, meta = sc.load_runs([tmp_path / "a", tmp_path / "b"])
     assert len(runs) == 2 and throughput == {key: 1100.0}
     assert meta["date"] == "a, b"
 
@@ -153,20 +155,20 @@ def test_a_short_real_benchmark_runs_baseline_a_and_explore(tmp_path: Path) -> N
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "search_efficiency.py"), "--budget", "30",
-         "--seeds", "1", "--configs", se.BASELINE_A, "tpe+dedup+warm", "--out", str(out),
+         "--seeds", "1", "--configs", sc.BASELINE_A, "tpe+dedup+warm", "--out", str(out),
          "--png", str(tmp_path / "plot.png"), "--no-remeasure"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     saved = json.loads((out / "runs.json").read_text())
     runs = {r["config"]: r for r in saved["runs"]}
-    assert set(runs) == {se.BASELINE_A, "tpe+dedup+warm"}
+    assert set(runs) == {sc.BASELINE_A, "tpe+dedup+warm"}
     for run in runs.values():
         assert run["points"], f"{run['config']}: no trial finished in 30 s: {run['stderr_tail']}"
         for seconds, accuracy, throughput, arch in run["points"]:
             assert 0 < seconds <= 30 and 0 < accuracy <= 1 and throughput > 0
             assert set(arch) == {"mem_size", "heads", "norm"}
     # baseline A is a plain Optuna study: NSGA-II's trials, no explore attributes
-    with sqlite3.connect(Path(runs[se.BASELINE_A]["db"])) as con:
+    with sqlite3.connect(Path(runs[sc.BASELINE_A]["db"])) as con:
         keys = {k for (k,) in con.execute("SELECT key FROM trial_user_attributes")}
     assert not keys
     # explore's first trial is the warm start's fastest anchor
