@@ -167,8 +167,9 @@ def study_run(
     fmt: FormatOpt = "table",
 ) -> None:
     """Create a study, or continue it, and run trials until it has --trials finished ones."""
+    from explore.opening import RunRequest
     from explore.progress import make_reporter
-    from explore.runner import RunRequest, run_study
+    from explore.runner import run_study
     from explore.workers import run_parallel
 
     explicit: dict[str, dict[str, Any]] = {}
@@ -218,8 +219,9 @@ def study_worker(
     fmt: FormatOpt = "table",
 ) -> None:
     """Join an existing study (from any machine) with its stored settings and budget."""
+    from explore.opening import RunRequest
     from explore.progress import make_reporter
-    from explore.runner import RunRequest, run_study
+    from explore.runner import run_study
 
     def go() -> Any:
         _check_format(fmt)

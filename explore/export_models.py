@@ -61,7 +61,7 @@ class _Retrainer:
 
         from explore.data import load_dataset
         from explore.objective import plan_trial
-        from explore.runner import resolve_device
+        from explore.opening import resolve_device
         from explore.train import train_model
         from extattn import create_model, save_checkpoint
 

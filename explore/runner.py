@@ -8,21 +8,16 @@ processes. Optuna does the rest: storage, heartbeat, stale-trial retries, sample
 
 from __future__ import annotations
 
-import os
-import re
 import signal
 import threading
 import time
-import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from explore import allocator, warmstart
+from explore import warmstart
 from explore.artifacts import CheckpointKeeper, prune_checkpoints
 from explore.budget import (
     count_finished,
@@ -32,289 +27,22 @@ from explore.budget import (
     slot_is_free,
     state_counts,
 )
-from explore.config import Settings, conflicts, load_toml, resolve_settings
-from explore.data import Dataset, dataset_shape, load_dataset
+from explore.config import Settings
+from explore.data import Dataset, load_dataset
 from explore.locks import MachineLock
-from explore.objective import (
-    ATTR_DUPLICATE,
-    ATTR_OVER_BUDGET,
-    Objective,
-    plan_trial,
-)
+from explore.objective import ATTR_DUPLICATE, ATTR_OVER_BUDGET, Objective
+from explore.opening import OpenedStudy, RunRequest, RunSummary, open_study, usable_cpus
 from explore.progress import Reporter
 from explore.recovery import WorkerIdentity, recover_orphans, requeue, stop_on_signals
 from explore.sampling import make_sampler, sampler_seed
-from studies.errors import ExploreError, StudyNotFound, UsageError
+from studies.errors import ExploreError
 from studies.snapshots import SnapshotStore
-from studies.storage import (
-    Heartbeat,
-    StorageSpec,
-    enable_wal,
-    open_storage,
-    parse_storage,
-    snapshot_store,
-)
+from studies.storage import StorageSpec, snapshot_store
 
-__all__ = ["METRIC_NAMES", "RunRequest", "RunSummary", "run_study"]
+__all__ = ["run_study"]
 
-METRIC_NAMES = ["accuracy", "throughput"]
-ATTR_SETTINGS = "explore_settings"
-ATTR_VERSION = "explore_version"
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-KEEP_CHOICES = ("pareto", "all", "none")
 MAX_REPEATS = 100  # consecutive duplicates before the search counts as converged
 POLL_S = 1.0
-CREATE_RACE_S = 5.0  # how long a new study may lack its settings (another process creating it)
-
-
-@dataclass
-class RunRequest:
-    """One invocation's options (CLI or Python)."""
-
-    name: str | None = None
-    storage: str | None = None
-    config_file: Path | None = None
-    explicit: dict[str, dict[str, Any]] = field(default_factory=dict)  # CLI settings by section
-    timeout: float | None = None  # stop starting trials after this many seconds
-    device: str = "auto"
-    max_failures: int = 5  # stop after this many consecutive failed trials
-    keep_checkpoints: str = "pareto"
-    heartbeat: Heartbeat = field(default_factory=Heartbeat)
-    worker: int = 0  # index among this machine's workers (seeds, threads)
-    workers: int = 1  # how many workers share this machine
-    handle_signals: bool = True
-    shared_lock: bool = False  # take the machine lock even alone (other runs share the machine)
-    join_only: bool = False  # `study worker`: the study must exist; never create it
-
-
-@dataclass
-class RunSummary:
-    study_name: str
-    where: str
-    storage_url: str  # masked
-    target: int
-    finished: int
-    states: dict[str, int]
-    front: list[FrozenTrial]  # the Pareto-optimal trials, each experiment once
-    new_trials: int
-    elapsed: float
-    stopped: str  # why the loop ended
-    exit_code: int = 0
-    noisy_trials: list[int] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "study": self.study_name, "storage": self.storage_url, "target": self.target,
-            "finished": self.finished, "states": self.states, "new_trials": self.new_trials,
-            "elapsed_seconds": round(self.elapsed, 2), "stopped": self.stopped,
-            "noisy_throughput_trials": self.noisy_trials,
-            "front": [front_row(t) for t in sorted(self.front, key=lambda t: t.values[1])],
-        }
-
-
-def front_row(t: FrozenTrial) -> dict[str, Any]:
-    return {"number": t.number, "params": t.params,
-            "values": dict(zip(METRIC_NAMES, t.values, strict=True)),
-            "params_count": t.user_attrs.get("params_count")}
-
-
-def validate_name(name: str) -> str:
-    # fullmatch, not match: "$" also matches before a final newline.
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise UsageError(
-            f"invalid study name {name!r}: use 1-100 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:K")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
-    return torch.device(device)
-
-
-def _explicit_settings(request: RunRequest) -> tuple[dict[str, dict[str, Any]], Any, str | None,
-                                                     str | None]:
-    """TOML file then CLI options, by section; ``[study] name/storage`` are taken out."""
-    explicit: dict[str, dict[str, Any]] = {}
-    source = None
-    if request.config_file is not None:
-        data, source = load_toml(request.config_file)
-        explicit = {k: dict(v) for k, v in data.items()}
-    study = explicit.setdefault("study", {})
-    name = study.pop("name", None)
-    storage = study.pop("storage", None)
-    for section, values in request.explicit.items():
-        explicit.setdefault(section, {}).update(values)
-    return {k: v for k, v in explicit.items() if v}, source, name, storage
-
-
-def check_space(settings: Settings) -> None:
-    """Every searched value must be usable in some configuration (on this dataset)."""
-    image_size, in_chans, num_classes = dataset_shape(settings.data)
-    shape = (image_size, in_chans, num_classes or 2)
-    errors: dict[tuple[str, str], str] = {}
-    usable: set[tuple[str, str]] = set()
-    for point in settings.space.combinations(settings.model):
-        try:
-            plan_trial(point, settings, shape)
-        except ValueError as exc:
-            for name, value in point.items():
-                errors.setdefault((name, repr(value)), str(exc))
-            continue
-        usable.update((name, repr(value)) for name, value in point.items())
-    if not usable and errors:
-        # Blame the field the error message talks about (e.g. "heads (3) must divide …").
-        blamed = [item for item, message in errors.items() if item[0] in message.split(" ")[0]]
-        name, value = (blamed or list(errors))[0]
-        raise UsageError(f"[space] {name} = {value} is never possible: {errors[(name, value)]}")
-    for (name, value), message in errors.items():
-        if (name, value) not in usable:
-            raise UsageError(f"[space] {name} = {value} is never possible: {message}")
-
-
-def _new_study(explicit: dict[str, dict[str, Any]], source: Any) -> tuple[Settings, Dataset]:
-    """Validate a new study's settings and load its data (on the CPU) before anything is
-    written, so that a bad space or missing dataset files leave no study or database behind."""
-    settings = resolve_settings(explicit, source=source)
-    check_space(settings)
-    make_sampler(settings, seed=0)  # a sampler that cannot search this space is refused now
-    return settings, load_dataset(settings.data, seed=settings.study.seed)
-
-
-def _open_or_create(spec: StorageSpec, request: RunRequest, name: str,
-                    explicit: dict[str, dict[str, Any]], source: Any
-                    ) -> tuple[optuna.Study, Settings, bool, Any, Dataset | None]:
-    heartbeat = request.heartbeat if spec.is_rdb else None
-    if spec.path is not None and (not spec.path.exists() or spec.path.stat().st_size == 0):
-        settings, data = _new_study(explicit, source)  # before the file exists
-        storage = open_storage(spec, heartbeat=heartbeat)
-        created = _create(storage, name, settings)
-        if created is not None:
-            return created, settings, True, storage, data
-        study = optuna.load_study(study_name=name, storage=storage)  # another process won
-        return _continue(study, spec, name, explicit, source, storage)
-    storage = open_storage(spec, heartbeat=heartbeat)
-    try:
-        study = optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        settings, data = _new_study(explicit, source)
-        created = _create(storage, name, settings)
-        if created is not None:
-            return created, settings, True, storage, data
-        study = optuna.load_study(study_name=name, storage=storage)  # another process won
-    return _continue(study, spec, name, explicit, source, storage)
-
-
-def _continue(study: optuna.Study, spec: StorageSpec, name: str,
-              explicit: dict[str, dict[str, Any]], source: Any, storage: Any
-              ) -> tuple[optuna.Study, Settings, bool, Any, Dataset | None]:
-    """Check that an existing study can be continued with the explicit settings."""
-    stored = _stored_settings(study)
-    if stored is None:
-        raise UsageError(f"study {name!r} in {spec.display} was not created by explore "
-                         "(no stored settings): choose another --name")
-    if study.directions != [optuna.study.StudyDirection.MAXIMIZE] * 2 or (
-            study.metric_names not in (None, METRIC_NAMES)):
-        raise UsageError(f"study {name!r} has other objectives than maximize accuracy and "
-                         "throughput: choose another --name")
-    settings = Settings.from_dict(stored)
-    # Validate the explicit settings on their own first, so errors name the bad key.
-    resolve_settings(explicit, base=settings, source=source)
-    problems = conflicts(settings, explicit)
-    if problems:
-        raise UsageError(f"study {name!r} exists with other settings: {problems[0]}"
-                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-                         + "; use another --name, or drop the option to continue")
-    return study, resolve_settings(explicit, base=settings), False, storage, None
-
-
-def _stored_settings(study: optuna.Study) -> dict[str, Any] | None:
-    """The study's settings; a study another process created a moment ago, still without
-    trials, gets them within milliseconds, so it is given a few seconds."""
-    deadline = time.monotonic() + CREATE_RACE_S
-    while True:
-        stored: dict[str, Any] | None = study.user_attrs.get(ATTR_SETTINGS)
-        if stored is not None or time.monotonic() > deadline or study.get_trials(deepcopy=False):
-            return stored
-        time.sleep(0.1)
-
-
-def _create(storage: Any, name: str, settings: Settings) -> optuna.Study | None:
-    """Create the study; ``None`` when another process created it first (then continue it)."""
-    from extattn import __version__
-
-    try:
-        study = optuna.create_study(study_name=name, storage=storage,
-                                    directions=["maximize", "maximize"])
-    except optuna.exceptions.DuplicatedStudyError:
-        return None
-    study.set_metric_names(METRIC_NAMES)
-    study.set_user_attr(ATTR_SETTINGS, settings.to_dict())
-    study.set_user_attr(ATTR_VERSION, __version__)
-    study.set_user_attr("created_by", "explore")
-    warmstart.mark_pending(study, settings)
-    return study
-
-
-@dataclass
-class OpenedStudy:
-    study: optuna.Study
-    settings: Settings
-    spec: StorageSpec
-    storage: Any
-    name: str
-    device: torch.device
-    started: float
-    data: Dataset | None = None  # a new study's data, loaded (on the CPU) to validate it
-
-    def summary(self) -> RunSummary:
-        return RunSummary(self.name, self.spec.display, _masked(self.spec),
-                          self.settings.study.trials, count_finished(self.study), {}, [], 0, 0.0,
-                          "budget reached")
-
-
-def open_study(request: RunRequest) -> OpenedStudy:
-    """Validate everything, then create the study or check it can be continued as asked."""
-    started = time.monotonic()
-    explicit, source, file_name, file_storage = _explicit_settings(request)
-    spec = parse_storage(request.storage or file_storage)
-    device = resolve_device(request.device)
-    if request.max_failures < 1:
-        raise UsageError("--max-failures must be >= 1")
-    if request.keep_checkpoints not in KEEP_CHOICES:
-        raise UsageError(f"--keep-checkpoints must be one of {', '.join(KEEP_CHOICES)}")
-    configure_allocator()
-    dataset_name = explicit.get("data", {}).get("dataset", "digits")
-    given = request.name if request.name is not None else file_name  # "" is a bad name
-    name = validate_name(given if given is not None else _default_name(dataset_name))
-    # Check the explicit settings before touching any storage: bad input changes nothing.
-    resolve_settings(explicit, source=source)
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    if request.join_only:
-        try:
-            optuna.load_study(study_name=name, storage=open_storage(spec, create=False))
-        except KeyError:
-            raise StudyNotFound(f"no study named {name!r} in {spec.display}: create it with "
-                                "explore study run") from None
-    study, settings, created, storage, data = _open_or_create(spec, request, name, explicit,
-                                                              source)
-    enable_wal(spec)  # the study is ours and this run writes to it
-    target = settings.study.trials
-    if not created and target != study.user_attrs[ATTR_SETTINGS]["study"]["trials"]:
-        study.set_user_attr(ATTR_SETTINGS, settings.to_dict())  # the budget grew or shrank
-    return OpenedStudy(study, settings, spec, storage, name, device, started, data)
 
 
 def run_study(request: RunRequest, reporter: Reporter,
@@ -343,34 +71,6 @@ def finish_summary(opened: OpenedStudy, summary: RunSummary) -> RunSummary:
     summary.noisy_trials = [t.number for t in summary.front
                             if t.user_attrs.get("throughput", {}).get("noisy")]
     return summary
-
-
-def _default_name(dataset: str) -> str:
-    base = Path(dataset.removeprefix("imagefolder:")).name
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", base).strip("-.")[:100] or "study"
-
-
-def _masked(spec: StorageSpec) -> str:
-    from studies.storage import mask_url
-
-    return mask_url(spec.url)
-
-
-def configure_allocator() -> str:
-    """Apply the C allocator policy (explore/allocator.py) before any tensor is made."""
-    try:
-        return allocator.configure()
-    except ValueError as exc:
-        raise UsageError(f"{exc}: unset it or set it to heap or system") from None
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity (taskset, a Slurm allocation, a
-    container's cpuset), not every core of the machine."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity API (macOS, Windows)
-        return os.cpu_count() or 1
 
 
 def _warm_start(study: optuna.Study, settings: Settings, data: Dataset, device: torch.device,

@@ -12,7 +12,7 @@ from explore.config import MeasureSettings, Settings, resolve_settings
 from explore.data import load_dataset
 from explore.measure import measure_throughput
 from explore.objective import plan_trial
-from explore.runner import configure_allocator, resolve_device
+from explore.opening import configure_allocator, resolve_device
 from explore.train import EpochResult, compile_for_inference, compile_for_trial, train_model
 from extattn import count_flops, count_params, create_model, save_checkpoint
 from studies.errors import UsageError

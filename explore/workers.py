@@ -22,15 +22,9 @@ import torch
 from optuna.trial import TrialState
 
 from explore.budget import FINISHED, count_finished
+from explore.opening import OpenedStudy, RunRequest, RunSummary, open_study, usable_cpus
 from explore.progress import Reporter
-from explore.runner import (
-    OpenedStudy,
-    RunRequest,
-    RunSummary,
-    finish_summary,
-    open_study,
-    usable_cpus,
-)
+from explore.runner import finish_summary
 from studies.errors import ExploreError, UsageError
 from studies.storage import ENV_STORAGE
 

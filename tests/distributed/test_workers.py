@@ -20,7 +20,7 @@ import pytest
 from optuna.trial import FrozenTrial, TrialState
 
 from explore.budget import count_finished
-from explore.runner import RunRequest, open_study
+from explore.opening import RunRequest, open_study
 from explore.workers import parse_workers
 from studies.errors import UsageError
 from studies.storage import open_storage, parse_storage

@@ -81,7 +81,7 @@ def config_key(study: optuna.Study, params: dict) -> str:
     """The experiment key explore computes for ``params`` in this study (digits: 8×8, 1, 10)."""
     from explore.config import Settings
     from explore.objective import plan_trial
-    from explore.runner import ATTR_SETTINGS
+    from explore.opening import ATTR_SETTINGS
 
     settings = Settings.from_dict(study.user_attrs[ATTR_SETTINGS])
     return plan_trial(params, settings, (8, 1, 10)).key
