@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from studies.pareto import hypervolume_2d
+
 BASELINE_A = "A optuna-nsga2"
 BASELINE_B = "B random"
 GRID_STEP = 1.0  # seconds between points of the hypervolume curves
@@ -40,13 +42,9 @@ class Run:
 
 
 def hypervolume(points: Sequence[tuple[float, float]]) -> float:
-    """2-D hypervolume of maximized (accuracy, throughput) points against (0, 0)."""
-    total, covered = 0.0, 0.0
-    for acc, thr in sorted(points, key=lambda p: (-p[0], -p[1])):
-        if thr > covered:
-            total += acc * (thr - covered)
-            covered = thr
-    return total
+    """2-D hypervolume of maximized (accuracy, throughput) points against (0, 0): the one
+    explore's own reports compute."""
+    return hypervolume_2d(points)
 
 
 def curve(run: Run, scale: float, grid: Sequence[float],
