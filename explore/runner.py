@@ -1,4 +1,5 @@
-"""``explore study run``: create or continue a study and run trials until its budget is met.
+"""``explore study run``: run trials of an opened study (:mod:`explore.opening` creates or
+continues it) until its budget is met.
 
 The loop runs one ``study.optimize(n_trials=1)`` at a time, so between trials it can check the
 total budget (COMPLETE + PRUNED across all processes), the timeout, a stop request (signals),
