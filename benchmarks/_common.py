@@ -20,6 +20,7 @@ import torch
 
 from explore.config import DataSettings
 from explore.data import Dataset, load_dataset
+from explore.measure import synchronize
 from extattn import ModelConfig
 
 __all__ = [
@@ -43,9 +44,7 @@ def parse_device(name: str | None) -> torch.device:
     return device
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+sync = synchronize  # the trainer's and the measurement's own device wait
 
 
 def cpu_name() -> str:
