@@ -169,13 +169,27 @@ def _check_sqlite_target(path: Path) -> None:
 
 def _enable_wal(path: Path) -> None:
     """WAL lets readers (browsing, the dashboard) work while a run writes; it persists in the
-    file, so setting it once is enough."""
-    con = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
-    try:
-        if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            con.execute("PRAGMA journal_mode=WAL")
-    finally:
-        con.close()
+    file, so setting it once is enough.
+
+    Switching the journal mode needs the file to itself, and SQLite answers "database is locked"
+    at once (without waiting out the busy timeout) while another process holds it, as processes
+    started together on a new database do: retry, re-reading the mode, until the busy timeout.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    delay = 0.02
+    while True:
+        con = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S)
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        finally:
+            con.close()
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 def enable_wal(spec: StorageSpec) -> None:
