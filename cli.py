@@ -45,6 +45,10 @@ CompileOpt = Annotated[bool, typer.Option(
     help="torch.compile the model first (as a study with [train] compile = true does)."
 )]
 
+PrecisionOpt = Annotated[str | None, typer.Option(
+    help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 ([train] precision): training, "
+         "evaluation and throughput.")]
+
 
 def _version(value: bool) -> None:
     if value:
@@ -155,6 +159,7 @@ def study_run(
         help="torch.compile each trial's model ([train] compile_mode); compile time counts in "
              "neither objective (default: off)."
     )] = None,
+    precision: PrecisionOpt = None,
     workers: Annotated[str, typer.Option(
         help="Worker processes on this machine: N or auto (one per core, or one per GPU)."
     )] = "1",
@@ -178,7 +183,8 @@ def study_run(
                                 ("train", "epochs", epochs), ("study", "sampler", sampler),
                                 ("study", "seed", seed), ("study", "prune", prune),
                                 ("study", "dedup", dedup), ("study", "warm_start", warm_start),
-                                ("train", "compile", compile_)):
+                                ("train", "compile", compile_),
+                                ("train", "precision", precision)):
         if value is not None:
             explicit.setdefault(section, {})[key] = value
 
@@ -307,6 +313,7 @@ def model_bench(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default).")] = 0,
     compile_: CompileOpt = False,
+    precision: PrecisionOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """Inference throughput, FLOPs and parameters of one configuration."""
@@ -315,6 +322,8 @@ def model_bench(
     explicit: dict[str, dict[str, Any]] = {"data": {"dataset": dataset}}
     if compile_:
         explicit["train"] = {"compile": True}
+    if precision is not None:
+        explicit.setdefault("train", {})["precision"] = precision
     result = guarded(lambda: bench_model(explicit, _parse_sets(sets), device, threads))
     if fmt == "json":
         _print_json(result)
@@ -323,7 +332,7 @@ def model_bench(
     out.print(f"{result['params_count']:,} parameters, {result['flops_per_image']:,} FLOPs/image")
     out.print(f"throughput: {t['median']:,.0f} img/s (min {t['min']:,.0f}, max {t['max']:,.0f}, "
               f"spread {t['spread']:.1%}, batch {t['batch']}, {t['threads']} threads, "
-              f"{t['device']})")
+              f"{t['device']}, {result['precision']})")
     if "compile_seconds" in result:
         out.print(f"compiled in {result['compile_seconds']:.1f} s (before the measurement)")
 
@@ -340,6 +349,7 @@ def model_train(
         "--out", help="Save the trained checkpoint here."
     )] = None,
     compile_: CompileOpt = False,
+    precision: PrecisionOpt = None,
     fmt: FormatOpt = "table",
 ) -> None:
     """Train one configuration exactly as a study trial would (same seed, same result)."""
@@ -352,6 +362,8 @@ def model_train(
         explicit.setdefault("train", {})["epochs"] = epochs
     if compile_:
         explicit.setdefault("train", {})["compile"] = True
+    if precision is not None:
+        explicit.setdefault("train", {})["precision"] = precision
 
     def show(record: Any) -> None:
         if fmt != "json":

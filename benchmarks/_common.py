@@ -89,8 +89,9 @@ def _best_seconds(fn: Callable[[], object], device: torch.device, repeats: int,
 
 
 def matmul_peak(device: torch.device, size: int | None = None, repeats: int = 5,
-                cpu_time: bool = False) -> float:
-    """fp32 GFLOP/s of a large square ``torch.mm`` on ``device`` with the current thread count.
+                cpu_time: bool = False, dtype: torch.dtype = torch.float32) -> float:
+    """fp32 GFLOP/s of a large square ``torch.mm`` on ``device`` with the current thread count
+    (``dtype=torch.bfloat16``: the bf16 rate, the yardstick of bf16 training).
 
     The best of ``repeats`` products after a warm-up: the rate the machine can reach on
     matrix products, which is what "fraction of peak" divides by. On CUDA, TF32 is left as
@@ -99,8 +100,8 @@ def matmul_peak(device: torch.device, size: int | None = None, repeats: int = 5,
     one thread, the rate of a quiet machine even while other work competes for the cores).
     """
     n = size or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     torch.mm(a, b)  # warm-up: threads, allocator, clocks
     clock = time.process_time if cpu_time else time.perf_counter
     seconds = _best_seconds(lambda: torch.mm(a, b), device, repeats, clock)

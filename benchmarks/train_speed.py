@@ -26,6 +26,11 @@ Usage::
     python benchmarks/train_speed.py --epochs 4 --repeats 2 --no-machine
     python benchmarks/train_speed.py --device cuda      # per-process comparison on the GPU
     python benchmarks/train_speed.py --compile --no-machine  # and the torch.compile'd trainer
+    python benchmarks/train_speed.py --bf16             # and explore with --precision bf16
+
+``--bf16`` adds explore's trainer under bf16 autocast (``--precision bf16``) to both
+comparisons, with its accuracies, and its rate as a fraction of the bf16 matmul peak measured in
+the same run (the fp32 "of peak" column would flatter it).
 
 Timings move with other work on the machine: the load average is printed with the results;
 compare numbers from one run only. With one CPU thread the "per CPU-s" columns (images per
@@ -63,6 +68,7 @@ from extattn import count_flops, create_model
 
 EXPLORE = "explore trainer"
 COMPILED = "explore, --compile"
+BF16 = "explore, --precision bf16"
 HANDWRITTEN = "DataLoader loop"
 
 
@@ -144,14 +150,15 @@ def explore_trial(data: Dataset, settings: TrainSettings, seed: int, device: tor
     if measure:
         count_flops(model, data.image_shape)
         with lock.exclusive() if lock else _null():
-            measure_throughput(net, data.image_shape, device, MeasureSettings())
+            measure_throughput(net, data.image_shape, device, MeasureSettings(),
+                               settings.precision)
     result = train_model(model, data, settings, seed,
                          epoch_guard=lock.shared if lock else _null, net=net)
     trial_cpu = time.process_time() - cpu
     eval_cpu = []
     for _ in range(3):
         started = time.process_time()
-        evaluate(net, data.eval_x, data.eval_y)
+        evaluate(net, data.eval_x, data.eval_y, settings.precision)
         eval_cpu.append(time.process_time() - started)
     return {"accuracy": result.accuracy, "train_seconds": result.train_seconds,
             "train_cpu": trial_cpu - settings.epochs * statistics.median(eval_cpu),
@@ -187,6 +194,10 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
     if args.compile:
         runs[COMPILED] = []
         trials[COMPILED] = lambda s: explore_trial(data, settings, s, device, compiled=True)
+    if args.bf16:
+        runs[BF16] = []
+        trials[BF16] = lambda s: explore_trial(data, replace(settings, precision="bf16"), s,
+                                               device)
     for repeat in range(args.repeats):
         order = list(runs) if repeat % 2 == 0 else list(runs)[::-1]
         for name in order:
@@ -220,6 +231,12 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
               f"| {accs} |")
     print(f"\nexplore / DataLoader loop, images/s trained: {rate[EXPLORE] / rate[HANDWRITTEN]:.2f}"
           f"   (medians; load average now {os.getloadavg()[0]:.2f})")
+    if args.bf16:
+        bf16_peak = matmul_peak(device, dtype=torch.bfloat16)
+        gflops = rate[BF16] * train_flops / 1e9
+        print(f"{BF16}: {rate[BF16] / rate[EXPLORE]:.2f}x explore's fp32 images/s, "
+              f"{rate[BF16] / rate[HANDWRITTEN]:.2f}x the DataLoader loop's; {gflops:.1f} GFLOP/s "
+              f"= {gflops / bf16_peak:.0%} of the bf16 matmul peak ({bf16_peak:.1f} GFLOP/s)")
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -227,16 +244,17 @@ def _child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     data = digits(device)
-    settings = TrainSettings(epochs=args.epochs)
+    precision = "bf16" if args.child == "explore-bf16" else "auto"
+    settings = TrainSettings(epochs=args.epochs, precision=precision)
     lock = MachineLock(args.lock_dir) if args.lock_dir else None
-    trial = explore_trial if args.child == "explore" else handwritten_trial
-    trial(data, TrainSettings(epochs=1), 0, device)  # warm the code paths, untimed
+    trial = handwritten_trial if args.child == "script" else explore_trial
+    trial(data, TrainSettings(epochs=1, precision=precision), 0, device)  # warm up, untimed
     time.sleep(max(0.0, args.start_at - time.time()))
     started = time.time()
     out = []
     for i in range(args.trials):
         seed = args.seed + i
-        if args.child == "explore":
+        if args.child != "script":
             out.append(explore_trial(data, settings, seed, device, lock, measure=True))
         else:
             out.append(handwritten_trial(data, settings, seed, device, measure=True))
@@ -269,10 +287,11 @@ def whole_machine(args: argparse.Namespace) -> None:
     print(f"\n[whole machine] {machine_line(device)}")
     print(f"fp32 matmul peak, {cores} threads: {matmul_peak(device):.1f} GFLOP/s; "
           f"{args.machine_trials} trials of {args.epochs} epochs per mode")
-    spans: dict[str, list[float]] = {"script": [], "explore": []}
-    accs: dict[str, list[float]] = {"script": [], "explore": []}
+    modes = ["script", "explore", *(["explore-bf16"] if args.bf16 else [])]
+    spans: dict[str, list[float]] = {m: [] for m in modes}
+    accs: dict[str, list[float]] = {m: [] for m in modes}
     for repeat in range(args.repeats):
-        for mode in (["script", "explore"] if repeat % 2 == 0 else ["explore", "script"]):
+        for mode in (modes if repeat % 2 == 0 else modes[::-1]):
             start_at = time.time() + args.startup
             seed = 100 * repeat
             if mode == "script":
@@ -282,7 +301,7 @@ def whole_machine(args: argparse.Namespace) -> None:
                 per_worker = math.ceil(args.machine_trials / cores)
                 with tempfile.TemporaryDirectory(prefix="explore-lock-") as lock_dir:
                     span, acc = _collect([
-                        _spawn("explore", 1, per_worker, seed + w * per_worker, args, start_at,
+                        _spawn(mode, 1, per_worker, seed + w * per_worker, args, start_at,
                                lock_dir)
                         for w in range(cores)])
                 span *= args.machine_trials / (per_worker * cores)  # same trial count
@@ -296,11 +315,15 @@ def whole_machine(args: argparse.Namespace) -> None:
     print("|---|---:|---:|")
     per_hour = {m: 3600 * args.machine_trials / statistics.median(s) for m, s in spans.items()}
     labels = {"script": f"hand-written script, 1 process × {cores} threads",
-              "explore": f"explore policy, {cores} workers × 1 thread"}
+              "explore": f"explore policy, {cores} workers × 1 thread",
+              "explore-bf16": f"explore policy, {cores} workers × 1 thread, --precision bf16"}
     for mode in spans:
         print(f"| {labels[mode]} | {per_hour[mode]:.0f} | {statistics.mean(accs[mode]):.3f} |")
     print(f"\nexplore / hand-written, trials per hour: "
           f"{per_hour['explore'] / per_hour['script']:.2f}")
+    if args.bf16:
+        print(f"explore --precision bf16 / hand-written, trials per hour: "
+              f"{per_hour['explore-bf16'] / per_hour['script']:.2f}")
 
 
 def main() -> None:
@@ -314,6 +337,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also the trainer with --compile (torch.compile; compile time "
                              "printed, not counted)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also explore's trainer with --precision bf16 (autocast; on CPUs "
+                             "with native bf16)")
     parser.add_argument("--per-process", action=argparse.BooleanOptionalAction, default=True,
                         help="the per-process comparison")
     parser.add_argument("--machine", action=argparse.BooleanOptionalAction, default=True,
@@ -323,7 +349,8 @@ def main() -> None:
     parser.add_argument("--startup", type=float, default=10.0,
                         help="seconds the worker processes get for imports before they start")
     # internal: one worker process of the whole-machine comparison
-    parser.add_argument("--child", choices=("script", "explore"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("script", "explore", "explore-bf16"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--trials", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--lock-dir", default="", help=argparse.SUPPRESS)

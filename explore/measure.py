@@ -28,7 +28,8 @@ from torch import nn
 
 from explore.config import MeasureSettings
 
-__all__ = ["Throughput", "autocast", "measure_throughput", "synchronize"]
+__all__ = ["Throughput", "autocast", "measure_throughput", "native_bf16", "resolve_precision",
+           "synchronize"]
 
 SPREAD_FLAG = 0.10  # a relative spread above this is flagged as noisy
 RETRY_SPREAD = 0.20  # a spread above this (a burst of other work) is worth measuring again
@@ -62,10 +63,33 @@ class Throughput:
         return cls(**{k: v for k, v in data.items() if k != "noisy"})
 
 
-def autocast(device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA; a disabled context elsewhere (fp32 on CPU)."""
+def resolve_precision(device: torch.device, precision: str = "auto") -> str:
+    """``"bf16"`` or ``"fp32"``: what ``[train] precision`` means on ``device`` (``auto``: bf16
+    on CUDA, fp32 elsewhere)."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "auto") -> torch.autocast:
+    """bf16 autocast where ``precision`` resolves to bf16; a disabled context for fp32."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=device.type == "cuda")
+                          enabled=resolve_precision(device, precision) == "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 matrix products in hardware: a CUDA device with bf16,
+    or a CPU with AVX512-BF16 or AMX (x86) or the BF16 extension (Arm). Elsewhere bf16 is
+    emulated and trains slower than fp32."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = {word for line in f if line.lower().startswith(("flags", "features"))
+                     for word in line.split(":", 1)[-1].split()}
+    except OSError:  # not Linux: ask oneDNN (true on any AVX-512 CPU, native or not)
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def synchronize(device: torch.device) -> None:
@@ -86,14 +110,16 @@ def measure_throughput(
     image_shape: tuple[int, int, int],
     device: torch.device,
     settings: MeasureSettings,
+    precision: str = "auto",
 ) -> Throughput:
     """Median inference images/s of ``model`` on ``device`` (the model is left in eval mode);
-    the least noisy of up to ``1 + settings.retries`` measurements."""
-    best = _measure_once(model, image_shape, device, settings)
+    the least noisy of up to ``1 + settings.retries`` measurements. ``precision``: as the
+    trial trains (``[train] precision``)."""
+    best = _measure_once(model, image_shape, device, settings, precision)
     attempts = 1
     while best.spread > RETRY_SPREAD and attempts <= settings.retries:
         time.sleep(RETRY_PAUSE_S)
-        again = _measure_once(model, image_shape, device, settings)
+        again = _measure_once(model, image_shape, device, settings, precision)
         attempts += 1
         if again.spread < best.spread:
             best = again
@@ -105,6 +131,7 @@ def _measure_once(
     image_shape: tuple[int, int, int],
     device: torch.device,
     settings: MeasureSettings,
+    precision: str,
 ) -> Throughput:
     model.eval()
     x = torch.randn((settings.batch_size, *image_shape), device=device)
@@ -113,7 +140,7 @@ def _measure_once(
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a block would be timed as the model's
     try:
-        with torch.inference_mode(), autocast(device):
+        with torch.inference_mode(), autocast(device, precision):
             per_iter = _warm_up(model, x, device, settings)
             # Iterations per block: enough for the block to last min_time / min_iters, so that
             # min_iters blocks fill min_time (one iteration per block without a time bound).

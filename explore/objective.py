@@ -25,7 +25,7 @@ from explore import allocator
 from explore.config import Settings, TrainSettings
 from explore.data import Dataset
 from explore.locks import MachineLock
-from explore.measure import Throughput, measure_throughput
+from explore.measure import Throughput, measure_throughput, resolve_precision
 from explore.pruning import decide, rungs
 from explore.recovery import ATTR_WORKER, WorkerIdentity, recover_orphans
 from explore.train import EpochResult, NonFiniteLoss, compile_for_trial, peek_state, train_model
@@ -42,7 +42,7 @@ DUPLICATE_POLL_S = 1.0
 _EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 # What a duplicate copies from the trial it repeats (not its history or checkpoint).
 _COPIED_ATTRS = ("model_config", "seed", "params_count", "flops_per_image", "throughput",
-                 "train_seconds", "device", "device_name")
+                 "train_seconds", "device", "device_name", "precision")
 
 
 class Interrupted(Exception):
@@ -66,6 +66,8 @@ class TrialPlan:
 def experiment_key(model: dict[str, Any], train: dict[str, Any], settings: Settings) -> str:
     if not train.get("compile"):  # eager is the reference: keys from before the option stay
         train = {k: v for k, v in train.items() if k not in ("compile", "compile_mode")}
+    if train.get("precision") == "auto":  # likewise: keys from before the option stay
+        train = {k: v for k, v in train.items() if k != "precision"}
     data = dataclasses.asdict(settings.data)
     for machine_specific in ("data_dir", "download"):
         data.pop(machine_specific)
@@ -200,6 +202,7 @@ class Objective:
         trial.set_user_attr("flops_per_image", count_flops(model, (c, h, w)))
         trial.set_user_attr("device", str(self.device))
         trial.set_user_attr("device_name", device_name(self.device))
+        trial.set_user_attr("precision", resolve_precision(self.device, plan.train.precision))
         trial.set_user_attr("versions", versions())
 
         state_path = self.state_path(plan)
@@ -210,7 +213,7 @@ class Objective:
         else:
             with self.lock.exclusive():
                 throughput = measure_throughput(net, (c, h, w), self.device,
-                                                self.settings.measure)
+                                                self.settings.measure, plan.train.precision)
         trial.set_user_attr("throughput", throughput.to_dict())
         rung_epochs = set(rungs(plan.train.epochs, self.settings.study.prune_eta)) \
             if self.settings.study.prune else set()

@@ -31,6 +31,7 @@ from explore.budget import (
 from explore.config import Settings
 from explore.data import Dataset, load_dataset
 from explore.locks import MachineLock
+from explore.measure import native_bf16
 from explore.objective import ATTR_DUPLICATE, ATTR_OVER_BUDGET, Objective
 from explore.opening import OpenedStudy, RunRequest, RunSummary, open_study, usable_cpus
 from explore.progress import Reporter
@@ -54,12 +55,23 @@ def run_study(request: RunRequest, reporter: Reporter,
     summary = opened.summary()
     if summary.finished < summary.target:
         _set_threads(settings, request, opened.device)
+        if _emulated_bf16(settings, opened.device) and request.worker == 0:
+            reporter.message(f"note: {opened.device.type} has no native bf16 (no avx512_bf16 "
+                             "or AMX): [train] precision = bf16 is emulated here and trains "
+                             "slower than fp32")
         data = (opened.data.to(opened.device) if opened.data is not None
                 else load_dataset(settings.data, seed=settings.study.seed, device=opened.device))
         snapshots = snapshot_store(spec, opened.storage)
         _loop(study, settings, data, opened.device, spec, snapshots, request, reporter, summary,
               name)
     return finish_summary(opened, summary)
+
+
+def _emulated_bf16(settings: Settings, device: torch.device) -> bool:
+    searched = settings.space.get("precision")
+    choices = set(searched.choices or ()) if searched is not None else set()
+    wanted = settings.train.precision == "bf16" or "bf16" in choices
+    return wanted and not native_bf16(device)
 
 
 def finish_summary(opened: OpenedStudy, summary: RunSummary) -> RunSummary:

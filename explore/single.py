@@ -10,7 +10,7 @@ import torch
 
 from explore.config import MeasureSettings, Settings, resolve_settings
 from explore.data import load_dataset
-from explore.measure import measure_throughput
+from explore.measure import measure_throughput, resolve_precision
 from explore.objective import plan_trial
 from explore.opening import configure_allocator, resolve_device
 from explore.train import EpochResult, compile_for_inference, compile_for_trial, train_model
@@ -54,9 +54,11 @@ def bench_model(explicit: dict[str, dict[str, Any]], params: dict[str, Any],
     compile_seconds: float | None = None
     if plan.train.compile:  # measured as a compiled study's trials are: compiled beforehand
         net, compile_seconds = compile_for_inference(model, shape, settings.measure.batch_size,
-                                                     dev, plan.train.compile_mode)
-    stats = measure_throughput(net, shape, dev, settings.measure)
-    out = {"model": plan.model.to_dict(), "params_count": count_params(model),
+                                                     dev, plan.train.compile_mode,
+                                                     plan.train.precision)
+    stats = measure_throughput(net, shape, dev, settings.measure, plan.train.precision)
+    out = {"model": plan.model.to_dict(), "precision": resolve_precision(dev, plan.train.precision),
+           "params_count": count_params(model),
            "flops_per_image": count_flops(model, shape), "throughput": stats.to_dict()}
     if compile_seconds is not None:
         out["compile_seconds"] = round(compile_seconds, 3)
@@ -82,7 +84,8 @@ def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], devic
     if plan.train.compile:
         net, compile_seconds = compile_for_trial(model, data, plan.train,
                                                  MeasureSettings().batch_size)
-    throughput = measure_throughput(net, data.image_shape, dev, MeasureSettings())
+    throughput = measure_throughput(net, data.image_shape, dev, MeasureSettings(),
+                                    plan.train.precision)
 
     def epoch_done(record: EpochResult, history: list[EpochResult]) -> None:
         if on_epoch is not None:
@@ -91,7 +94,8 @@ def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], devic
     result = train_model(model, data, plan.train, plan.seed, augment=settings.data.augment,
                          on_epoch=epoch_done, net=net)
     summary = {"model": plan.model.to_dict(), "train": dataclasses.asdict(plan.train),
-               "seed": plan.seed, "accuracy": result.accuracy,
+               "seed": plan.seed, "precision": resolve_precision(dev, plan.train.precision),
+               "accuracy": result.accuracy,
                "throughput": throughput.median, "train_seconds": round(result.train_seconds, 3),
                "history": [r.to_dict() for r in result.history]}
     if compile_seconds is not None:

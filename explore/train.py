@@ -1,10 +1,10 @@
 """Training and evaluation on device-resident tensors.
 
 AdamW with linear warm-up and cosine decay (per step), label smoothing, gradient clipping, bf16
-autocast on CUDA. All randomness (initialization, batch order, augmentation, dropout) derives from
-one seed, and the whole training state is saved after every epoch when ``state_path`` is given, so
-an interrupted run continues from its last completed epoch and, on CPU, ends with exactly the
-accuracy of an uninterrupted run.
+autocast as ``[train] precision`` says (on CUDA by default). All randomness (initialization,
+batch order, augmentation, dropout) derives from one seed, and the whole training state is saved
+after every epoch when ``state_path`` is given, so an interrupted run continues from its last
+completed epoch and, on CPU, ends with exactly the accuracy of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def _train_epoch(model: nn.Module, net: nn.Module, data: Dataset, settings: Trai
         xb, yb = data.train_x[idx], data.train_y[idx]
         if augment:
             xb = _augment(xb, gen, data.augment_flip, pad=max(1, xb.shape[-1] // 8))
-        with autocast(device):
+        with autocast(device, settings.precision):
             loss = F.cross_entropy(net(xb), yb, label_smoothing=settings.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -148,10 +148,10 @@ def compile_for_trial(model: nn.Module, data: Dataset, settings: TrainSettings,
     try:
         sizes = sorted({measure_batch, *_batch_sizes(len(data.eval_y), EVAL_BATCH)})
         _run_inference(net, [data.eval_x[:1].expand(b, *data.eval_x.shape[1:]).contiguous()
-                             for b in sizes], device)
+                             for b in sizes], device, settings.precision)
         net.train()
         for b in _batch_sizes(len(data.train_y), settings.batch_size):
-            with autocast(device):
+            with autocast(device, settings.precision):
                 out = net(data.train_x[:b])
             out.float().sum().backward()
         synchronize(device)
@@ -172,21 +172,23 @@ def _compile(model: nn.Module, mode: str) -> nn.Module:
 
 
 def compile_for_inference(model: nn.Module, image_shape: tuple[int, int, int], batch: int,
-                          device: torch.device, mode: str = "default") -> tuple[nn.Module, float]:
+                          device: torch.device, mode: str = "default", precision: str = "auto"
+                          ) -> tuple[nn.Module, float]:
     """``torch.compile(model)`` with its inference graph at ``batch`` built (``model bench``)."""
     net = _compile(model, mode)
     started = time.perf_counter()
-    _run_inference(net, [torch.zeros((batch, *image_shape), device=device)], device)
+    _run_inference(net, [torch.zeros((batch, *image_shape), device=device)], device, precision)
     synchronize(device)
     return net, time.perf_counter() - started
 
 
-def _run_inference(net: nn.Module, inputs: list[torch.Tensor], device: torch.device) -> None:
+def _run_inference(net: nn.Module, inputs: list[torch.Tensor], device: torch.device,
+                   precision: str) -> None:
     """One eval-mode pass per input, as measured and evaluated. The inputs must be made outside
     inference mode, as the measurement's and the evaluation's are: an inference tensor would
     compile a graph of its own."""
     net.eval()
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(device, precision):
         for x in inputs:
             net(x)
 
@@ -270,12 +272,13 @@ def peek_state(path: Path) -> dict[str, Any] | None:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)``."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "auto"
+             ) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)`` (``precision``: as it was trained)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    with autocast(x.device):
+    with autocast(x.device, precision):
         for i in range(0, len(x), EVAL_BATCH):
             correct += (model(x[i:i + EVAL_BATCH]).argmax(dim=1) == y[i:i + EVAL_BATCH]).sum()
     model.train(was_training)
@@ -354,7 +357,7 @@ def train_model(
             seconds = time.perf_counter() - t0
             if not math.isfinite(mean_loss):
                 raise NonFiniteLoss(f"training loss became {mean_loss} in epoch {epoch}")
-            accuracy = evaluate(net, data.eval_x, data.eval_y)
+            accuracy = evaluate(net, data.eval_x, data.eval_y, settings.precision)
         record = EpochResult(epoch, accuracy, mean_loss, seconds)
         result.history.append(record)
         result.accuracy = accuracy

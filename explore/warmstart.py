@@ -29,7 +29,7 @@ import torch
 from explore.budget import count_finished, count_running
 from explore.config import Settings
 from explore.locks import MachineLock
-from explore.measure import measure_throughput
+from explore.measure import measure_throughput, resolve_precision
 from explore.objective import plan_trial
 from extattn import create_model
 
@@ -86,7 +86,8 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
     full = replace(settings.measure, warmup=1, min_iters=2, min_time=0.0, retries=0)
     screen = replace(full, min_iters=1, batch_size=full.batch_size if device.type == "cuda"
                      else max(1, full.batch_size // 4))
-    models: dict[str, tuple[torch.nn.Module, dict[str, Any]]] = {}  # model config → (model, params)
+    # (model config, precision) → (model, params, precision)
+    models: dict[str, tuple[torch.nn.Module, dict[str, Any], str]] = {}
     screened: dict[str, float] = {}  # model config → img/s at the screen's batch
     rates: dict[str, float] = {}  # model config → fastest img/s at the trial's batch
 
@@ -101,14 +102,16 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
                 plan = plan_trial(params, settings, (h, c, num_classes))
             except ValueError:
                 continue  # impossible here: the trial would be pruned anyway
-            key = json.dumps(plan.model.to_dict(), sort_keys=True)
+            precision = resolve_precision(device, plan.train.precision)
+            key = json.dumps([plan.model.to_dict(), precision], sort_keys=True)
             if key in models:
-                continue  # differs in training fields only: same throughput
+                continue  # differs in other training fields only: same throughput
             torch.manual_seed(plan.seed)
             try:
                 model = create_model(plan.model).to(device)
-                screened[key] = measure_throughput(model, image_shape, device, screen).max
-                models[key] = (model, params)
+                screened[key] = measure_throughput(model, image_shape, device, screen,
+                                                   precision).max
+                models[key] = (model, params, precision)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()  # too big for this device: its trial will say so
                 continue
@@ -120,7 +123,8 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
             for key in contenders[::-1] if round_ % 2 == 0 else contenders:
                 if over_time() and key in rates:
                     continue
-                rate = measure_throughput(models[key][0], image_shape, device, full).max
+                probed_model, _, precision = models[key]
+                rate = measure_throughput(probed_model, image_shape, device, full, precision).max
                 rates[key] = max(rate, rates.get(key, 0.0))
     probed = len(screened)
     measured = {key: (rates[key], models[key][1]) for key in rates}

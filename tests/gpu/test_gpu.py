@@ -64,6 +64,16 @@ def test_training_runs_under_bf16_autocast_with_fp32_weights(digits_cuda, norm: 
     assert result.accuracy > 0.3  # it learns (10 classes: chance is 0.1)
 
 
+def test_precision_fp32_turns_cuda_autocast_off(digits_cuda) -> None:
+    torch.manual_seed(0)
+    model = create_model(SMALL).to(CUDA)
+    seen: set[torch.dtype] = set()
+    model.blocks[0].attn.query.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
+    result = train_model(model, digits_cuda, TrainSettings(epochs=1, precision="fp32"), seed=0)
+    assert seen == {torch.float32}
+    assert 0.0 <= result.accuracy <= 1.0
+
+
 def test_lean_double_normalization_is_as_accurate_as_the_plain_path_under_autocast() -> None:
     from extattn import MultiHeadExternalAttention
 
