@@ -96,7 +96,7 @@ class TrainSettings:
     compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead, max-autotune
     # Numerics of training, evaluation and the throughput measurement: auto (bf16 autocast on
     # CUDA, fp32 on CPU), fp32, or bf16 (autocast on any device; on CPUs with native bf16,
-    # avx512_bf16 or AMX, ~1.3x faster trials at equal accuracy, docs/performance.md).
+    # avx512_bf16 or AMX, 1.4-2x faster training at equal accuracy, docs/performance.md).
     precision: str = "auto"
 
     def __post_init__(self) -> None:
