@@ -4,9 +4,10 @@ For every model of the default space (mem_size 8…128 × heads 1, 2, 4, 8 × no
 the other settings at their defaults: dim 64, depth 2, 16 tokens), the script counts forward
 FLOPs per image (``extattn.count_flops``) and measures images/s with the trial's own
 ``measure_throughput`` (default ``MeasureSettings``), then prints the FLOP rate each model
-reaches and its fraction of the machine's fp32 matmul peak (a large ``torch.mm`` in the same run,
-same threads). The configurations are measured ``--rounds`` times in alternating order (the
-median is kept), so that a disturbance on the machine does not single one out.
+reaches and its fraction of the machine's matmul peak (a large ``torch.mm`` in the same run,
+same threads, in the models' precision: fp32, or bf16 with ``--precision bf16``). The
+configurations are measured ``--rounds`` times in alternating order (the median is kept), so
+that a disturbance on the machine does not single one out.
 
 Last, two cost models fitted by least squares: ``seconds/image = fixed + FLOPs / rate`` (R² says
 how much of the throughput differences FLOPs alone explain), and the same plus a term in the
@@ -18,6 +19,7 @@ Usage::
     python benchmarks/cost_model.py                   # CPU, threads as a 1-worker study
     python benchmarks/cost_model.py --threads 1       # as each worker of a one-per-core study
     python benchmarks/cost_model.py --device cuda
+    python benchmarks/cost_model.py --precision bf16  # bf16 autocast, against the bf16 peak
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from _common import default_config, machine_line, matmul_peak, parse_device
 
 from explore.config import MeasureSettings
-from explore.measure import measure_throughput
+from explore.measure import measure_throughput, resolve_precision
 from extattn import ModelConfig, count_flops, create_model
 
 MEM_SIZES = (8, 16, 32, 64, 128)
@@ -55,15 +57,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (default: all cores, as one worker)")
     parser.add_argument("--rounds", type=int, default=2, help="measurements per configuration")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="as [train] precision (auto: bf16 on CUDA, fp32 on CPU); the peak "
+                             "is measured in the same dtype")
     args = parser.parse_args()
     device = parse_device(args.device)
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
     settings = MeasureSettings()
-    peak = matmul_peak(device)
+    precision = resolve_precision(device, args.precision)
+    peak = matmul_peak(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
     print(machine_line(device))
-    print(f"fp32 matmul peak {peak:.1f} GFLOP/s; MeasureSettings batch {settings.batch_size}, "
-          f"{args.rounds} rounds")
+    print(f"{precision} matmul peak {peak:.1f} GFLOP/s; MeasureSettings batch "
+          f"{settings.batch_size}, {args.rounds} rounds, models run in {precision}")
 
     configs: list[ModelConfig] = [
         default_config(mem_size=s, heads=h, norm=n)
@@ -81,7 +87,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         order = range(len(configs)) if round_ % 2 == 0 else reversed(range(len(configs)))
         for i in order:
-            result = measure_throughput(models[i], (1, 8, 8), device, settings)
+            result = measure_throughput(models[i], (1, 8, 8), device, settings, precision)
             rates[i].append(result.median)
             spreads[i].append(result.spread)
 
