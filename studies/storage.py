@@ -277,7 +277,9 @@ def open_storage(
 def _rdb_storage(spec: StorageSpec, hb: dict[str, Any]) -> Any:
     """Optuna's RDB storage. Processes started together on a new database race to create its
     tables and Alembic's version row; the loser sees "table ... already exists" or a UNIQUE
-    constraint on ``alembic_version`` and simply opens what the winner made."""
+    constraint on ``alembic_version`` and simply opens what the winner made. On SQLite it may
+    instead see "database is locked" at once: a transaction that read the schema and then writes
+    after another process wrote gets no busy wait (WAL snapshots), so it is tried again too."""
     import optuna
 
     for attempt in range(5):
@@ -285,7 +287,8 @@ def _rdb_storage(spec: StorageSpec, hb: dict[str, Any]) -> Any:
             return optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs(spec), **hb)
         except Exception as exc:
             text = str(exc)
-            racing = "already exists" in text or "alembic_version" in text  # tables, version row
+            racing = ("already exists" in text or "alembic_version" in text  # tables, version row
+                      or (spec.kind == "sqlite" and "database is locked" in text))
             if not racing or attempt == 4:
                 raise
             time.sleep(0.2 * (attempt + 1))
