@@ -43,11 +43,18 @@ class CheckpointKeeper:
 def prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
                        base: Path) -> None:
     """Remove checkpoints of trials that are no longer on the front (``--keep-checkpoints
-    pareto``); the artifact ids come from our user attr, never from user strings."""
+    pareto``); the artifact ids come from our user attr, never from user strings. Workers of a
+    study prune the same checkpoints after their own trials: one that another worker removed
+    between the check and the removal is simply gone already."""
+    from optuna.artifacts.exceptions import ArtifactNotFound
+
     on_front = {t.number for t in front}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         artifact_id = t.user_attrs.get("checkpoint_artifact")
         if t.number in on_front or not artifact_id:
             continue
         if re.fullmatch(r"[0-9a-f-]{36}", artifact_id) and (base / artifact_id).exists():
-            store.remove(artifact_id)
+            try:
+                store.remove(artifact_id)
+            except ArtifactNotFound:
+                pass
