@@ -20,6 +20,8 @@ import gc
 import math
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -29,7 +31,7 @@ from torch import nn
 from explore.config import MeasureSettings
 
 __all__ = ["Throughput", "autocast", "measure_throughput", "native_bf16", "resolve_precision",
-           "synchronize"]
+           "synchronize", "torch_threads"]
 
 SPREAD_FLAG = 0.10  # a relative spread above this is flagged as noisy
 RETRY_SPREAD = 0.20  # a spread above this (a burst of other work) is worth measuring again
@@ -90,6 +92,20 @@ def native_bf16(device: torch.device) -> bool:
     except OSError:  # not Linux: ask oneDNN (true on any AVX-512 CPU, native or not)
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (0: as they are), then restore them."""
+    before = torch.get_num_threads()
+    if count <= 0 or count == before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def synchronize(device: torch.device) -> None:

@@ -25,7 +25,7 @@ from explore import allocator
 from explore.config import Settings, TrainSettings
 from explore.data import Dataset
 from explore.locks import MachineLock
-from explore.measure import Throughput, measure_throughput, resolve_precision
+from explore.measure import Throughput, measure_throughput, resolve_precision, torch_threads
 from explore.pruning import decide, rungs
 from explore.recovery import ATTR_WORKER, WorkerIdentity, recover_orphans
 from explore.train import EpochResult, NonFiniteLoss, compile_for_trial, peek_state, train_model
@@ -128,8 +128,10 @@ class Objective:
         identity: WorkerIdentity | None = None,
         lock: MachineLock | None = None,
         claim: Callable[[optuna.Trial], bool] | None = None,
+        measure_threads: int = 0,
     ) -> None:
         self.claim = claim
+        self.measure_threads = measure_threads  # 0: the process's threads
         self.identity = identity or WorkerIdentity.current()
         self.lock = lock or MachineLock(enabled=False)
         self.settings = settings
@@ -211,7 +213,7 @@ class Objective:
             # A resumed experiment keeps the throughput measured when it started.
             throughput = Throughput.from_dict(saved["throughput"])
         else:
-            with self.lock.exclusive():
+            with self.lock.exclusive(), torch_threads(self.measure_threads):
                 throughput = measure_throughput(net, (c, h, w), self.device,
                                                 self.settings.measure, plan.train.precision)
         trial.set_user_attr("throughput", throughput.to_dict())

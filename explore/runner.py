@@ -95,7 +95,7 @@ def _warm_start(study: optuna.Study, settings: Settings, data: Dataset, device: 
     if request.worker == 0:
         warmstart.warm_start(study, settings, data.image_shape, data.num_classes, device,
                              MachineLock(enabled=request.workers > 1 or request.shared_lock),
-                             reporter.message)
+                             reporter.message, measure_threads(settings, study))
         return
     deadline = time.monotonic() + warmstart.PROBE_BUDGET_S * 3
     while warmstart.pending(study) and time.monotonic() < deadline:
@@ -105,6 +105,22 @@ def _warm_start(study: optuna.Study, settings: Settings, data: Dataset, device: 
 def _set_threads(settings: Settings, request: RunRequest, device: torch.device) -> None:
     threads = settings.measure.threads or max(1, usable_cpus() // max(1, request.workers))
     torch.set_num_threads(threads)
+
+
+def measure_threads(settings: Settings, study: optuna.Study) -> int:
+    """The torch threads of every throughput measurement of ``study``.
+
+    ``[measure] threads`` when set. Otherwise (0: cores / workers) what the study's first
+    measured trial recorded, so that a study continued with another number of workers (or
+    after ``--workers auto`` on a machine with more cores) keeps measuring as it began and its
+    throughputs stay comparable; for a new study, the process's own count (0)."""
+    if settings.measure.threads:
+        return settings.measure.threads
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        recorded = t.user_attrs.get("throughput", {}).get("threads")
+        if isinstance(recorded, int) and recorded > 0 and t.user_attrs.get(ATTR_DUPLICATE) is None:
+            return min(recorded, usable_cpus())
+    return 0
 
 
 def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.device,
@@ -134,11 +150,13 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
         reporter.trial_start(number, params, settings.train.epochs)
 
     keeper = CheckpointKeeper(store, state_dir, name) if store is not None else None
+    threads = measure_threads(settings, study)
     objective = Objective(settings, data, device, state_dir, stop,
                           on_epoch=reporter.epoch, on_trial_start=on_trial_start,
                           save_checkpoint=keeper, identity=identity,
                           lock=MachineLock(enabled=request.workers > 1 or request.shared_lock),
-                          claim=lambda trial: slot_is_free(study, trial.number, target))
+                          claim=lambda trial: slot_is_free(study, trial.number, target),
+                          measure_threads=threads)
     repeats = 0
 
     def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:

@@ -29,7 +29,7 @@ import torch
 from explore.budget import count_finished, count_running
 from explore.config import Settings
 from explore.locks import MachineLock
-from explore.measure import measure_throughput, resolve_precision
+from explore.measure import measure_throughput, resolve_precision, torch_threads
 from explore.objective import plan_trial
 from extattn import create_model
 
@@ -75,9 +75,9 @@ def _candidates(settings: Settings, limit: int) -> list[dict[str, Any]]:
 
 def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, int, int],
                num_classes: int, device: torch.device, lock: MachineLock,
-               message: Callable[[str], None]) -> list[dict[str, Any]]:
+               message: Callable[[str], None], threads: int = 0) -> list[dict[str, Any]]:
     """Probe, enqueue the fastest ``settings.study.warm_start`` models, record it; returns the
-    enqueued params (fastest first)."""
+    enqueued params (fastest first). ``threads``: as the trials measure (0: as they are)."""
     c, h, _ = image_shape
     started = time.monotonic()
     # A probe is one warm-up and a timed pass or two, ranked by the fastest pass (other work
@@ -94,7 +94,7 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
     def over_time() -> bool:
         return time.monotonic() - started > PROBE_BUDGET_S
 
-    with lock.exclusive():
+    with lock.exclusive(), torch_threads(threads):
         for params in _candidates(settings, PROBE_LIMIT):
             if over_time():
                 break
