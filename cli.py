@@ -285,6 +285,12 @@ def _parse_sets(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _train_options(compile_: bool, precision: str | None) -> dict[str, Any]:
+    """``[train]`` settings of ``model bench|train``'s --compile and --precision."""
+    return {**({"compile": True} if compile_ else {}),
+            **({"precision": precision} if precision is not None else {})}
+
+
 @model_app.command("list")
 def model_list(fmt: FormatOpt = "table") -> None:
     """The registered model presets."""
@@ -319,11 +325,8 @@ def model_bench(
     """Inference throughput, FLOPs and parameters of one configuration."""
     from explore.single import bench_model
 
-    explicit: dict[str, dict[str, Any]] = {"data": {"dataset": dataset}}
-    if compile_:
-        explicit["train"] = {"compile": True}
-    if precision is not None:
-        explicit.setdefault("train", {})["precision"] = precision
+    explicit: dict[str, dict[str, Any]] = {"data": {"dataset": dataset},
+                                           "train": _train_options(compile_, precision)}
     result = guarded(lambda: bench_model(explicit, _parse_sets(sets), device, threads))
     if fmt == "json":
         _print_json(result)
@@ -358,12 +361,9 @@ def model_train(
     explicit: dict[str, dict[str, Any]] = {"data": {"dataset": dataset}, "study": {"seed": seed}}
     if data_dir:
         explicit["data"]["data_dir"] = data_dir
+    explicit["train"] = _train_options(compile_, precision)
     if epochs is not None:
-        explicit.setdefault("train", {})["epochs"] = epochs
-    if compile_:
-        explicit.setdefault("train", {})["compile"] = True
-    if precision is not None:
-        explicit.setdefault("train", {})["precision"] = precision
+        explicit["train"]["epochs"] = epochs
 
     def show(record: Any) -> None:
         if fmt != "json":
