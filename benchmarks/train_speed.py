@@ -26,6 +26,7 @@ Usage::
     python benchmarks/train_speed.py --epochs 4 --repeats 2 --no-machine
     python benchmarks/train_speed.py --device cuda      # per-process comparison on the GPU
     python benchmarks/train_speed.py --compile --no-machine  # and the torch.compile'd trainer
+    python benchmarks/train_speed.py --device cuda --compile --compile-mode default,reduce-overhead
     python benchmarks/train_speed.py --bf16             # and explore with --precision bf16
 
 ``--bf16`` adds explore's trainer under bf16 autocast (``--precision bf16``) to both
@@ -59,7 +60,7 @@ from _common import default_config, digits, machine_line, matmul_peak, parse_dev
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from explore.config import MeasureSettings, TrainSettings
+from explore.config import COMPILE_MODES, MeasureSettings, TrainSettings
 from explore.data import Dataset
 from explore.locks import MachineLock
 from explore.measure import measure_throughput
@@ -191,19 +192,32 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
     runs: dict[str, list[dict[str, Any]]] = {EXPLORE: [], HANDWRITTEN: []}
     trials = {EXPLORE: lambda s: explore_trial(data, settings, s, device),
               HANDWRITTEN: lambda s: handwritten_trial(data, settings, s, device)}
-    if args.compile:
-        runs[COMPILED] = []
-        trials[COMPILED] = lambda s: explore_trial(data, settings, s, device, compiled=True)
+    for mode in (args.compile_mode if args.compile else []):
+        name = COMPILED if mode == "default" else f"{COMPILED} ({mode})"
+        runs[name] = []
+        trials[name] = (lambda m: lambda s: explore_trial(data, replace(settings, compile_mode=m),
+                                                          s, device, compiled=True))(mode)
     if args.bf16:
         runs[BF16] = []
         trials[BF16] = lambda s: explore_trial(data, replace(settings, precision="bf16"), s,
                                                device)
+    failed: dict[str, str] = {}
     for repeat in range(args.repeats):
         order = list(runs) if repeat % 2 == 0 else list(runs)[::-1]
         for name in order:
+            if name in failed:
+                continue
             cpu = time.process_time()
             wall = time.perf_counter()
-            run = trials[name](args.seed + repeat)
+            try:
+                run = trials[name](args.seed + repeat)
+            except Exception as exc:  # an extra trainer failing (a compile mode) ends its row
+                if name in (EXPLORE, HANDWRITTEN):
+                    raise
+                first = (str(exc).splitlines() or [""])[0]
+                failed[name] = f"{type(exc).__name__}: {first}"
+                print(f"  repeat {repeat + 1} {name:18s} FAILED: {failed[name]}", flush=True)
+                continue
             run["cpu_seconds"] = time.process_time() - cpu
             run["wall_seconds"] = time.perf_counter() - wall
             runs[name].append(run)
@@ -219,6 +233,9 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     rate = {}
     for name, rs in runs.items():
+        if name in failed:
+            print(f"| {name} | failed: {failed[name]} | | | | | |")
+            continue
         rate[name] = statistics.median(images / r["train_seconds"] for r in rs)
         gflops = rate[name] * train_flops / 1e9
         accs = ", ".join(f"{r['accuracy']:.3f}" for r in rs)
@@ -231,7 +248,7 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
               f"| {accs} |")
     print(f"\nexplore / DataLoader loop, images/s trained: {rate[EXPLORE] / rate[HANDWRITTEN]:.2f}"
           f"   (medians; load average now {os.getloadavg()[0]:.2f})")
-    if args.bf16:
+    if args.bf16 and BF16 not in failed:
         bf16_peak = matmul_peak(device, dtype=torch.bfloat16)
         gflops = rate[BF16] * train_flops / 1e9
         print(f"{BF16}: {rate[BF16] / rate[EXPLORE]:.2f}x explore's fp32 images/s, "
@@ -337,6 +354,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="also the trainer with --compile (torch.compile; compile time "
                              "printed, not counted)")
+    parser.add_argument("--compile-mode", type=lambda v: v.split(","), default=["default"],
+                        help="torch.compile modes for --compile, comma-separated, one row each "
+                             f"({', '.join(COMPILE_MODES)}; default: default)")
     parser.add_argument("--bf16", action="store_true",
                         help="also explore's trainer with --precision bf16 (autocast; on CPUs "
                              "with native bf16)")
@@ -358,6 +378,9 @@ def main() -> None:
     if args.child:
         _child(args)
         return
+    unknown = sorted(set(args.compile_mode) - set(COMPILE_MODES))
+    if unknown:
+        parser.error(f"--compile-mode {','.join(unknown)}: choose from {', '.join(COMPILE_MODES)}")
     device = parse_device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
