@@ -60,16 +60,20 @@ def main() -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="as [train] precision (auto: bf16 on CUDA, fp32 on CPU); the peak "
                              "is measured in the same dtype")
+    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
+                        help="CUDA: time CUDA graph replays ([measure] cuda_graph, default) or, "
+                             "with --no-cuda-graph, eager forwards")
     args = parser.parse_args()
     device = parse_device(args.device)
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
-    settings = MeasureSettings()
+    settings = MeasureSettings(cuda_graph=args.cuda_graph)
     precision = resolve_precision(device, args.precision)
     peak = matmul_peak(device, dtype=torch.bfloat16 if precision == "bf16" else torch.float32)
     print(machine_line(device))
     print(f"{precision} matmul peak {peak:.1f} GFLOP/s; MeasureSettings batch "
-          f"{settings.batch_size}, {args.rounds} rounds, models run in {precision}")
+          f"{settings.batch_size}, {args.rounds} rounds, models run in {precision}"
+          + (f", cuda_graph={settings.cuda_graph}" if device.type == "cuda" else ""))
 
     configs: list[ModelConfig] = [
         default_config(mem_size=s, heads=h, norm=n)

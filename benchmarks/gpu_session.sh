@@ -2,13 +2,15 @@
 # One prepared run of the GPU checks on a lent CUDA machine (see docs/performance.md, "GPU").
 #
 # Runs, each under its own time limit so one that hangs leaves the rest their time:
+# in this order (the most needed first; DEADLINE cuts the tail):
 #   1. the GPU tests (pytest -m gpu tests/gpu)
-#   2. benchmarks/train_speed.py --device cuda --compile (default and reduce-overhead = CUDA
+#   2. benchmarks/throughput_stability.py --device cuda (10 fresh processes, CUDA graphs)
+#   3. benchmarks/cost_model.py --device cuda (bf16, the CUDA default; CUDA graphs)
+#   4. benchmarks/train_speed.py --device cuda --compile (default and reduce-overhead = CUDA
 #      graphs) --bf16
-#   3. benchmarks/throughput_stability.py --device cuda (10 fresh processes)
-#   4. benchmarks/cost_model.py --device cuda (bf16, the CUDA default) and --precision fp32
-#   5. a default `explore study run --device cuda` of a few trials, then `study show`
-#   6. optional (EXTRA_CPU=1), in the time left: train_speed.py's whole-machine CPU comparison on the host's cores
+#   5. throughput_stability.py --no-cuda-graph (eager forwards, as before [measure] cuda_graph)
+#   6. a default `explore study run --device cuda` of a few trials, then `study show`
+#   7. optional (EXTRA_CPU=1): train_speed.py's whole-machine CPU comparison on the host's cores: train_speed.py's whole-machine CPU comparison on the host's cores
 #
 # Usage: OUT=/some/dir bash benchmarks/gpu_session.sh     (logs: $OUT/*.txt)
 # Python packages the machine lacks can be put as wheels in .whl/ (installed to /tmp/site).
@@ -57,12 +59,14 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-step pytest_gpu "${T_PYTEST:-120}" $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider
-step train_speed "${T_TRAIN:-130}" $PY benchmarks/train_speed.py --device cuda --repeats 2 \
-    --compile --compile-mode default,reduce-overhead --bf16
+step pytest_gpu "${T_PYTEST:-150}" $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider
 step stability "${T_STABILITY:-90}" $PY benchmarks/throughput_stability.py --device cuda
-step cost_model "${T_COST:-80}" bash -c "$PY benchmarks/cost_model.py --device cuda --rounds 2 &&
-    $PY benchmarks/cost_model.py --device cuda --rounds 1 --precision fp32"
+step cost_model "${T_COST:-80}" $PY benchmarks/cost_model.py --device cuda \
+    --rounds "${COST_ROUNDS:-2}"
+step train_speed "${T_TRAIN:-150}" $PY benchmarks/train_speed.py --device cuda --repeats 2 \
+    --compile --compile-mode default,reduce-overhead --bf16
+step stability_eager "${T_STABILITY:-90}" $PY benchmarks/throughput_stability.py --device cuda \
+    --no-cuda-graph
 STUDY_DIR=$(mktemp -d)
 step study "${T_STUDY:-80}" bash -c "cd $STUDY_DIR && timeout -s INT ${T_STUDY_RUN:-60} \
     $PY $REPO/cli.py study run --device cuda --trials ${STUDY_TRIALS:-12} --name gpu;

@@ -48,7 +48,8 @@ def _child(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     cpu = time.process_time()
     result = measure_throughput(model, (1, 8, 8), device,
-                                MeasureSettings(retries=args.retries))
+                                MeasureSettings(retries=args.retries,
+                                                cuda_graph=args.cuda_graph))
     record = result.to_dict()
     record["seconds"] = time.perf_counter() - started
     record["cpu_share"] = (time.process_time() - cpu) / record["seconds"] / result.threads
@@ -63,6 +64,9 @@ def main() -> None:
                         help="torch threads per process (default: all cores, as one worker)")
     parser.add_argument("--retries", type=int, default=MeasureSettings.retries,
                         help="measure.retries: noisy measurements taken again (default 2)")
+    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
+                        help="CUDA: time CUDA graph replays ([measure] cuda_graph, default) or, "
+                             "with --no-cuda-graph, eager forwards")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -71,26 +75,30 @@ def main() -> None:
     device = parse_device(args.device)
     if args.threads and device.type == "cpu":
         torch.set_num_threads(args.threads)
-    settings = MeasureSettings(retries=args.retries)
+    settings = MeasureSettings(retries=args.retries, cuda_graph=args.cuda_graph)
     print(f"{machine_line(device)}")
     print(f"default model, MeasureSettings(batch_size={settings.batch_size}, "
           f"warmup={settings.warmup}, min_iters={settings.min_iters}, "
-          f"min_time={settings.min_time}, retries={settings.retries}); {args.runs} fresh processes")
+          f"min_time={settings.min_time}, retries={settings.retries}"
+          + (f", cuda_graph={settings.cuda_graph}" if device.type == "cuda" else "")
+          + f"); {args.runs} fresh processes")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--threads",
-           str(args.threads), "--device", str(device), "--retries", str(args.retries)]
+           str(args.threads), "--device", str(device), "--retries", str(args.retries),
+           "--cuda-graph" if args.cuda_graph else "--no-cuda-graph"]
     block = settings.min_time / settings.min_iters
     floors = [noise_floor(block)] if device.type == "cpu" else []
     medians = []
     print("| run | img/s (median) | spread | noisy | attempts | timed iterations | seconds | "
-          "CPU share | load |")
-    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+          "CPU share | load | graph |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---|")
     for run in range(1, args.runs + 1):
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         medians.append(r["median"])
         print(f"| {run} | {r['median']:.0f} | {r['spread']:.1%} | {r['noisy']} | "
               f"{r['attempts']} | {r['iters']} | "
-              f"{r['seconds']:.2f} | {r['cpu_share']:.0%} | {os.getloadavg()[0]:.2f} |",
+              f"{r['seconds']:.2f} | {r['cpu_share']:.0%} | {os.getloadavg()[0]:.2f} | "
+              f"{r.get('graph', False)} |",
               flush=True)
     mid = statistics.median(medians)
     if floors:

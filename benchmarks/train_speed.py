@@ -202,6 +202,16 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
         trials[BF16] = lambda s: explore_trial(data, replace(settings, precision="bf16"), s,
                                                device)
     failed: dict[str, str] = {}
+    if device.type == "cuda":  # the first trial of each also pays for kernels loading, cuBLAS
+        for name in list(runs):  # handles and (--compile) compiling: one untimed round first
+            try:
+                run = trials[name](args.seed)
+                print(f"  warm-up  {name:18s} acc {run['accuracy']:.3f} (not counted)", flush=True)
+            except Exception as exc:  # as below: an extra trainer failing ends its row
+                if name in (EXPLORE, HANDWRITTEN):
+                    raise
+                failed[name] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+                print(f"  warm-up  {name:18s} FAILED: {failed[name]}", flush=True)
     for repeat in range(args.repeats):
         order = list(runs) if repeat % 2 == 0 else list(runs)[::-1]
         for name in order:

@@ -130,6 +130,10 @@ class MeasureSettings:
     min_time: float = 0.5  # timed seconds, at least
     threads: int = 0  # torch threads per process (0: cores / workers); recorded per trial
     retries: int = 2  # a disturbed measurement (spread > 20%) is taken again this often at most
+    # On CUDA, time the forward captured as one CUDA graph (replayed), so that the figure is the
+    # GPU's and not the host's kernel-launch rate; where capture fails, eager (recorded per
+    # trial as throughput.graph). Ignored on the CPU.
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.warmup < 0 or self.min_iters < 1 or self.min_time < 0:

@@ -201,6 +201,7 @@ def _continue(study: optuna.Study, spec: StorageSpec, name: str,
             study.metric_names not in (None, METRIC_NAMES)):
         raise UsageError(f"study {name!r} has other objectives than maximize accuracy and "
                          "throughput: choose another --name")
+    stored = _as_measured(stored)
     settings = Settings.from_dict(stored)
     # Validate the explicit settings on their own first, so errors name the bad key.
     resolve_settings(explicit, base=settings, source=source)
@@ -210,6 +211,15 @@ def _continue(study: optuna.Study, spec: StorageSpec, name: str,
                          + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
                          + "; use another --name, or drop the option to continue")
     return study, resolve_settings(explicit, base=settings), False, storage, None
+
+
+def _as_measured(stored: dict[str, Any]) -> dict[str, Any]:
+    """Stored settings with the measurement options added since, set as that study measured:
+    a study from before ``[measure] cuda_graph`` timed eager forwards, and goes on doing so."""
+    measure = stored.get("measure")
+    if isinstance(measure, dict) and "cuda_graph" not in measure:
+        return {**stored, "measure": {**measure, "cuda_graph": False}}
+    return stored
 
 
 def _stored_settings(study: optuna.Study) -> dict[str, Any] | None:

@@ -55,13 +55,15 @@ def test_training_runs_under_bf16_autocast_with_fp32_weights(digits_cuda, norm: 
     block.attn.query.register_forward_hook(lambda m, i, out: seen["query"].add(out.dtype))
     block.attn.register_forward_hook(lambda m, i, out: seen["attn"].add(out.dtype))
 
-    result = train_model(model, digits_cuda, TrainSettings(epochs=3, batch_size=64), seed=0)
+    result = train_model(model, digits_cuda, TrainSettings(epochs=8, batch_size=32), seed=0)
 
     assert seen["query"] == {torch.bfloat16}  # matmuls ran in bf16 (training and evaluation)
     assert seen["attn"] == {torch.bfloat16}
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights fp32
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert result.accuracy > 0.3  # it learns (10 classes: chance is 0.1)
+    # It learns (10 classes: chance is 0.1); the same run on the CPU reaches 0.56 (fp32 and bf16).
+    assert result.history[-1].loss < result.history[0].loss - 0.3
+    assert result.accuracy > 0.4
 
 
 def test_precision_fp32_turns_cuda_autocast_off(digits_cuda) -> None:
@@ -111,24 +113,76 @@ class _Sleeper(nn.Module):
         return x * self.scale
 
 
-def test_throughput_timing_waits_for_the_gpu() -> None:
-    model = _Sleeper(cycles=2_000_000).to(CUDA)
+def _gpu_seconds_per_sleep(cycles: int, repeats: int = 5) -> float:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record()
-    for _ in range(5):
-        torch.cuda._sleep(model.cycles)
+    for _ in range(repeats):
+        torch.cuda._sleep(cycles)
     end.record()
     torch.cuda.synchronize()
-    busy = start.elapsed_time(end) / 1e3 / 5  # seconds of GPU work per forward
-    settings = MeasureSettings(batch_size=16, warmup=2, min_iters=5, min_time=0.1)
+    return start.elapsed_time(end) / 1e3 / repeats
+
+
+@pytest.mark.parametrize("cuda_graph", [True, False])
+def test_throughput_timing_waits_for_the_gpu(cuda_graph: bool) -> None:
+    model = _Sleeper(cycles=2_000_000).to(CUDA)
+    # _sleep spins for clock cycles: an idle GPU's low clock makes them 2-3x longer (seen on an
+    # H200: 2.6 ms cold, 1.0 ms boosted). Keep the GPU busy first, and bound the measurement by
+    # the calibrations taken just before and just after it.
+    _gpu_seconds_per_sleep(model.cycles, repeats=200)
+    before = _gpu_seconds_per_sleep(model.cycles)
+    settings = MeasureSettings(batch_size=16, warmup=2, min_iters=5, min_time=0.1, retries=0,
+                               cuda_graph=cuda_graph)
 
     result = measure_throughput(model, (1, 8, 8), CUDA, settings)
 
+    assert result.graph is cuda_graph  # the sleep kernel is captured and replayed
+
+    after = _gpu_seconds_per_sleep(model.cycles)
     # Without synchronization the timer would see only the launch (microseconds): far faster.
-    assert result.median <= 1.2 * settings.batch_size / busy
-    assert result.median >= 0.3 * settings.batch_size / busy
+    assert result.median <= 1.2 * settings.batch_size / min(before, after)
+    assert result.median >= 0.3 * settings.batch_size / max(before, after)
     assert result.device.startswith("cuda")
     assert result.iters >= settings.min_iters
+
+
+class _HostSync(nn.Module):
+    """A forward that reads a value back to the host: it cannot be captured as a CUDA graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float(self.scale.detach())
+
+
+def test_a_model_that_cannot_be_captured_is_timed_eagerly() -> None:
+    settings = MeasureSettings(batch_size=16, warmup=1, min_iters=3, min_time=0.05, retries=0)
+    result = measure_throughput(_HostSync().to(CUDA), (1, 8, 8), CUDA, settings)
+    assert result.graph is False
+    assert result.median > 0
+    # The failed capture left the device usable: a capturable model is captured after it.
+    model = create_model(SMALL).to(CUDA)
+    assert measure_throughput(model, (1, 8, 8), CUDA, settings).graph is True
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_training_and_measurement(digits_cuda, mode: str) -> None:
+    from explore.train import compile_for_trial
+
+    torch.manual_seed(0)
+    model = create_model(SMALL).to(CUDA)
+    settings = TrainSettings(epochs=3, batch_size=32, compile=True, compile_mode=mode)
+    net, seconds = compile_for_trial(model, digits_cuda, settings, measure_batch=64)
+    assert seconds > 0
+    measure = MeasureSettings(batch_size=64, warmup=1, min_iters=3, min_time=0.05, retries=0)
+    throughput = measure_throughput(net, (1, 8, 8), CUDA, measure)
+    result = train_model(model, digits_cuda, settings, seed=0, net=net)
+    assert len(result.history) == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert throughput.median > 0
+    assert 0.0 <= evaluate(net, digits_cuda.eval_x, digits_cuda.eval_y) <= 1.0
 
 
 def test_study_run_on_cuda_end_to_end(tmp_path: Path) -> None:
@@ -156,5 +210,6 @@ def test_study_run_on_cuda_end_to_end(tmp_path: Path) -> None:
     for t in trials:
         assert t.user_attrs["device"].startswith("cuda")
         assert t.user_attrs["throughput"]["device"].startswith("cuda")
+        assert t.user_attrs["throughput"]["graph"] is True  # timed as CUDA graph replays
         assert t.values[1] > 0
         json.dumps(t.user_attrs["throughput"])  # stored as plain JSON
