@@ -335,7 +335,8 @@ def model_bench(
     out.print(f"{result['params_count']:,} parameters, {result['flops_per_image']:,} FLOPs/image")
     out.print(f"throughput: {t['median']:,.0f} img/s (min {t['min']:,.0f}, max {t['max']:,.0f}, "
               f"spread {t['spread']:.1%}, batch {t['batch']}, {t['threads']} threads, "
-              f"{t['device']}, {result['precision']})")
+              f"{t['device']}, {result['precision']}"
+              + (", CUDA graph replays" if t.get("graph") else "") + ")")
     if "compile_seconds" in result:
         out.print(f"compiled in {result['compile_seconds']:.1f} s (before the measurement)")
 

@@ -9,10 +9,11 @@ garbage collector paused; the objective is the median of the blocks' images/s, a
 
 On CUDA (``cuda_graph``, default on) the forward is captured once as a CUDA graph and the timed
 iterations replay it: a small model's eager forward is bound by the host launching its ~50
-kernels one by one (on an H200 every model of the default space measured the same 0.29–0.38 M
-img/s eager, in an order that changed from process to process), so the eager figure ranks the
-host's Python, not the designs. A model that cannot be captured is timed eagerly, and the
-trial records which (``Throughput.graph``).
+kernels one by one (on an H200 every model of the default space measured 0.29–0.38 M img/s
+eager, 13% apart from one process to the next; replayed, 0.95–1.6 M img/s, 0.2% apart), so the
+eager figure ranks the host's Python, not the designs. A model that cannot be captured (it
+synchronizes with the host) and a ``torch.compile``'d one are timed eagerly; the trial records
+which (``Throughput.graph``).
 
 A measurement disturbed by a burst of other work (spread over twice the flag, 20%) is taken again
 after a short pause, up to ``retries`` times, and the least noisy one is kept
@@ -204,22 +205,34 @@ def _measure_once(
 
 def _capture(model: nn.Module, x: torch.Tensor, device: torch.device
              ) -> torch.cuda.CUDAGraph | None:
-    """``model(x)`` captured as a CUDA graph (in the caller's inference and autocast modes);
-    None where the model cannot be captured (host syncs, a compiled module with graphs of its
-    own): it is then timed eagerly."""
+    """``model(x)`` captured as a CUDA graph (in the caller's inference and autocast modes), or
+    None: the model is then timed eagerly.
+
+    A capture that fails part-way leaves the process's CUDA random generator unusable (seen on
+    an H200: every later ``torch.randn`` raised "Offset increment outside graph capture"), so
+    capture is only tried where it will work: not for a ``torch.compile``'d module (its own
+    graphs, with ``reduce-overhead``, would nest), and only after a warm-up forward has run with
+    synchronizing operations (``.item()``, copies to the host: what capture forbids) raising.
+    """
+    if hasattr(model, "_orig_mod"):
+        return None
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
-    try:
-        with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
-            for _ in range(3):
-                model(x)
-        torch.cuda.current_stream(device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+    with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
+        for _ in range(2):
             model(x)
-    except Exception:  # noqa: BLE001 - any capture failure means "time it eagerly"
-        torch.cuda.synchronize(device)
-        return None
+        debug_mode = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            model(x)
+        except RuntimeError:  # it synchronizes with the host: it cannot be captured
+            return None
+        finally:
+            torch.cuda.set_sync_debug_mode(debug_mode)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        model(x)
     return graph
 
 

@@ -30,8 +30,8 @@ from explore.sampling import make_sampler
 from studies.errors import StudyNotFound, UsageError
 from studies.storage import Heartbeat, StorageSpec, enable_wal, open_storage, parse_storage
 
-__all__ = ["METRIC_NAMES", "OpenedStudy", "RunRequest", "RunSummary", "check_space",
-           "open_study", "resolve_device", "usable_cpus", "validate_name"]
+__all__ = ["METRIC_NAMES", "OpenedStudy", "RunRequest", "RunSummary", "check_compile",
+           "check_space", "open_study", "resolve_device", "usable_cpus", "validate_name"]
 
 METRIC_NAMES = ["accuracy", "throughput"]
 ATTR_SETTINGS = "explore_settings"
@@ -130,6 +130,33 @@ def _explicit_settings(request: RunRequest) -> tuple[dict[str, dict[str, Any]], 
     for section, values in request.explicit.items():
         explicit.setdefault(section, {}).update(values)
     return {k: v for k, v in explicit.items() if v}, source, name, storage
+
+
+def check_compile(device: torch.device, settings: Settings) -> None:
+    """``compile_mode = "reduce-overhead"`` (torch.compile's CUDA graphs) cannot train on CUDA.
+
+    On an H200 (torch 2.11) every such trial failed in its first steps with "accessing tensor
+    output of CUDAGraphs that has been overwritten by a subsequent run", with or without
+    ``torch.compiler.cudagraph_mark_step_begin()`` before each step: refused before anything
+    starts. The throughput is timed as CUDA graph replays anyway (``[measure] cuda_graph``).
+    On the CPU the mode compiles as ``default`` does.
+
+    Raises:
+        UsageError: the study (or ``model train``) would train with that mode on a GPU.
+    """
+    if device.type != "cuda":
+        return
+    modes = {settings.train.compile_mode}
+    compiled = {settings.train.compile}
+    for param in settings.space.params:
+        if param.name == "compile_mode":
+            modes = set(param.choices)
+        elif param.name == "compile":
+            compiled = set(param.choices)
+    if True in compiled and "reduce-overhead" in modes:
+        raise UsageError("compile_mode reduce-overhead cannot train on CUDA (torch.compile's CUDA "
+                         "graphs fail in training here): use compile_mode = \"default\"; the "
+                         "throughput is already timed as CUDA graph replays")
 
 
 def check_space(settings: Settings) -> None:
@@ -292,8 +319,10 @@ def open_study(request: RunRequest) -> OpenedStudy:
         except KeyError:
             raise StudyNotFound(f"no study named {name!r} in {spec.display}: create it with "
                                 "explore study run") from None
+    check_compile(device, resolve_settings(explicit, source=source))  # before any storage
     study, settings, created, storage, data = _open_or_create(spec, request, name, explicit,
                                                               source)
+    check_compile(device, settings)  # as continued: with the stored settings
     enable_wal(spec)  # the study is ours and this run writes to it
     target = settings.study.trials
     if not created and target != study.user_attrs[ATTR_SETTINGS]["study"]["trials"]:

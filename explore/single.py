@@ -12,7 +12,7 @@ from explore.config import MeasureSettings, Settings, resolve_settings
 from explore.data import load_dataset
 from explore.measure import measure_throughput, resolve_precision
 from explore.objective import plan_trial
-from explore.opening import configure_allocator, resolve_device
+from explore.opening import check_compile, configure_allocator, resolve_device
 from explore.train import EpochResult, compile_for_inference, compile_for_trial, train_model
 from extattn import count_flops, count_params, create_model, save_checkpoint
 from studies.errors import UsageError
@@ -71,6 +71,7 @@ def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], devic
     settings, params = _settings(explicit, params)
     configure_allocator()
     dev = resolve_device(device)
+    check_compile(dev, settings)
     data = load_dataset(settings.data, seed=settings.study.seed, device=dev)
     c, h, _ = data.image_shape
     try:

@@ -111,7 +111,6 @@ def _train_epoch(model: nn.Module, net: nn.Module, data: Dataset, settings: Trai
         if augment:
             xb = _augment(xb, gen, data.augment_flip, pad=max(1, xb.shape[-1] // 8))
         with autocast(device, settings.precision):
-            _step_begin(net)
             loss = F.cross_entropy(net(xb), yb, label_smoothing=settings.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -121,15 +120,6 @@ def _train_epoch(model: nn.Module, net: nn.Module, data: Dataset, settings: Trai
         scheduler.step()
         loss_sum += loss.detach() * len(idx)
     return loss_sum.item() / n
-
-
-def _step_begin(net: nn.Module) -> None:
-    """Tell torch.compile's CUDA graphs (``compile_mode = "reduce-overhead"``) that a new
-    iteration begins, so that they may reuse the last one's memory (without it, training with
-    that mode failed on an H200: "accessing tensor output of CUDAGraphs that has been
-    overwritten by a subsequent run"). Nothing for an eager module."""
-    if hasattr(net, "_orig_mod"):  # a torch.compile'd module
-        torch.compiler.cudagraph_mark_step_begin()
 
 
 def _batch_sizes(n: int, batch: int) -> list[int]:
@@ -162,7 +152,6 @@ def compile_for_trial(model: nn.Module, data: Dataset, settings: TrainSettings,
         net.train()
         for b in _batch_sizes(len(data.train_y), settings.batch_size):
             with autocast(device, settings.precision):
-                _step_begin(net)
                 out = net(data.train_x[:b])
             out.float().sum().backward()
         synchronize(device)
@@ -201,7 +190,6 @@ def _run_inference(net: nn.Module, inputs: list[torch.Tensor], device: torch.dev
     net.eval()
     with torch.inference_mode(), autocast(device, precision):
         for x in inputs:
-            _step_begin(net)
             net(x)
 
 
@@ -292,7 +280,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str 
     correct = torch.zeros((), dtype=torch.int64, device=x.device)
     with autocast(x.device, precision):
         for i in range(0, len(x), EVAL_BATCH):
-            _step_begin(model)
             correct += (model(x[i:i + EVAL_BATCH]).argmax(dim=1) == y[i:i + EVAL_BATCH]).sum()
     model.train(was_training)
     return correct.item() / max(1, len(y))

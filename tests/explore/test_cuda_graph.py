@@ -63,3 +63,36 @@ def test_a_study_from_before_the_option_goes_on_timing_eager_forwards(tmp_path: 
         raise AssertionError("a study that timed eager forwards accepted cuda_graph = true")
     study = optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path / 'explore.db'}")
     assert "cuda_graph" not in study.user_attrs[ATTR_SETTINGS]["measure"]  # nothing rewritten
+
+
+def _settings(train: dict | None = None, space: dict | None = None) -> Settings:
+    from explore.config import resolve_settings
+
+    return resolve_settings({"train": train or {}, "space": space or {}})
+
+
+def test_training_with_torch_compiles_cuda_graphs_is_refused_on_cuda_only() -> None:
+    from explore.opening import check_compile
+    from studies.errors import UsageError
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    bad = _settings({"compile": True, "compile_mode": "reduce-overhead"})
+    try:
+        check_compile(cuda, bad)
+    except UsageError as exc:
+        assert "reduce-overhead" in str(exc) and "\n" not in str(exc)
+    else:
+        raise AssertionError("reduce-overhead training on CUDA was accepted")
+    check_compile(cpu, bad)  # on the CPU it compiles as default does
+    check_compile(cuda, _settings({"compile": True}))  # default mode: fine
+    check_compile(cuda, _settings({"compile": False, "compile_mode": "reduce-overhead"}))
+    searched = _settings({"compile": True},
+                         {"compile_mode": ["default", "reduce-overhead"]})
+    try:
+        check_compile(cuda, searched)
+    except UsageError:
+        pass
+    else:
+        raise AssertionError("a space searching reduce-overhead on CUDA was accepted")
+    check_compile(cuda, _settings({"compile_mode": "reduce-overhead"},
+                                  {"compile": [False]}))

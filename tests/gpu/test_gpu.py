@@ -167,22 +167,31 @@ def test_a_model_that_cannot_be_captured_is_timed_eagerly() -> None:
     assert measure_throughput(model, (1, 8, 8), CUDA, settings).graph is True
 
 
-@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
-def test_compiled_training_and_measurement(digits_cuda, mode: str) -> None:
+def test_compiled_training_and_measurement(digits_cuda) -> None:
     from explore.train import compile_for_trial
 
     torch.manual_seed(0)
     model = create_model(SMALL).to(CUDA)
-    settings = TrainSettings(epochs=3, batch_size=32, compile=True, compile_mode=mode)
+    settings = TrainSettings(epochs=3, batch_size=32, compile=True)
     net, seconds = compile_for_trial(model, digits_cuda, settings, measure_batch=64)
     assert seconds > 0
     measure = MeasureSettings(batch_size=64, warmup=1, min_iters=3, min_time=0.05, retries=0)
     throughput = measure_throughput(net, (1, 8, 8), CUDA, measure)
+    assert throughput.graph is False  # a compiled module is timed eagerly, never re-captured
     result = train_model(model, digits_cuda, settings, seed=0, net=net)
     assert len(result.history) == 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert throughput.median > 0
     assert 0.0 <= evaluate(net, digits_cuda.eval_x, digits_cuda.eval_y) <= 1.0
+
+
+def test_training_with_reduce_overhead_is_refused_before_it_starts() -> None:
+    from explore.single import train_one
+    from studies.errors import UsageError
+
+    with pytest.raises(UsageError, match="reduce-overhead"):
+        train_one({"train": {"compile": True, "compile_mode": "reduce-overhead"}}, {},
+                  device="cuda")
 
 
 def test_study_run_on_cuda_end_to_end(tmp_path: Path) -> None:
