@@ -309,7 +309,7 @@ def open_study(request: RunRequest) -> OpenedStudy:
     given = request.name if request.name is not None else file_name  # "" is a bad name
     name = validate_name(given if given is not None else _default_name(dataset_name))
     # Check the explicit settings before touching any storage: bad input changes nothing.
-    resolve_settings(explicit, source=source)
+    check_compile(device, resolve_settings(explicit, source=source))
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -319,7 +319,6 @@ def open_study(request: RunRequest) -> OpenedStudy:
         except KeyError:
             raise StudyNotFound(f"no study named {name!r} in {spec.display}: create it with "
                                 "explore study run") from None
-    check_compile(device, resolve_settings(explicit, source=source))  # before any storage
     study, settings, created, storage, data = _open_or_create(spec, request, name, explicit,
                                                               source)
     check_compile(device, settings)  # as continued: with the stored settings
