@@ -29,7 +29,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -165,7 +165,10 @@ def _measure_once(
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a block would be timed as the model's
     try:
-        with torch.inference_mode(), autocast(device, precision):
+        # On the model's GPU (--device cuda:K): graphs are captured and replayed on the current
+        # device's streams.
+        on_device = torch.cuda.device(device) if device.type == "cuda" else nullcontext()
+        with torch.inference_mode(), autocast(device, precision), on_device:
             graph = (_capture(model, x, device)
                      if device.type == "cuda" and settings.cuda_graph else None)
             captured = graph is not None
