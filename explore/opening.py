@@ -228,7 +228,7 @@ def _continue(study: optuna.Study, spec: StorageSpec, name: str,
             study.metric_names not in (None, METRIC_NAMES)):
         raise UsageError(f"study {name!r} has other objectives than maximize accuracy and "
                          "throughput: choose another --name")
-    stored = _as_measured(stored)
+    stored = _as_run_before(stored)
     settings = Settings.from_dict(stored)
     # Validate the explicit settings on their own first, so errors name the bad key.
     resolve_settings(explicit, base=settings, source=source)
@@ -240,13 +240,21 @@ def _continue(study: optuna.Study, spec: StorageSpec, name: str,
     return study, resolve_settings(explicit, base=settings), False, storage, None
 
 
-def _as_measured(stored: dict[str, Any]) -> dict[str, Any]:
-    """Stored settings with the measurement options added since, set as that study measured:
-    a study from before ``[measure] cuda_graph`` timed eager forwards, and goes on doing so."""
-    measure = stored.get("measure")
-    if isinstance(measure, dict) and "cuda_graph" not in measure:
-        return {**stored, "measure": {**measure, "cuda_graph": False}}
-    return stored
+# Settings added after studies were first stored whose new default behaves differently, with
+# the value a study stored before them ran with: a continued study keeps doing what it did.
+_AS_BEFORE_ADDED: dict[tuple[str, str], Any] = {
+    ("measure", "cuda_graph"): False,  # eager forwards were timed before CUDA graph replays
+}
+
+
+def _as_run_before(stored: dict[str, Any]) -> dict[str, Any]:
+    """Stored settings with every key added since (``_AS_BEFORE_ADDED``) set as the study ran."""
+    out = dict(stored)
+    for (section, key), value in _AS_BEFORE_ADDED.items():
+        values = out.get(section)
+        if isinstance(values, dict) and key not in values:
+            out[section] = {**values, key: value}
+    return out
 
 
 def _stored_settings(study: optuna.Study) -> dict[str, Any] | None:
