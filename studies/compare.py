@@ -113,6 +113,11 @@ def _notes(fronts: Sequence[Front]) -> list[str]:
     if len(devices - {"None"}) > 1:
         notes.append("front trials were measured on different devices ("
                      + ", ".join(sorted(devices - {"None"})) + "): throughputs differ in meaning")
+    timings = {bool((t.user_attrs.get("throughput") or {}).get("graph"))
+               for f in fronts for t in f.front}
+    if len(timings) > 1:
+        notes.append("front trials were timed both as CUDA graph replays and as eager forwards "
+                     "([measure] cuda_graph): throughputs differ in meaning")
     for f in fronts:
         if not f.pareto:
             notes.append(f"study {f.study.name!r} has no COMPLETE trials yet")

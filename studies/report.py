@@ -156,7 +156,9 @@ def _summary(meta: StudyMeta, stats: TrialStats, front: Front, where: str) -> li
     data, train, study = s.get("data", {}), s.get("train", {}), s.get("study", {})
     states = ", ".join(f"{n} {k.lower()}" for k, n in sorted(stats.states.items())) or "none"
     devices = sorted({f"{t.user_attrs.get('device_name', '?')} "
-                      f"({t.user_attrs.get('throughput', {}).get('threads', '?')} threads)"
+                      f"({t.user_attrs.get('throughput', {}).get('threads', '?')} threads"
+                      + (", CUDA graph replays" if t.user_attrs.get("throughput", {}).get("graph")
+                         else "") + ")"
                       for t in front.trials if t.user_attrs.get("device_name")})
     space = s.get("space", {})
     items = [

@@ -139,6 +139,29 @@ def test_plot_and_compare(run: Run, studies: Studies, tmp_path: Path) -> None:
                        tmp_path / "p.gif"), 2, ".png or .html")
 
 
+def test_compare_notes_fronts_timed_as_cuda_graphs_and_eagerly(run: Run, studies: Studies,
+                                                                tmp_path: Path) -> None:
+    import sqlite3
+
+    mine = copy_studies(studies, tmp_path / "mine")
+    result = run("study", "compare", "grid", "easa", "--storage", mine.url, "-f", "json")
+    assert "CUDA graph" not in result.stderr  # all eager (CPU): nothing to say
+    front = load(mine, "easa").best_trials[0]
+    # As if that trial had been measured on a GPU with [measure] cuda_graph (Optuna cannot
+    # edit a finished trial's attrs, so the stored JSON is changed in place).
+    with sqlite3.connect(mine.db) as con:
+        (value,) = con.execute("SELECT value_json FROM trial_user_attributes WHERE trial_id = ? "
+                               "AND key = 'throughput'", (front._trial_id,)).fetchone()
+        con.execute("UPDATE trial_user_attributes SET value_json = ? WHERE trial_id = ? AND "
+                    "key = 'throughput'", (json.dumps({**json.loads(value), "graph": True}),
+                                           front._trial_id))
+    result = run("study", "compare", "grid", "easa", "--storage", mine.url, "-f", "json")
+    json.loads(ok(result))
+    assert "timed both as CUDA graph replays and as eager forwards" in result.stderr
+    ok(run("study", "report", "easa", "--storage", mine.url, "--out", tmp_path / "r.md"))
+    assert "threads, CUDA graph replays)" in (tmp_path / "r.md").read_text()
+
+
 def test_report(run: Run, studies: Studies, tmp_path: Path) -> None:
     result = run("study", "report", "grid", "--storage", studies.url, "--out",
                  tmp_path / "r.md")
