@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import time
@@ -34,6 +35,13 @@ __all__ = [
     "parse_device",
     "sync",
 ]
+
+
+def add_cuda_graph_option(parser: argparse.ArgumentParser) -> None:
+    """``--cuda-graph/--no-cuda-graph``: ``[measure] cuda_graph`` for the script's measurements."""
+    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
+                        help="CUDA: time CUDA graph replays ([measure] cuda_graph, default) or, "
+                             "with --no-cuda-graph, eager forwards")
 
 
 def parse_device(name: str | None) -> torch.device:

@@ -29,7 +29,13 @@ import itertools
 import statistics
 
 import torch
-from _common import default_config, machine_line, matmul_peak, parse_device
+from _common import (
+    add_cuda_graph_option,
+    default_config,
+    machine_line,
+    matmul_peak,
+    parse_device,
+)
 
 from explore.config import MeasureSettings
 from explore.measure import measure_throughput, resolve_precision
@@ -60,9 +66,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="as [train] precision (auto: bf16 on CUDA, fp32 on CPU); the peak "
                              "is measured in the same dtype")
-    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
-                        help="CUDA: time CUDA graph replays ([measure] cuda_graph, default) or, "
-                             "with --no-cuda-graph, eager forwards")
+    add_cuda_graph_option(parser)
     args = parser.parse_args()
     device = parse_device(args.device)
     if args.threads and device.type == "cpu":

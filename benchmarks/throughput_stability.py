@@ -30,7 +30,13 @@ import time
 from pathlib import Path
 
 import torch
-from _common import default_config, machine_line, noise_floor, parse_device
+from _common import (
+    add_cuda_graph_option,
+    default_config,
+    machine_line,
+    noise_floor,
+    parse_device,
+)
 
 from explore import allocator
 from explore.config import MeasureSettings
@@ -64,9 +70,7 @@ def main() -> None:
                         help="torch threads per process (default: all cores, as one worker)")
     parser.add_argument("--retries", type=int, default=MeasureSettings.retries,
                         help="measure.retries: noisy measurements taken again (default 2)")
-    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
-                        help="CUDA: time CUDA graph replays ([measure] cuda_graph, default) or, "
-                             "with --no-cuda-graph, eager forwards")
+    add_cuda_graph_option(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

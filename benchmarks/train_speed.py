@@ -202,16 +202,24 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
         trials[BF16] = lambda s: explore_trial(data, replace(settings, precision="bf16"), s,
                                                device)
     failed: dict[str, str] = {}
+
+    def attempt(name: str, seed: int, label: str) -> dict[str, Any] | None:
+        """One trial of ``name``; an extra trainer that fails (a compile mode) ends its row."""
+        try:
+            return trials[name](seed)
+        except Exception as exc:
+            if name in (EXPLORE, HANDWRITTEN):
+                raise
+            failed[name] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            print(f"  {label} {name:18s} FAILED: {failed[name]}", flush=True)
+            return None
+
     if device.type == "cuda":  # the first trial of each also pays for kernels loading, cuBLAS
         for name in list(runs):  # handles and (--compile) compiling: one untimed round first
-            try:
-                run = trials[name](args.seed)
-                print(f"  warm-up  {name:18s} acc {run['accuracy']:.3f} (not counted)", flush=True)
-            except Exception as exc:  # as below: an extra trainer failing ends its row
-                if name in (EXPLORE, HANDWRITTEN):
-                    raise
-                failed[name] = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
-                print(f"  warm-up  {name:18s} FAILED: {failed[name]}", flush=True)
+            warm = attempt(name, args.seed, "warm-up ")
+            if warm is not None:
+                print(f"  warm-up  {name:18s} acc {warm['accuracy']:.3f} (not counted)",
+                      flush=True)
     for repeat in range(args.repeats):
         order = list(runs) if repeat % 2 == 0 else list(runs)[::-1]
         for name in order:
@@ -219,14 +227,8 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
                 continue
             cpu = time.process_time()
             wall = time.perf_counter()
-            try:
-                run = trials[name](args.seed + repeat)
-            except Exception as exc:  # an extra trainer failing (a compile mode) ends its row
-                if name in (EXPLORE, HANDWRITTEN):
-                    raise
-                first = (str(exc).splitlines() or [""])[0]
-                failed[name] = f"{type(exc).__name__}: {first}"
-                print(f"  repeat {repeat + 1} {name:18s} FAILED: {failed[name]}", flush=True)
+            run = attempt(name, args.seed + repeat, f"repeat {repeat + 1}")
+            if run is None:
                 continue
             run["cpu_seconds"] = time.process_time() - cpu
             run["wall_seconds"] = time.perf_counter() - wall
