@@ -4,13 +4,13 @@
 # Runs, each under its own time limit so one that hangs leaves the rest their time:
 # in this order (the most needed first; DEADLINE cuts the tail):
 #   1. the GPU tests (pytest -m gpu tests/gpu)
-#   2. benchmarks/throughput_stability.py --device cuda (10 fresh processes, CUDA graphs)
-#   3. benchmarks/cost_model.py --device cuda (bf16, the CUDA default; CUDA graphs)
-#   4. benchmarks/train_speed.py --device cuda --compile (default and reduce-overhead = CUDA
-#      graphs) --bf16
-#   5. throughput_stability.py --no-cuda-graph (eager forwards, as before [measure] cuda_graph)
-#   6. a default `explore study run --device cuda` of a few trials, then `study show`
-#   7. optional (EXTRA_CPU=1): train_speed.py's whole-machine CPU comparison on the host's cores: train_speed.py's whole-machine CPU comparison on the host's cores
+#   2. benchmarks/train_speed.py --device cuda --fp32 --compile: explore's trainer (training
+#      steps as CUDA graph replays, bf16 autocast), its steps launched eagerly, fp32, compiled,
+#      and the DataLoader loop
+#   3. a default `explore study run --device cuda` of a few trials, then `study show`
+#   4. benchmarks/cost_model.py --device cuda, fp32 then bf16 (the CUDA default; CUDA graphs)
+#   5. benchmarks/throughput_stability.py --device cuda (10 fresh processes, CUDA graphs)
+#   6. optional (EXTRA_CPU=1): train_speed.py's whole-machine CPU comparison on the host's cores
 #
 # Usage: OUT=/some/dir bash benchmarks/gpu_session.sh     (logs: $OUT/*.txt)
 # Python packages the machine lacks can be put as wheels in .whl/ (installed to /tmp/site).
@@ -59,18 +59,18 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-step pytest_gpu "${T_PYTEST:-150}" $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider
-step stability "${T_STABILITY:-90}" $PY benchmarks/throughput_stability.py --device cuda
-step cost_model "${T_COST:-80}" $PY benchmarks/cost_model.py --device cuda \
-    --rounds "${COST_ROUNDS:-2}"
-step train_speed "${T_TRAIN:-150}" $PY benchmarks/train_speed.py --device cuda --repeats 2 \
-    --compile --compile-mode default,reduce-overhead --bf16
-step stability_eager "${T_STABILITY:-90}" $PY benchmarks/throughput_stability.py --device cuda \
-    --no-cuda-graph
+step pytest_gpu "${T_PYTEST:-170}" $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider
+step train_speed "${T_TRAIN:-170}" $PY benchmarks/train_speed.py --device cuda --repeats 2 \
+    --fp32 ${TRAIN_COMPILE:---compile}
 STUDY_DIR=$(mktemp -d)
 step study "${T_STUDY:-80}" bash -c "cd $STUDY_DIR && timeout -s INT ${T_STUDY_RUN:-60} \
     $PY $REPO/cli.py study run --device cuda --trials ${STUDY_TRIALS:-12} --name gpu;
     $PY $REPO/cli.py study show gpu"
+step cost_model_fp32 "${T_COST:-80}" $PY benchmarks/cost_model.py --device cuda \
+    --rounds "${COST_ROUNDS:-2}" --precision fp32
+step cost_model "${T_COST:-80}" $PY benchmarks/cost_model.py --device cuda \
+    --rounds "${COST_ROUNDS:-2}"
+step stability "${T_STABILITY:-90}" $PY benchmarks/throughput_stability.py --device cuda
 if [ "${EXTRA_CPU:-0}" = 1 ]; then
     step machine_cpu "${T_CPU:-150}" $PY benchmarks/train_speed.py --no-per-process --repeats 2 \
         --startup 8

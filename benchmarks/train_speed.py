@@ -28,8 +28,11 @@ Usage::
     python benchmarks/train_speed.py --compile --no-machine  # and the torch.compile'd trainer
     python benchmarks/train_speed.py --device cuda --compile --compile-mode default,reduce-overhead
     python benchmarks/train_speed.py --bf16             # and explore with --precision bf16
+    python benchmarks/train_speed.py --device cuda --fp32   # and explore in fp32 on the GPU
 
-``--bf16`` adds explore's trainer under bf16 autocast (``--precision bf16``) to both
+On CUDA explore's trainer runs each step as a CUDA graph replay (``[train] cuda_graph``); a row
+with the steps launched eagerly is added (``--no-eager-steps`` leaves it out), and their ratio
+printed. ``--bf16`` adds explore's trainer under bf16 autocast (``--precision bf16``) to both
 comparisons, with its accuracies, and its rate as a fraction of the bf16 matmul peak measured in
 the same run (the fp32 "of peak" column would flatter it).
 
@@ -70,6 +73,8 @@ from extattn import count_flops, create_model
 EXPLORE = "explore trainer"
 COMPILED = "explore, --compile"
 BF16 = "explore, --precision bf16"
+FP32 = "explore, --precision fp32"
+EAGER = "explore, eager steps"
 HANDWRITTEN = "DataLoader loop"
 
 
@@ -197,10 +202,15 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
         runs[name] = []
         trials[name] = (lambda m: lambda s: explore_trial(data, replace(settings, compile_mode=m),
                                                           s, device, compiled=True))(mode)
-    if args.bf16:
-        runs[BF16] = []
-        trials[BF16] = lambda s: explore_trial(data, replace(settings, precision="bf16"), s,
-                                               device)
+    extra = {BF16: args.bf16 and device.type == "cpu",  # on CUDA explore's default is bf16
+             FP32: args.fp32 and device.type == "cuda",  # on the CPU it is fp32
+             EAGER: device.type == "cuda" and args.eager_steps}
+    changes = {BF16: {"precision": "bf16"}, FP32: {"precision": "fp32"},
+               EAGER: {"cuda_graph": False}}
+    for name in (n for n, wanted in extra.items() if wanted):
+        runs[name] = []
+        trials[name] = (lambda changed: lambda s: explore_trial(data, changed, s, device))(
+            replace(settings, **changes[name]))
     failed: dict[str, str] = {}
 
     def attempt(name: str, seed: int, label: str) -> dict[str, Any] | None:
@@ -260,7 +270,13 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
               f"| {accs} |")
     print(f"\nexplore / DataLoader loop, images/s trained: {rate[EXPLORE] / rate[HANDWRITTEN]:.2f}"
           f"   (medians; load average now {os.getloadavg()[0]:.2f})")
-    if args.bf16 and BF16 not in failed:
+    if EAGER in rate:
+        print(f"explore's steps as CUDA graph replays / launched eagerly: "
+              f"{rate[EXPLORE] / rate[EAGER]:.2f}x images/s trained")
+    if FP32 in rate:
+        print(f"explore bf16 autocast (CUDA default) / fp32: {rate[EXPLORE] / rate[FP32]:.2f}x "
+              f"images/s trained")
+    if BF16 in rate:
         bf16_peak = matmul_peak(device, dtype=torch.bfloat16)
         gflops = rate[BF16] * train_flops / 1e9
         print(f"{BF16}: {rate[BF16] / rate[EXPLORE]:.2f}x explore's fp32 images/s, "
@@ -372,6 +388,12 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true",
                         help="also explore's trainer with --precision bf16 (autocast; on CPUs "
                              "with native bf16)")
+    parser.add_argument("--fp32", action="store_true",
+                        help="CUDA: also explore's trainer with --precision fp32 (its default "
+                             "there is bf16 autocast)")
+    parser.add_argument("--eager-steps", action=argparse.BooleanOptionalAction, default=True,
+                        help="CUDA: also explore's trainer with [train] cuda_graph = false "
+                             "(each step launched eagerly; default: on)")
     parser.add_argument("--per-process", action=argparse.BooleanOptionalAction, default=True,
                         help="the per-process comparison")
     parser.add_argument("--machine", action=argparse.BooleanOptionalAction, default=True,

@@ -98,6 +98,10 @@ class TrainSettings:
     # CUDA, fp32 on CPU), fp32, or bf16 (autocast on any device; on CPUs with native bf16,
     # avx512_bf16 or AMX, 1.4-2x faster training at equal accuracy, docs/performance.md).
     precision: str = "auto"
+    # On CUDA, run each training step (forward, backward, clipping, AdamW) as one replay of a
+    # captured CUDA graph: the same math without launching its kernels one by one from Python.
+    # Ignored on the CPU and for --compile'd models; a step that cannot be captured runs eagerly.
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:

@@ -82,10 +82,13 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> str:
     return precision
 
 
-def autocast(device: torch.device, precision: str = "auto") -> torch.autocast:
-    """bf16 autocast where ``precision`` resolves to bf16; a disabled context for fp32."""
+def autocast(device: torch.device, precision: str = "auto", cache: bool = True
+             ) -> torch.autocast:
+    """bf16 autocast where ``precision`` resolves to bf16; a disabled context for fp32.
+    ``cache=False`` inside CUDA graph captures (weights are cast in the graph, every replay)."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=resolve_precision(device, precision) == "bf16")
+                          enabled=resolve_precision(device, precision) == "bf16",
+                          cache_enabled=cache)
 
 
 def native_bf16(device: torch.device) -> bool:

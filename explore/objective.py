@@ -68,6 +68,7 @@ def experiment_key(model: dict[str, Any], train: dict[str, Any], settings: Setti
         train = {k: v for k, v in train.items() if k not in ("compile", "compile_mode")}
     if train.get("precision") == "auto":  # likewise: keys from before the option stay
         train = {k: v for k, v in train.items() if k != "precision"}
+    train = {k: v for k, v in train.items() if k != "cuda_graph"}  # how it runs, not what
     data = dataclasses.asdict(settings.data)
     for machine_specific in ("data_dir", "download"):
         data.pop(machine_specific)
@@ -249,6 +250,8 @@ class Objective:
             trial.set_user_attr("resumed_from_epoch", result.resumed_from)
             trial.set_user_attr(ATTR_HISTORY, [r.to_dict() for r in result.history])
         trial.set_user_attr("train_seconds", round(result.train_seconds, 3))
+        if result.graphed:
+            trial.set_user_attr("train_graph_seconds", round(result.graph_seconds, 3))
         trial.set_user_attr("wall_seconds", round(time.perf_counter() - started, 3))
         if self.save_checkpoint is not None:
             self.save_checkpoint(trial, model, plan)

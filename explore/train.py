@@ -25,10 +25,13 @@ from torch import nn
 from explore.config import TrainSettings
 from explore.data import Dataset
 from explore.measure import autocast, synchronize
+from explore.stepgraphs import CaptureRefused, StepGraphs
 from extattn.checkpoint import atomic_torch_save
 
 __all__ = ["EpochResult", "NonFiniteLoss", "TrainResult", "compile_for_inference",
            "compile_for_trial", "evaluate", "train_model"]
+
+log = logging.getLogger(__name__)
 
 EVAL_BATCH = 1024
 STATE_VERSION = 2  # 2: tensors packed into one buffer per dtype (1: as torch.save writes them)
@@ -58,6 +61,8 @@ class TrainResult:
     history: list[EpochResult] = field(default_factory=list)
     train_seconds: float = 0.0  # summed over epochs, including those before a resume
     resumed_from: int = 0  # epochs restored from a saved state
+    graphed: bool = False  # each step a CUDA graph replay ([train] cuda_graph)
+    graph_seconds: float = 0.0  # warming up and capturing those graphs (not in train_seconds)
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -97,29 +102,66 @@ def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool, pad: int) -> tor
     return out.contiguous()
 
 
+def _train_step(model: nn.Module, net: nn.Module, xb: torch.Tensor, yb: torch.Tensor,
+                settings: TrainSettings, optimizer: torch.optim.Optimizer,
+                loss_sum: torch.Tensor, *, graphed: bool = False) -> None:
+    """Forward, loss, backward, clipping and the AdamW update of one batch; adds the batch's
+    summed loss to ``loss_sum``. ``graphed``: as captured (:mod:`explore.stepgraphs`): the
+    gradients are zeroed in place (the graph's buffers) and autocast caches no casts."""
+    with autocast(xb.device, settings.precision, cache=not graphed):
+        loss = F.cross_entropy(net(xb), yb, label_smoothing=settings.label_smoothing)
+    optimizer.zero_grad(set_to_none=not graphed)
+    loss.backward()
+    if settings.grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+    optimizer.step()
+    loss_sum += loss.detach() * len(yb)
+
+
 def _train_epoch(model: nn.Module, net: nn.Module, data: Dataset, settings: TrainSettings,
                  optimizer: torch.optim.Optimizer, scheduler: Any, gen: torch.Generator,
-                 augment: bool) -> float:
-    """One pass over the training split in a fresh random order; returns the mean loss."""
+                 augment: bool, graphs: StepGraphs | None = None) -> float:
+    """One pass over the training split in a fresh random order; returns the mean loss.
+    With ``graphs``, each step is one replay of the captured step of its batch size."""
     device = data.train_x.device
     n = len(data.train_y)
     perm = torch.randperm(n, generator=gen).to(device)
-    loss_sum = torch.zeros((), device=device)
+    loss_sum = torch.zeros((), device=device) if graphs is None else graphs.loss_sum.zero_()
     for start in range(0, n, settings.batch_size):
         idx = perm[start:start + settings.batch_size]
-        xb, yb = data.train_x[idx], data.train_y[idx]
-        if augment:
-            xb = _augment(xb, gen, data.augment_flip, pad=max(1, xb.shape[-1] // 8))
-        with autocast(device, settings.precision):
-            loss = F.cross_entropy(net(xb), yb, label_smoothing=settings.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if settings.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-        optimizer.step()
+        if graphs is not None:
+            def fill(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor = idx) -> None:
+                if augment:
+                    x.copy_(_augment(data.train_x[idx], gen, data.augment_flip,
+                                     pad=max(1, x.shape[-1] // 8)))
+                else:
+                    torch.index_select(data.train_x, 0, idx, out=x)
+                torch.index_select(data.train_y, 0, idx, out=y)
+
+            graphs.run(fill, len(idx))
+        else:
+            xb, yb = data.train_x[idx], data.train_y[idx]
+            if augment:
+                xb = _augment(xb, gen, data.augment_flip, pad=max(1, xb.shape[-1] // 8))
+            _train_step(model, net, xb, yb, settings, optimizer, loss_sum)
         scheduler.step()
-        loss_sum += loss.detach() * len(idx)
     return loss_sum.item() / n
+
+
+def _step_graphs(model: nn.Module, net: nn.Module, data: Dataset, settings: TrainSettings,
+                 optimizer: torch.optim.Optimizer, capture: bool) -> StepGraphs | None:
+    """The training step captured per batch size (``[train] cuda_graph``), or None where it
+    synchronizes with the host (the trial then trains eagerly)."""
+    def step(xb: torch.Tensor, yb: torch.Tensor, loss_sum: torch.Tensor) -> None:
+        _train_step(model, net, xb, yb, settings, optimizer, loss_sum, graphed=True)
+
+    try:
+        return StepGraphs(step, model, optimizer,
+                          _batch_sizes(len(data.train_y), settings.batch_size),
+                          data.train_x, data.train_y, capture=capture)
+    except CaptureRefused as exc:
+        log.warning("training eagerly: %s", exc)
+        return None
 
 
 def _batch_sizes(n: int, batch: int) -> list[int]:
@@ -297,6 +339,7 @@ def train_model(
     extra_state: dict[str, Any] | None = None,
     epoch_guard: Callable[[], AbstractContextManager[Any]] = nullcontext,
     net: nn.Module | None = None,
+    step_graphs: bool | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data.train_*`` and evaluate on ``data.eval_*`` after every epoch.
 
@@ -312,6 +355,9 @@ def train_model(
         epoch_guard: Context held while an epoch trains (the machine lock's shared side).
         net: What runs the batches, when not ``model`` itself: its compiled form
             (:func:`compile_for_trial`). States and checkpoints always hold ``model``'s weights.
+        step_graphs: Run each step as a captured CUDA graph (:mod:`explore.stepgraphs`).
+            Default: on CUDA where ``settings.cuda_graph`` says so and ``net`` is not compiled.
+            True on another device runs the same steps on the graphs' buffers, uncaptured.
 
     Raises:
         NonFiniteLoss: the loss became NaN or infinite.
@@ -349,32 +395,42 @@ def train_model(
             result.accuracy = result.history[-1].accuracy if result.history else 0.0
 
     model.train()
-    for epoch in range(result.resumed_from + 1, settings.epochs + 1):
-        with epoch_guard():
-            t0 = time.perf_counter()
-            mean_loss = _train_epoch(model, net, data, settings, optimizer, scheduler, gen,
-                                     augment)
-            seconds = time.perf_counter() - t0
-            if not math.isfinite(mean_loss):
-                raise NonFiniteLoss(f"training loss became {mean_loss} in epoch {epoch}")
-            accuracy = evaluate(net, data.eval_x, data.eval_y, settings.precision)
-        record = EpochResult(epoch, accuracy, mean_loss, seconds)
-        result.history.append(record)
-        result.accuracy = accuracy
-        result.train_seconds += seconds
-        if state_path is not None:
-            atomic_torch_save({"version": STATE_VERSION, "packed": pack_tensors({
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                "history": [h.to_dict() for h in result.history],
-                "train_seconds": result.train_seconds,
-                "extra": dict(extra_state or {}),
-            })}, state_path)
-        if on_epoch is not None:
-            on_epoch(record, result.history)
+    if step_graphs is None:
+        step_graphs = (settings.cuda_graph and device.type == "cuda"
+                       and not hasattr(net, "_orig_mod"))
+    # Graphs are captured and replayed on the current device's streams: the model's GPU's.
+    with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
+        started = time.perf_counter()
+        graphs = (_step_graphs(model, net, data, settings, optimizer, device.type == "cuda")
+                  if step_graphs and result.resumed_from < settings.epochs else None)
+        result.graphed = graphs is not None and graphs.capture
+        result.graph_seconds = time.perf_counter() - started if graphs is not None else 0.0
+        for epoch in range(result.resumed_from + 1, settings.epochs + 1):
+            with epoch_guard():
+                t0 = time.perf_counter()
+                mean_loss = _train_epoch(model, net, data, settings, optimizer, scheduler, gen,
+                                         augment, graphs)
+                seconds = time.perf_counter() - t0
+                if not math.isfinite(mean_loss):
+                    raise NonFiniteLoss(f"training loss became {mean_loss} in epoch {epoch}")
+                accuracy = evaluate(net, data.eval_x, data.eval_y, settings.precision)
+            record = EpochResult(epoch, accuracy, mean_loss, seconds)
+            result.history.append(record)
+            result.accuracy = accuracy
+            result.train_seconds += seconds
+            if state_path is not None:
+                atomic_torch_save({"version": STATE_VERSION, "packed": pack_tensors({
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                    "history": [h.to_dict() for h in result.history],
+                    "train_seconds": result.train_seconds,
+                    "extra": dict(extra_state or {}),
+                })}, state_path)
+            if on_epoch is not None:
+                on_epoch(record, result.history)
     return result

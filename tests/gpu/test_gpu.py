@@ -19,7 +19,7 @@ from torch import nn
 from explore.config import DataSettings, MeasureSettings, TrainSettings
 from explore.data import load_dataset
 from explore.measure import measure_throughput
-from explore.train import evaluate, train_model
+from explore.train import TrainResult, evaluate, train_model
 from extattn import ModelConfig, create_model
 
 pytestmark = [
@@ -167,6 +167,85 @@ def test_a_model_that_cannot_be_captured_is_timed_eagerly() -> None:
     assert measure_throughput(model, (1, 8, 8), CUDA, settings).graph is True
 
 
+def _train_cuda(digits_cuda, config: ModelConfig | nn.Module, cuda_graph: bool,
+                **kw) -> tuple[nn.Module, TrainResult]:
+    torch.manual_seed(0)
+    model = (create_model(config) if isinstance(config, ModelConfig) else config).to(CUDA)
+    # 512 images in batches of 48: two batch sizes (48 and the last, 32), two graphs
+    settings = TrainSettings(epochs=6, batch_size=48, cuda_graph=cuda_graph)
+    return model, train_model(model, digits_cuda, settings, seed=0, augment=True, **kw)
+
+
+@pytest.mark.parametrize("norm", ["double", "softmax"])
+def test_training_steps_replayed_as_cuda_graphs_learn_what_eager_steps_learn(
+        digits_cuda, norm: str) -> None:
+    config = SMALL.replace(norm=norm, dropout=0.1)  # dropout: the graphs' random numbers too
+    eager_model, eager = _train_cuda(digits_cuda, config, cuda_graph=False)
+    graph_model, graphed = _train_cuda(digits_cuda, config, cuda_graph=True)
+    assert graphed.graphed and not eager.graphed
+    assert graphed.graph_seconds > 0
+    # The same math from the same state (the warm-up steps were undone): the curves agree.
+    assert graphed.history[0].loss == pytest.approx(eager.history[0].loss, rel=0.02)
+    for a, b in zip(graphed.history, eager.history, strict=True):
+        assert a.loss == pytest.approx(b.loss, rel=0.1), (graphed.history, eager.history)
+    assert abs(graphed.accuracy - eager.accuracy) < 0.1
+    assert graphed.history[-1].loss < graphed.history[0].loss - 0.3
+    assert all(torch.isfinite(p).all() for p in graph_model.parameters())
+    # The optimizer's saved form is the eager one's (a state resumes under either).
+    drift = max((a - b).abs().max().item() for a, b in
+                zip(graph_model.state_dict().values(), eager_model.state_dict().values(),
+                    strict=True))
+    assert drift < 0.5
+
+
+class _SyncingClassifier(nn.Module):
+    """A classifier whose forward reads a value back to the host: not capturable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x.flatten(1))
+        return out * (1.0 if float(out.detach().abs().max()) < 1e6 else 0.5)
+
+
+def test_a_step_that_cannot_be_captured_trains_eagerly_from_the_same_state(digits_cuda) -> None:
+    torch.manual_seed(0)
+    eager_model, eager = _train_cuda(digits_cuda, _SyncingClassifier(), cuda_graph=False)
+    torch.manual_seed(0)
+    model, result = _train_cuda(digits_cuda, _SyncingClassifier(), cuda_graph=True)
+    assert result.graphed is False
+    # The refused warm-up was undone: training matches the eager run's.
+    for a, b in zip(result.history, eager.history, strict=True):
+        assert a.loss == pytest.approx(b.loss, rel=1e-3)
+    assert torch.randn(4, device=CUDA).isfinite().all()  # the CUDA generator still works
+    _, after = _train_cuda(digits_cuda, SMALL, cuda_graph=True)
+    assert after.graphed  # and a capturable model is captured after it
+
+
+def test_graphed_training_resumes_after_an_interruption(digits_cuda, tmp_path: Path) -> None:
+    _, straight = _train_cuda(digits_cuda, SMALL, cuda_graph=True)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(record, history) -> None:
+        if record.epoch == 2:
+            raise Stop
+
+    state = tmp_path / "state.pt"
+    with pytest.raises(Stop):
+        _train_cuda(digits_cuda, SMALL, cuda_graph=True, state_path=state,
+                    on_epoch=stop_after_two)
+    _, resumed = _train_cuda(digits_cuda, SMALL, cuda_graph=True, state_path=state)
+    assert resumed.resumed_from == 2 and resumed.graphed
+    assert [r.epoch for r in resumed.history] == list(range(1, 7))
+    for a, b in zip(resumed.history, straight.history, strict=True):
+        assert a.loss == pytest.approx(b.loss, rel=0.1)
+    assert abs(resumed.accuracy - straight.accuracy) < 0.1
+
+
 def test_compiled_training_and_measurement(digits_cuda) -> None:
     from explore.train import compile_for_trial
 
@@ -220,5 +299,6 @@ def test_study_run_on_cuda_end_to_end(tmp_path: Path) -> None:
         assert t.user_attrs["device"].startswith("cuda")
         assert t.user_attrs["throughput"]["device"].startswith("cuda")
         assert t.user_attrs["throughput"]["graph"] is True  # timed as CUDA graph replays
+        assert t.user_attrs["train_graph_seconds"] > 0  # trained as CUDA graph replays
         assert t.values[1] > 0
         json.dumps(t.user_attrs["throughput"])  # stored as plain JSON
