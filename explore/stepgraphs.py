@@ -146,12 +146,18 @@ def _sync_raises(active: bool) -> Iterator[None]:
         return
     before = torch.cuda.get_sync_debug_mode()
     torch.cuda.set_sync_debug_mode("error")
+    failure = None
     try:
         yield
     except RuntimeError as exc:
-        raise CaptureRefused(f"the training step synchronizes with the host: {exc}") from exc
+        failure = str(exc)
     finally:
         torch.cuda.set_sync_debug_mode(before)
+    if failure is not None:
+        # Raised outside the handler: no reference to the failed step's frames (its autograd
+        # graph) survives in the exception, which would otherwise keep the warm-up's stream
+        # attached to the parameters' gradient accumulators.
+        raise CaptureRefused(f"the training step synchronizes with the host: {failure}")
 
 
 @contextmanager

@@ -160,7 +160,7 @@ def _step_graphs(model: nn.Module, net: nn.Module, data: Dataset, settings: Trai
                           _batch_sizes(len(data.train_y), settings.batch_size),
                           data.train_x, data.train_y, capture=capture)
     except CaptureRefused as exc:
-        log.warning("training eagerly: %s", exc)
+        log.warning("training eagerly: %s", str(exc))  # a string: no frames kept alive
         return None
 
 

@@ -168,12 +168,13 @@ def test_a_model_that_cannot_be_captured_is_timed_eagerly() -> None:
 
 
 def _train_cuda(digits_cuda, config: ModelConfig | nn.Module, cuda_graph: bool,
-                **kw) -> tuple[nn.Module, TrainResult]:
+                augment: bool = False, **kw) -> tuple[nn.Module, TrainResult]:
     torch.manual_seed(0)
     model = (create_model(config) if isinstance(config, ModelConfig) else config).to(CUDA)
-    # 512 images in batches of 48: two batch sizes (48 and the last, 32), two graphs
-    settings = TrainSettings(epochs=6, batch_size=48, cuda_graph=cuda_graph)
-    return model, train_model(model, digits_cuda, settings, seed=0, augment=True, **kw)
+    # 512 images in batches of 48: two batch sizes (48 and the last, 32), two graphs. 10
+    # epochs: the loss falls from 2.31 to 1.71 on the CPU (with augmentation only to 2.14).
+    settings = TrainSettings(epochs=10, batch_size=48, cuda_graph=cuda_graph)
+    return model, train_model(model, digits_cuda, settings, seed=0, augment=augment, **kw)
 
 
 @pytest.mark.parametrize("norm", ["double", "softmax"])
@@ -225,7 +226,7 @@ def test_a_step_that_cannot_be_captured_trains_eagerly_from_the_same_state(digit
 
 
 def test_graphed_training_resumes_after_an_interruption(digits_cuda, tmp_path: Path) -> None:
-    _, straight = _train_cuda(digits_cuda, SMALL, cuda_graph=True)
+    _, straight = _train_cuda(digits_cuda, SMALL, cuda_graph=True, augment=True)
 
     class Stop(Exception):
         pass
@@ -236,11 +237,12 @@ def test_graphed_training_resumes_after_an_interruption(digits_cuda, tmp_path: P
 
     state = tmp_path / "state.pt"
     with pytest.raises(Stop):
-        _train_cuda(digits_cuda, SMALL, cuda_graph=True, state_path=state,
+        _train_cuda(digits_cuda, SMALL, cuda_graph=True, augment=True, state_path=state,
                     on_epoch=stop_after_two)
-    _, resumed = _train_cuda(digits_cuda, SMALL, cuda_graph=True, state_path=state)
+    _, resumed = _train_cuda(digits_cuda, SMALL, cuda_graph=True, augment=True,
+                             state_path=state)
     assert resumed.resumed_from == 2 and resumed.graphed
-    assert [r.epoch for r in resumed.history] == list(range(1, 7))
+    assert [r.epoch for r in resumed.history] == list(range(1, 11))
     for a, b in zip(resumed.history, straight.history, strict=True):
         assert a.loss == pytest.approx(b.loss, rel=0.1)
     assert abs(resumed.accuracy - straight.accuracy) < 0.1
