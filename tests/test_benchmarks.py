@@ -1,0 +1,54 @@
+"""The training benchmarks run end to end on the CPU (tiny settings) and print what they promise.
+Their figures are not asserted: speed is judged from their output on a quiet machine, never here."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def _run(script: str, *args: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_precision_compares_fp32_and_bf16_for_each_model() -> None:
+    out = _run("precision.py", "--models", "default", "--epochs", "1", "--repeats", "1",
+               "--images", "320")
+    row = next(line for line in out.splitlines() if line.startswith("| default |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    fp32_infer, bf16_infer, infer_ratio = float(cells[2]), float(cells[3]), float(cells[4])
+    fp32_train, bf16_train, train_ratio = float(cells[5]), float(cells[6]), float(cells[7])
+    assert min(fp32_infer, bf16_infer, fp32_train, bf16_train) > 0
+    assert infer_ratio == pytest.approx(bf16_infer / fp32_infer, abs=0.01)
+    assert train_ratio == pytest.approx(bf16_train / fp32_train, abs=0.01)
+    accuracies = [float(a) for a in cells[8].split(",")]
+    assert len(accuracies) == 2 and all(0.0 <= a <= 1.0 for a in accuracies)
+
+
+def test_precision_refuses_an_unknown_model() -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "precision.py"),
+                           "--models", "huge"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert proc.returncode == 2 and "--models huge" in proc.stderr
+
+
+def test_train_speed_compares_explore_with_the_dataloader_loop() -> None:
+    out = _run("train_speed.py", "--epochs", "1", "--repeats", "1", "--no-machine")
+    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| ([^|]+?) \| (\d+) \|", out, re.M)}
+    assert set(rows) == {"explore trainer", "DataLoader loop"}  # no CUDA-only rows on the CPU
+    ratio = float(re.search(r"images/s trained: ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    assert ratio == pytest.approx(int(rows["explore trainer"]) / int(rows["DataLoader loop"]),
+                                  rel=0.01)
