@@ -375,8 +375,9 @@ def model_train(
     if fmt == "json":
         _print_json(result)
         return
+    graphed = ", steps as CUDA graph replays" if "train_graph_seconds" in result else ""
     out.print(f"accuracy {result['accuracy']:.4f}, {result['throughput']:,.0f} img/s, "
-              f"trained in {result['train_seconds']:.1f}s (seed {result['seed']})")
+              f"trained in {result['train_seconds']:.1f}s{graphed} (seed {result['seed']})")
     if out_path is not None:
         out.print(f"checkpoint: {out_path}")
 

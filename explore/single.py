@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from explore.config import MeasureSettings, Settings, resolve_settings
+from explore.config import MODEL_KEYS, MeasureSettings, Settings, TrainSettings, resolve_settings
 from explore.data import load_dataset
 from explore.measure import measure_throughput, resolve_precision
 from explore.objective import plan_trial
@@ -24,12 +24,23 @@ Explicit = dict[str, dict[str, Any]]
 
 
 def _settings(explicit: Explicit, params: dict[str, Any]) -> tuple[Settings, dict[str, Any]]:
-    settings = resolve_settings({**explicit, "space": {}})
-    train_fields = {f.name for f in dataclasses.fields(settings.train)}
-    unknown = sorted(set(params) - set(settings.model) - train_fields)
+    """The settings with ``--set`` values merged in: type-checked and validated as a settings
+    file's are (a string where a number or true/false belongs is refused, not trained)."""
+    resolve_settings({**explicit, "space": {}})  # the command's own options, reported as such
+    train_fields = {f.name for f in dataclasses.fields(TrainSettings)}
+    unknown = sorted(set(params) - set(MODEL_KEYS) - train_fields)
     if unknown:
         raise UsageError(f"unknown model/training field(s): {', '.join(unknown)}")
-    return settings, params
+    merged = {**explicit, "space": {}}
+    for section, fields in (("model", set(MODEL_KEYS)), ("train", train_fields)):
+        sets = {k: v for k, v in params.items() if k in fields}
+        if sets:
+            merged[section] = {**explicit.get(section, {}), **sets}
+    try:
+        settings = resolve_settings(merged)
+    except UsageError as exc:
+        raise UsageError(f"--set: {exc}") from None
+    return settings, {}
 
 
 def bench_model(explicit: dict[str, dict[str, Any]], params: dict[str, Any],
@@ -101,6 +112,8 @@ def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], devic
                "history": [r.to_dict() for r in result.history]}
     if compile_seconds is not None:
         summary["compile_seconds"] = round(compile_seconds, 3)
+    if result.graphed:
+        summary["train_graph_seconds"] = round(result.graph_seconds, 3)
     if out is not None:
         save_checkpoint(out, model, plan.model, {k: v for k, v in summary.items()
                                                  if k != "history"})

@@ -106,6 +106,15 @@ CASES = [
     case(*RUN, "--max-failures", "0", says=("--max-failures",), id="max-failures-zero"),
     case(*RUN, "--keep-checkpoints", "some", says=("--keep-checkpoints",), id="keep-unknown"),
     case(*RUN, "-f", "yaml", says=("unknown format 'yaml'",), id="unknown-format"),
+    # One configuration's --set values are checked as a settings file's.
+    case("model", "train", "--set", "epochs=abc",
+         says=("--set", "[train] epochs must be an integer", "'abc'"), id="set-epochs-string"),
+    case("model", "train", "--set", "cuda_graph=maybe",
+         says=("--set", "[train] cuda_graph must be true or false"), id="set-bool-string"),
+    case("model", "bench", "--set", "dim=wide", says=("--set", "[model] dim must be an integer"),
+         id="set-dim-string"),
+    case("model", "train", "--set", "width=3", says=("unknown model/training field", "width"),
+         id="set-unknown-field"),
 ]
 
 

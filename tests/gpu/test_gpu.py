@@ -304,3 +304,21 @@ def test_study_run_on_cuda_end_to_end(tmp_path: Path) -> None:
         assert t.user_attrs["train_graph_seconds"] > 0  # trained as CUDA graph replays
         assert t.values[1] > 0
         json.dumps(t.user_attrs["throughput"])  # stored as plain JSON
+
+
+def test_model_train_says_its_steps_ran_as_cuda_graph_replays(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPLORE_", "OPTUNA_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    runs = {}
+    for graph in ("true", "false"):
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "cli.py"), "model", "train", "--device", "cuda",
+             "--epochs", "2", "--set", f"cuda_graph={graph}", "-f", "json"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr
+        runs[graph] = json.loads(proc.stdout)
+    assert runs["true"]["train_graph_seconds"] > 0
+    assert "train_graph_seconds" not in runs["false"]
+    assert runs["true"]["train"]["cuda_graph"] is True
+    assert abs(runs["true"]["accuracy"] - runs["false"]["accuracy"]) < 0.1
