@@ -138,12 +138,16 @@ class MeasureSettings:
     # GPU's and not the host's kernel-launch rate; where capture fails, eager (recorded per
     # trial as throughput.graph). Ignored on the CPU.
     cuda_graph: bool = True
+    # Timed seconds, at least, of a measurement replaying a CUDA graph (at most min_time): the
+    # replays' rate is stable to 0.2% (docs/performance.md), so they need far less time than
+    # eager timing, which would otherwise be most of a GPU trial's cost.
+    graph_min_time: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.warmup < 0 or self.min_iters < 1 or self.min_time < 0:
-            raise ValueError(
-                "measure: batch_size and min_iters must be >= 1, warmup and min_time >= 0"
-            )
+        if (self.batch_size < 1 or self.warmup < 0 or self.min_iters < 1 or self.min_time < 0
+                or self.graph_min_time < 0):
+            raise ValueError("measure: batch_size and min_iters must be >= 1, warmup, min_time "
+                             "and graph_min_time >= 0")
         if not 0 <= self.retries <= 10:
             raise ValueError(f"measure: retries must be between 0 and 10; got {self.retries}")
         if self.threads < 0:

@@ -11,9 +11,10 @@ On CUDA (``cuda_graph``, default on) the forward is captured once as a CUDA grap
 iterations replay it: a small model's eager forward is bound by the host launching its ~50
 kernels one by one (on an H200 every model of the default space measured 0.29–0.38 M img/s
 eager, 13% apart from one process to the next; replayed, 0.95–1.6 M img/s, 0.2% apart), so the
-eager figure ranks the host's Python, not the designs. A model that cannot be captured (it
-synchronizes with the host) and a ``torch.compile``'d one are timed eagerly; the trial records
-which (``Throughput.graph``).
+eager figure ranks the host's Python, not the designs. Replays are timed for ``graph_min_time``
+(0.1 s; at most ``min_time``) instead of ``min_time``: they need no more to be that stable. A
+model that cannot be captured (it synchronizes with the host) and a ``torch.compile``'d one are
+timed eagerly; the trial records which (``Throughput.graph``).
 
 A measurement disturbed by a burst of other work (spread over twice the flag, 20%) is taken again
 after a short pause, up to ``retries`` times, and the least noisy one is kept
@@ -176,14 +177,16 @@ def _measure_once(
                      if device.type == "cuda" and settings.cuda_graph else None)
             captured = graph is not None
             run = graph.replay if graph is not None else lambda: model(x)
-            per_iter = _warm_up(run, device, settings)
+            min_time = (min(settings.min_time, settings.graph_min_time) if captured
+                        else settings.min_time)
+            per_iter = _warm_up(run, device, settings.warmup, min_time)
             # Iterations per block: enough for the block to last min_time / min_iters, so that
             # min_iters blocks fill min_time (one iteration per block without a time bound).
-            block_time = settings.min_time / settings.min_iters
+            block_time = min_time / settings.min_iters
             per_block = max(1, math.floor(block_time / per_iter)) if per_iter > 0 else 1
             started = time.perf_counter()
             while (len(rates) < settings.min_iters
-                   or time.perf_counter() - started < settings.min_time):
+                   or time.perf_counter() - started < min_time):
                 t0 = time.perf_counter()
                 for _ in range(per_block):
                     run()
@@ -242,18 +245,18 @@ def _capture(model: nn.Module, x: torch.Tensor, device: torch.device
     return graph
 
 
-def _warm_up(run: Callable[[], object], device: torch.device, settings: MeasureSettings
+def _warm_up(run: Callable[[], object], device: torch.device, warmup: int, min_time: float
              ) -> float:
     """Untimed iterations; returns the seconds one iteration takes once warm (0: not needed)."""
-    for _ in range(settings.warmup):
+    for _ in range(warmup):
         run()
-    if settings.min_time == 0:  # one iteration per block: no block size to calibrate
+    if min_time == 0:  # one iteration per block: no block size to calibrate
         return 0.0
     # Keep warming for a share of min_time; these iterations also size the timed blocks.
     synchronize(device)
     done = 0
     started = time.perf_counter()
-    while done == 0 or time.perf_counter() - started < WARMUP_SHARE * settings.min_time:
+    while done == 0 or time.perf_counter() - started < WARMUP_SHARE * min_time:
         run()
         done += 1
     synchronize(device)

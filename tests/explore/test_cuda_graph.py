@@ -30,6 +30,27 @@ def test_the_default_is_on_and_the_cpu_times_eager_forwards() -> None:
     assert result.median > 0
 
 
+def test_graph_min_time_applies_to_graph_replays_only() -> None:
+    import time
+
+    import pytest
+
+    from studies.errors import UsageError
+
+    assert MeasureSettings().graph_min_time == 0.1
+    model = create_model(ModelConfig(dim=16, depth=1, heads=1, mem_size=8))
+    settings = MeasureSettings(batch_size=8, warmup=1, min_iters=3, min_time=0.3,
+                               graph_min_time=0.0, retries=0, threads=1)
+    started = time.perf_counter()
+    result = measure_throughput(model, (1, 8, 8), torch.device("cpu"), settings)
+    assert result.graph is False
+    assert time.perf_counter() - started >= 0.3  # eager forwards: min_time, whatever else
+    with pytest.raises(ValueError, match="graph_min_time"):
+        MeasureSettings(graph_min_time=-1.0)
+    with pytest.raises(UsageError, match="graph_min_time must be a number"):
+        Settings.from_dict({"measure": {"graph_min_time": "short"}})
+
+
 def test_measurements_stored_before_the_field_read_as_eager() -> None:
     old = {"median": 1000.0, "min": 900.0, "max": 1100.0, "spread": 0.05, "iters": 30,
            "batch": 256, "threads": 2, "device": "cpu", "attempts": 1, "noisy": False}

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,21 @@ def test_throughput_timing_waits_for_the_gpu(cuda_graph: bool) -> None:
     assert result.median >= 0.3 * settings.batch_size / max(before, after)
     assert result.device.startswith("cuda")
     assert result.iters >= settings.min_iters
+
+
+def test_graph_replays_are_timed_for_graph_min_time_eager_forwards_for_min_time() -> None:
+    model = create_model(SMALL).to(CUDA)
+    settings = MeasureSettings(batch_size=64, warmup=1, min_iters=5, min_time=3.0,
+                               graph_min_time=0.05, retries=0)
+    started = time.perf_counter()
+    replayed = measure_throughput(model, (1, 8, 8), CUDA, settings)
+    replay_seconds = time.perf_counter() - started
+    assert replayed.graph is True
+    assert replay_seconds < 2.0  # 0.05 s timed (and its warm-up, capture), not 3 s
+    started = time.perf_counter()
+    eager = measure_throughput(model, (1, 8, 8), CUDA, replace(settings, cuda_graph=False))
+    assert eager.graph is False
+    assert time.perf_counter() - started >= 3.0
 
 
 class _HostSync(nn.Module):
