@@ -56,8 +56,8 @@ class StepGraphs:
         capture: False: replay means running ``step`` on the buffers (tests, any device).
 
     Raises:
-        CaptureRefused: ``step`` synchronizes with the host; the model, optimizer and random
-            state are as they were.
+        CaptureRefused: ``step`` synchronizes with the host, or capturing it failed otherwise;
+            the model, optimizer and random state are as they were (capture runs nothing).
     """
 
     def __init__(self, step: Step, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -81,9 +81,16 @@ class StepGraphs:
             with self._device_lrs():
                 for b, (xb, yb) in self.inputs.items():
                     graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(graph):
-                        step(xb, yb, self.loss_sum)
-                    self.graphs[b] = graph
+                    try:
+                        with torch.cuda.graph(graph):
+                            step(xb, yb, self.loss_sum)
+                    except RuntimeError as exc:  # nothing ran: the state is as restored
+                        failure = str(exc)
+                    else:
+                        self.graphs[b] = graph
+                        continue
+                    self.graphs.clear()
+                    raise CaptureRefused(f"capturing the training step failed: {failure}")
         self.loss_sum.zero_()
 
     def run(self, fill: Callable[[torch.Tensor, torch.Tensor], None], size: int) -> None:
