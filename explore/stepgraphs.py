@@ -72,9 +72,9 @@ class StepGraphs:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.lrs = [torch.tensor(float(g["lr"]), device=self.device)
                     for g in optimizer.param_groups]
-        for p in model.parameters():
-            if p.requires_grad and p.grad is None:
-                p.grad = torch.zeros_like(p)
+        # No gradient buffers are made here: the first warm-up step's backward makes them for
+        # the parameters that get gradients, and a parameter that gets none keeps None, so that
+        # AdamW skips it (no weight decay) as it does in eager steps.
         with _restored(model, optimizer, self.device), self._device_lrs():
             self._warm_up()
         if capture:

@@ -57,6 +57,29 @@ def test_steps_on_the_graphs_buffers_train_exactly_as_eager_steps(digits: Datase
     assert curve(eager)[-1][2] < curve(eager)[0][2]  # and it did train
 
 
+class _WithUnused(nn.Module):
+    """A model with a parameter no loss reaches: eager AdamW never touches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = build()
+        self.unused = nn.Parameter(torch.ones(3, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+
+def test_a_parameter_without_gradients_is_left_alone_as_in_eager_steps(digits: Dataset) -> None:
+    settings = TrainSettings(epochs=2, batch_size=64, weight_decay=0.5)
+    models = {}
+    for graphed in (False, True):
+        models[graphed] = _WithUnused()
+        train_model(models[graphed], digits, settings, SEED, step_graphs=graphed)
+    assert_same_weights(models[True], models[False])
+    assert models[True].unused.grad is None
+    assert torch.equal(models[True].unused.detach(), torch.ones(3, 3))  # no weight decay
+
+
 def test_the_warm_up_steps_are_undone(digits: Dataset) -> None:
     model = build()
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=True)
@@ -85,6 +108,7 @@ def test_the_warm_up_steps_are_undone(digits: Dataset) -> None:
         for key, value in state.items():
             torch.testing.assert_close(value, moments[id(p)][key], rtol=0, atol=0)
     assert torch.equal(torch.get_rng_state(), rng)
+    # The warm-up made the gradient buffers the graphs use, zeroed.
     assert all(p.grad is not None and not p.grad.any() for p in model.parameters())
     assert graphs.loss_sum.item() == 0.0
     group_lrs = [g["lr"] for g in optimizer.param_groups]
