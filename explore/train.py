@@ -102,6 +102,13 @@ def _augment(x: torch.Tensor, gen: torch.Generator, flip: bool, pad: int) -> tor
     return out.contiguous()
 
 
+def _train_images(data: Dataset, idx: torch.Tensor, gen: torch.Generator, augment: bool
+                  ) -> torch.Tensor:
+    """The batch ``idx`` of the training images, augmented when ``augment``."""
+    x = data.train_x[idx]
+    return _augment(x, gen, data.augment_flip, pad=max(1, x.shape[-1] // 8)) if augment else x
+
+
 def _train_step(model: nn.Module, net: nn.Module, xb: torch.Tensor, yb: torch.Tensor,
                 settings: TrainSettings, optimizer: torch.optim.Optimizer,
                 loss_sum: torch.Tensor, *, graphed: bool = False) -> None:
@@ -132,18 +139,15 @@ def _train_epoch(model: nn.Module, net: nn.Module, data: Dataset, settings: Trai
         if graphs is not None:
             def fill(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor = idx) -> None:
                 if augment:
-                    x.copy_(_augment(data.train_x[idx], gen, data.augment_flip,
-                                     pad=max(1, x.shape[-1] // 8)))
-                else:
+                    x.copy_(_train_images(data, idx, gen, augment))
+                else:  # gathered straight into the graph's buffer
                     torch.index_select(data.train_x, 0, idx, out=x)
                 torch.index_select(data.train_y, 0, idx, out=y)
 
             graphs.run(fill, len(idx))
         else:
-            xb, yb = data.train_x[idx], data.train_y[idx]
-            if augment:
-                xb = _augment(xb, gen, data.augment_flip, pad=max(1, xb.shape[-1] // 8))
-            _train_step(model, net, xb, yb, settings, optimizer, loss_sum)
+            _train_step(model, net, _train_images(data, idx, gen, augment), data.train_y[idx],
+                        settings, optimizer, loss_sum)
         scheduler.step()
     return loss_sum.item() / n
 
