@@ -59,7 +59,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $OUT/NAM
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
-step pytest_gpu "${T_PYTEST:-170}" $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider
+step pytest_gpu "${T_PYTEST:-200}" $PY -m pytest -m gpu tests/gpu -q -p no:cacheprovider
 step train_speed "${T_TRAIN:-170}" $PY benchmarks/train_speed.py --device cuda --repeats 2 \
     --fp32 ${TRAIN_COMPILE:---compile}
 STUDY_DIR=$(mktemp -d)
