@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from explore.space import SearchSpace, parse_space
+from explore.space import HOW_NOT_WHAT, SearchSpace, parse_space
 from extattn import ModelConfig
 from studies.errors import UsageError
 
@@ -164,10 +164,12 @@ _SECTION_TYPES: dict[str, type] = {
 
 
 def searchable_fields() -> dict[str, type]:
-    """Fields ``[space]`` may search: the model's (but those set by the data) and training's."""
+    """Fields ``[space]`` may search: the model's (but those set by the data) and training's
+    (but ``HOW_NOT_WHAT``)."""
     model = typing.get_type_hints(ModelConfig)
     train = typing.get_type_hints(TrainSettings)
-    return {**{k: model[k] for k in MODEL_KEYS}, **train}
+    return {**{k: model[k] for k in MODEL_KEYS},
+            **{k: t for k, t in train.items() if k not in HOW_NOT_WHAT}}
 
 
 def _default_model_fixed() -> dict[str, Any]:

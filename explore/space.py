@@ -16,10 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from studies.errors import UsageError
 
+# Training settings that change how a step runs, not what it trains (same results, same
+# experiment key): a search over them would only answer its trials from the duplicate cache.
+HOW_NOT_WHAT = ("cuda_graph",)
+
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["EA_ONLY", "ParamSpec", "SearchSpace", "parse_space"]
+__all__ = ["EA_ONLY", "HOW_NOT_WHAT", "ParamSpec", "SearchSpace", "parse_space"]
 
 EA_ONLY = frozenset({"mem_size", "norm"})  # fields that only external attention uses
 _RANGE_KEYS = frozenset({"low", "high", "log", "step"})
@@ -170,6 +174,9 @@ def parse_space(
     fixed: dict[str, Any] = {}
     for name, value in raw.items():
         where = f"{locate('space', name)}[space] {name}"
+        if name in HOW_NOT_WHAT:
+            raise UsageError(f"{where}: changes how a training step runs, not what it trains "
+                             f"(the same results): set it in [train]")
         if name not in field_types:
             raise UsageError(
                 f"{where}: not a searchable field; known: {', '.join(sorted(field_types))}"

@@ -106,6 +106,9 @@ CASES = [
     case(*RUN, "--max-failures", "0", says=("--max-failures",), id="max-failures-zero"),
     case(*RUN, "--keep-checkpoints", "some", says=("--keep-checkpoints",), id="keep-unknown"),
     case(*RUN, "-f", "yaml", says=("unknown format 'yaml'",), id="unknown-format"),
+    case(*RUN, "--config", "bad.toml", toml="[space]\ncuda_graph = [true, false]\n",
+         says=("bad.toml:2", "[space] cuda_graph", "how a training step runs", "[train]"),
+         id="space-searches-how-not-what"),
     # One configuration's --set values are checked as a settings file's.
     case("model", "train", "--set", "epochs=abc",
          says=("--set", "[train] epochs must be an integer", "'abc'"), id="set-epochs-string"),
