@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -38,7 +38,8 @@ Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]  # (x, y, loss
 
 
 class CaptureRefused(RuntimeError):
-    """The training step cannot be captured (it synchronizes with the host)."""
+    """The training step cannot be captured (it synchronizes with the host, or capturing it
+    failed otherwise)."""
 
 
 class StepGraphs:
@@ -112,7 +113,7 @@ class StepGraphs:
         with warnings.catch_warnings():
             # AdamW warns when its capturable form steps outside a capture: these steps are.
             warnings.simplefilter("ignore")
-            with torch.cuda.stream(side) if side is not None else _nothing():
+            with torch.cuda.stream(side) if side is not None else nullcontext():
                 for xb, yb in self.inputs.values():
                     for _ in range(WARMUP_STEPS - 1):
                         self.step(xb, yb, self.loss_sum)
@@ -138,11 +139,6 @@ class StepGraphs:
             for (lr_value, capturable), group in zip(before, groups, strict=True):
                 group["lr"] = lr_value
                 group["capturable"] = capturable
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 @contextmanager
