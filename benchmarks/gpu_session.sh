@@ -7,7 +7,8 @@
 #   2. benchmarks/train_speed.py --device cuda --fp32 --compile: explore's trainer (training
 #      steps as CUDA graph replays, bf16 autocast), its steps launched eagerly, fp32, compiled,
 #      and the DataLoader loop
-#   3. a default `explore study run --device cuda` of a few trials, then `study show`
+#   3. a default `explore study run --device cuda` of a few trials, then `study show`, and
+#      benchmarks/epoch_bookkeeping.py --device cuda (state saves every epoch vs every second)
 #   4. benchmarks/precision.py --device cuda (fp32 vs bf16 by model size), then
 #      benchmarks/cost_model.py --device cuda, fp32 then bf16 (the CUDA default; CUDA graphs)
 #   5. benchmarks/throughput_stability.py --device cuda (10 fresh processes, CUDA graphs)
@@ -67,6 +68,8 @@ STUDY_DIR=$(mktemp -d)
 step study "${T_STUDY:-80}" bash -c "cd $STUDY_DIR && timeout -s INT ${T_STUDY_RUN:-60} \
     $PY $REPO/cli.py study run --device cuda --trials ${STUDY_TRIALS:-12} --name gpu;
     $PY $REPO/cli.py study show gpu"
+step bookkeeping "${T_BOOKKEEPING:-70}" $PY benchmarks/epoch_bookkeeping.py --device cuda \
+    --models default --repeats 2 --trials 3
 step precision "${T_PRECISION:-110}" $PY benchmarks/precision.py --device cuda
 step cost_model_fp32 "${T_COST:-80}" $PY benchmarks/cost_model.py --device cuda \
     --rounds "${COST_ROUNDS:-2}" --precision fp32

@@ -9,6 +9,7 @@ runs (:data:`MUTABLE_KEYS`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "grid", "gp", "bruteforce")
 DATA_DERIVED = ("image_size", "in_chans", "num_classes")
 # Settings that may differ between runs of one study without being a conflict.
 MUTABLE_KEYS = frozenset({"study.trials", "data.data_dir", "data.download", "measure.threads",
-                          "measure.retries", "study.warm_start"})
+                          "measure.retries", "study.warm_start", "train.state_interval"})
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,12 @@ class TrainSettings:
     # captured CUDA graph: the same math without launching its kernels one by one from Python.
     # Ignored on the CPU and for --compile'd models; a step that cannot be captured runs eagerly.
     cuda_graph: bool = True
+    # Seconds of training between two saved training states (0: after every epoch). A state is
+    # also saved after the last epoch, at every pruning rung, and whenever training stops early
+    # (a signal, a pruning decision), so a kill -9 loses at most this much training. Epochs of
+    # a few milliseconds (CUDA graph replays of a small dataset) would otherwise spend about as
+    # long saving their state and writing their history as training (docs/performance.md).
+    state_interval: float = 1.0
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -118,6 +125,9 @@ class TrainSettings:
             raise ValueError(f"lr must be > 0; got {self.lr}")
         if self.weight_decay < 0 or self.warmup_epochs < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay, warmup_epochs and grad_clip must be >= 0")
+        if not 0 <= self.state_interval < math.inf:
+            raise ValueError(f"state_interval must be a number of seconds >= 0; "
+                             f"got {self.state_interval}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1); got {self.label_smoothing}")
 

@@ -28,17 +28,22 @@ from explore.locks import MachineLock
 from explore.measure import Throughput, measure_throughput, resolve_precision, torch_threads
 from explore.pruning import decide, rungs
 from explore.recovery import ATTR_WORKER, WorkerIdentity, recover_orphans
+from explore.space import HOW_NOT_WHAT
 from explore.train import EpochResult, NonFiniteLoss, compile_for_trial, peek_state, train_model
 from extattn import ModelConfig, count_flops, count_params, create_model
 
 __all__ = ["Interrupted", "Objective", "TrialPlan", "plan_trial"]
 
-ATTR_HISTORY = "history"  # per-epoch accuracy/loss, written as it happens
+ATTR_HISTORY = "history"  # per-epoch accuracy/loss, written with each saved training state
 ATTR_FAIL = "fail_reason"
 ATTR_PRUNE = "prune_reason"
 ATTR_DUPLICATE = "duplicate_of"
 ATTR_OVER_BUDGET = "over_budget"
 DUPLICATE_POLL_S = 1.0
+# A training trial's worker beat (journal storages' liveness) is written at least this often,
+# whatever [train] state_interval says: other hosts take a trial silent for 10x the heartbeat
+# grace period (300 s by default) for dead.
+BEAT_SECONDS = 30.0
 _EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 # What a duplicate copies from the trial it repeats (not its history or checkpoint).
 _COPIED_ATTRS = ("model_config", "seed", "params_count", "flops_per_image", "throughput",
@@ -68,7 +73,7 @@ def experiment_key(model: dict[str, Any], train: dict[str, Any], settings: Setti
         train = {k: v for k, v in train.items() if k not in ("compile", "compile_mode")}
     if train.get("precision") == "auto":  # likewise: keys from before the option stay
         train = {k: v for k, v in train.items() if k != "precision"}
-    train = {k: v for k, v in train.items() if k != "cuda_graph"}  # how it runs, not what
+    train = {k: v for k, v in train.items() if k not in HOW_NOT_WHAT}  # how it runs, not what
     data = dataclasses.asdict(settings.data)
     for machine_specific in ("data_dir", "download"):
         data.pop(machine_specific)
@@ -221,14 +226,24 @@ class Objective:
         rung_epochs = set(rungs(plan.train.epochs, self.settings.study.prune_eta)) \
             if self.settings.study.prune else set()
 
+        last_beat = time.monotonic()
+
         def epoch_done(record: EpochResult, history: list[EpochResult]) -> None:
-            trial.set_user_attr(ATTR_HISTORY, [r.to_dict() for r in history])
-            trial.set_user_attr(ATTR_WORKER, self.identity.to_attr())  # a beat for journals
+            nonlocal last_beat
+            stopping = self.stop.is_set() and record.epoch < plan.train.epochs
+            # The history goes to the storage with the state it describes ([train]
+            # state_interval; rungs and the last epoch always): what a trial shows, a retry
+            # resumes. A stop writes it too: the state is saved as the Interrupted goes up.
+            if record.saved or stopping:
+                trial.set_user_attr(ATTR_HISTORY, [r.to_dict() for r in history])
+            if record.saved or stopping or time.monotonic() - last_beat >= BEAT_SECONDS:
+                trial.set_user_attr(ATTR_WORKER, self.identity.to_attr())  # a beat for journals
+                last_beat = time.monotonic()
             if self.on_epoch is not None:
                 self.on_epoch(trial.number, record)
             if record.epoch in rung_epochs:
                 self._maybe_prune(trial, record, throughput.median)
-            if self.stop.is_set() and record.epoch < plan.train.epochs:
+            if stopping:
                 raise Interrupted(f"stopped after epoch {record.epoch} (state saved)")
 
         started = time.perf_counter()
@@ -237,7 +252,7 @@ class Objective:
                 model, self.data, plan.train, plan.seed,
                 augment=self.settings.data.augment, on_epoch=epoch_done,
                 state_path=state_path, extra_state={"throughput": throughput.to_dict()},
-                epoch_guard=self.lock.shared, net=net,
+                epoch_guard=self.lock.shared, net=net, save_at=rung_epochs,
             )
         except optuna.TrialPruned:
             state_path.unlink(missing_ok=True)

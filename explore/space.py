@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from studies.errors import UsageError
 
-# Training settings that change how a step runs, not what it trains (same results, same
+# Training settings that change how training runs, not what it trains (same results, same
 # experiment key): a search over them would only answer its trials from the duplicate cache.
-HOW_NOT_WHAT = ("cuda_graph",)
+HOW_NOT_WHAT = ("cuda_graph", "state_interval")
 
 if TYPE_CHECKING:
     import optuna
@@ -175,7 +175,7 @@ def parse_space(
     for name, value in raw.items():
         where = f"{locate('space', name)}[space] {name}"
         if name in HOW_NOT_WHAT:
-            raise UsageError(f"{where}: changes how a training step runs, not what it trains "
+            raise UsageError(f"{where}: changes how training runs, not what it trains "
                              f"(the same results): set it in [train]")
         if name not in field_types:
             raise UsageError(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,9 @@ class EpochResult:
     accuracy: float  # on the evaluation split
     loss: float  # mean training loss of the epoch
     seconds: float  # training time of the epoch (evaluation excluded)
+    # The training state was saved right after this epoch ([train] state_interval); not part
+    # of the stored history.
+    saved: bool = field(default=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "accuracy": self.accuracy, "loss": self.loss,
@@ -344,6 +347,7 @@ def train_model(
     epoch_guard: Callable[[], AbstractContextManager[Any]] = nullcontext,
     net: nn.Module | None = None,
     step_graphs: bool | None = None,
+    save_at: Collection[int] = (),
 ) -> TrainResult:
     """Train ``model`` on ``data.train_*`` and evaluate on ``data.eval_*`` after every epoch.
 
@@ -353,8 +357,11 @@ def train_model(
         seed: Seeds batch order, augmentation and dropout.
         augment: Random crops (and flips where the dataset allows) on the training batches.
         on_epoch: Called after each epoch with its result and the history so far; it may raise
-            to stop training (pruning, interruption): the state of that epoch is saved first.
-        state_path: Where to save (and look for) the training state after every epoch.
+            to stop training (pruning, interruption): the state of that epoch is saved before
+            the exception goes on (``record.saved`` says whether it already was).
+        state_path: Where to save (and look for) the training state: after an epoch once
+            ``settings.state_interval`` seconds have passed since the last save, after the last
+            epoch and the epochs in ``save_at``, and when ``on_epoch`` raises.
         extra_state: Plain values stored with the state (e.g. the measured throughput).
         epoch_guard: Context held while an epoch trains (the machine lock's shared side).
         net: What runs the batches, when not ``model`` itself: its compiled form
@@ -362,6 +369,7 @@ def train_model(
         step_graphs: Run each step as a captured CUDA graph (:mod:`explore.stepgraphs`).
             Default: on CUDA where ``settings.cuda_graph`` says so and ``net`` is not compiled.
             True on another device runs the same steps on the graphs' buffers, uncaptured.
+        save_at: Epochs whose state is always saved (the pruning rungs).
 
     Raises:
         NonFiniteLoss: the loss became NaN or infinite.
@@ -398,6 +406,21 @@ def train_model(
             result.resumed_from = int(state["epoch"])
             result.accuracy = result.history[-1].accuracy if result.history else 0.0
 
+    def save(epoch: int) -> None:  # the training state after ``epoch``
+        assert state_path is not None
+        atomic_torch_save({"version": STATE_VERSION, "packed": pack_tensors({
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "history": [h.to_dict() for h in result.history],
+            "train_seconds": result.train_seconds,
+            "extra": dict(extra_state or {}),
+        })}, state_path)
+
     model.train()
     if step_graphs is None:
         step_graphs = (settings.cuda_graph and device.type == "cuda"
@@ -409,6 +432,7 @@ def train_model(
                   if step_graphs and result.resumed_from < settings.epochs else None)
         result.graphed = graphs is not None and graphs.capture
         result.graph_seconds = time.perf_counter() - started if graphs is not None else 0.0
+        last_save = time.perf_counter()
         for epoch in range(result.resumed_from + 1, settings.epochs + 1):
             with epoch_guard():
                 t0 = time.perf_counter()
@@ -418,23 +442,21 @@ def train_model(
                 if not math.isfinite(mean_loss):
                     raise NonFiniteLoss(f"training loss became {mean_loss} in epoch {epoch}")
                 accuracy = evaluate(net, data.eval_x, data.eval_y, settings.precision)
-            record = EpochResult(epoch, accuracy, mean_loss, seconds)
-            result.history.append(record)
             result.accuracy = accuracy
             result.train_seconds += seconds
-            if state_path is not None:
-                atomic_torch_save({"version": STATE_VERSION, "packed": pack_tensors({
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                    "history": [h.to_dict() for h in result.history],
-                    "train_seconds": result.train_seconds,
-                    "extra": dict(extra_state or {}),
-                })}, state_path)
+            due = state_path is not None and (
+                epoch == settings.epochs or epoch in save_at
+                or time.perf_counter() - last_save >= settings.state_interval)
+            record = EpochResult(epoch, accuracy, mean_loss, seconds, saved=due)
+            result.history.append(record)
+            if due:
+                save(epoch)
+                last_save = time.perf_counter()
             if on_epoch is not None:
-                on_epoch(record, result.history)
+                try:
+                    on_epoch(record, result.history)
+                except BaseException:
+                    if state_path is not None and not due:
+                        save(epoch)  # stopping here: the next attempt starts after this epoch
+                    raise
     return result

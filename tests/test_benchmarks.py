@@ -52,3 +52,16 @@ def test_train_speed_compares_explore_with_the_dataloader_loop() -> None:
     ratio = float(re.search(r"images/s trained: ([\d.]+)", out).group(1))  # type: ignore[union-attr]
     assert ratio == pytest.approx(int(rows["explore trainer"]) / int(rows["DataLoader loop"]),
                                   rel=0.01)
+
+
+def test_epoch_bookkeeping_compares_saving_every_epoch_with_the_interval() -> None:
+    out = _run("epoch_bookkeeping.py", "--models", "fast", "--repeats", "1", "--trials", "2",
+               "--epochs", "3")
+    rows = re.findall(r"^\| fast \| (each epoch|default \(1 s\)) \| ([\d.]+) s \| ([\d.]+) ms \| "
+                      r"([\d.]+) ms \| ([\d.]+) \|$", out, re.M)
+    assert [r[0] for r in rows] == ["each epoch", "default (1 s)"]
+    (_, wall_each, _, other_each, acc_each), (_, wall_default, _, other_default, acc_default) = rows
+    assert acc_each == acc_default  # the same trials, trained the same: only saving differs
+    ratio = float(re.search(r"each epoch / default = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    assert ratio == pytest.approx(float(wall_each) / float(wall_default), rel=0.03)  # rounding
+    assert float(other_each) > 0 and float(other_default) > 0

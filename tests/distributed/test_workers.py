@@ -36,6 +36,9 @@ KILL_TOML = """\
 [study]
 dedup = false
 
+[train]
+state_interval = 0.0  # a state (and the history) after every epoch: a kill can follow one
+
 """ + TINY_MEASURE + """
 [space]
 mem_size = [8, 16, 32]

@@ -3,7 +3,8 @@ non-finite loss stops it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -80,10 +81,13 @@ class Interruption(Exception):
     pass
 
 
+@pytest.mark.parametrize("state_interval", [0.0, 3600.0], ids=["saved-each-epoch", "not-yet-saved"])
 @pytest.mark.parametrize("stop_after", [1, 3])
 def test_resuming_after_an_interruption_matches_an_uninterrupted_run(
-        digits: Dataset, tmp_path: Path, stop_after: int) -> None:
-    settings = TrainSettings(epochs=4)
+        digits: Dataset, tmp_path: Path, stop_after: int, state_interval: float) -> None:
+    """Whether or not the interrupted epoch's state was already saved ([train]
+    state_interval), the state of that epoch is what the next attempt starts from."""
+    settings = TrainSettings(epochs=4, state_interval=state_interval)
     state = tmp_path / "state.pt"
     straight_model = build()
     straight = train_model(straight_model, digits, settings, SEED, augment=True)
@@ -93,7 +97,8 @@ def test_resuming_after_an_interruption_matches_an_uninterrupted_run(
     def interrupt(record: EpochResult, history: list[EpochResult]) -> None:
         seen.append(record.epoch)
         if record.epoch == stop_after:
-            raise Interruption  # like a signal: the state of this epoch is already saved
+            assert record.saved == (state_interval == 0)
+            raise Interruption  # like a signal: the state of this epoch is saved on the way out
 
     with pytest.raises(Interruption):
         train_model(build(), digits, settings, SEED, augment=True, on_epoch=interrupt,
@@ -111,6 +116,56 @@ def test_resuming_after_an_interruption_matches_an_uninterrupted_run(
     assert resumed.accuracy == straight.accuracy
     assert curve(resumed) == curve(straight)
     assert_same_weights(resumed_model, straight_model)
+
+
+def saved_epoch(path: Path) -> int | None:
+    """The epoch of the training state at ``path`` (None: no state)."""
+    if not path.is_file():
+        return None
+    return int(unpack_tensors(torch.load(path, weights_only=True)["packed"])["epoch"])
+
+
+@pytest.mark.parametrize(("state_interval", "saved"), [
+    (0.0, [1, 2, 3, 4, 5]),  # after every epoch
+    (3600.0, [2, 5]),  # only the epochs asked for (pruning rungs) and the last
+], ids=["every-epoch", "interval-not-reached"])
+def test_the_state_is_saved_by_state_interval_rungs_and_the_last_epoch(
+        digits: Dataset, tmp_path: Path, state_interval: float, saved: list[int]) -> None:
+    state = tmp_path / "state.pt"
+    seen: list[tuple[int, bool, int | None]] = []  # (epoch, record.saved, epoch on disk)
+    settings = TrainSettings(epochs=5, state_interval=state_interval)
+    result = train_model(build(), digits, settings, SEED, state_path=state, save_at={2},
+                         on_epoch=lambda record, history: seen.append(
+                             (record.epoch, record.saved, saved_epoch(state))))
+    assert [epoch for epoch, was_saved, _ in seen if was_saved] == saved
+    on_disk = None
+    for epoch, was_saved, disk in seen:  # the file always holds the latest saved epoch
+        on_disk = epoch if was_saved else on_disk
+        assert disk == on_disk, seen
+    straight = train_model(build(), digits, TrainSettings(epochs=5), SEED)
+    assert curve(result) == curve(straight)  # how often it saves changes nothing trained
+
+
+def test_a_state_saved_every_second_goes_by_the_clock(digits: Dataset, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the default interval (1 s) an epoch's state is saved once a second has passed
+    since the last save. The clock here moves only when an epoch starts, by 0.6 s."""
+    import explore.train as train_module
+    now = [0.0]
+
+    @contextmanager
+    def epoch_guard() -> Iterator[None]:
+        now[0] += 0.6
+        yield
+
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: now[0])
+    seen: list[int] = []
+    train_model(build(), digits, TrainSettings(epochs=5), SEED, state_path=tmp_path / "s.pt",
+                epoch_guard=epoch_guard,
+                on_epoch=lambda record, history: seen.append(record.epoch) if record.saved
+                else None)
+    assert TrainSettings().state_interval == 1.0
+    assert seen == [2, 4, 5]  # 1.2 s after the start, 1.2 s after that save, the last epoch
 
 
 def nan_output(model: nn.Module) -> nn.Module:
