@@ -168,6 +168,20 @@ def test_a_state_saved_every_second_goes_by_the_clock(digits: Dataset, tmp_path:
     assert seen == [2, 4, 5]  # 1.2 s after the start, 1.2 s after that save, the last epoch
 
 
+def test_state_interval_is_not_part_of_the_key_and_may_change_on_continue() -> None:
+    from explore.config import MUTABLE_KEYS, Settings, conflicts
+    from explore.objective import experiment_key
+
+    settings = Settings()
+    model = {"dim": 16}
+    keys = {experiment_key(model, {"epochs": 2, "state_interval": v}, settings)
+            for v in (0.0, 1.0, 60.0)}
+    assert keys == {experiment_key(model, {"epochs": 2}, settings)}  # keys from before stay
+    assert "train.state_interval" in MUTABLE_KEYS
+    assert conflicts(settings, {"train": {"state_interval": 5.0}}) == []
+    assert conflicts(settings, {"train": {"epochs": 5}})  # what is trained still conflicts
+
+
 def nan_output(model: nn.Module) -> nn.Module:
     model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
     return model
