@@ -152,6 +152,13 @@ class MeasureSettings:
     # replays' rate is stable to 0.2% (docs/performance.md), so they need far less time than
     # eager timing, which would otherwise be most of a GPU trial's cost.
     graph_min_time: float = 0.1
+    # A model measured once is not measured again on this machine: a later trial of the same
+    # architecture (same model, precision, compile, measurement settings, threads, device and
+    # host; only training settings differ, which inference does not see) takes the throughput
+    # of the first such trial whose figure was not flagged noisy, and records which
+    # (``throughput_from``). Saves the measurement (and the exclusive machine lock) and gives
+    # equal architectures equal throughputs.
+    reuse: bool = True
 
     def __post_init__(self) -> None:
         if (self.batch_size < 1 or self.warmup < 0 or self.min_iters < 1 or self.min_time < 0

@@ -39,6 +39,8 @@ ATTR_FAIL = "fail_reason"
 ATTR_PRUNE = "prune_reason"
 ATTR_DUPLICATE = "duplicate_of"
 ATTR_OVER_BUDGET = "over_budget"
+ATTR_MEASURE_KEY = "measure_key"  # what the throughput depends on ([measure] reuse)
+ATTR_MEASURED_BY = "throughput_from"  # the trial whose measured throughput this one took
 DUPLICATE_POLL_S = 1.0
 # A training trial's worker beat (journal storages' liveness) is written at least this often,
 # whatever [train] state_interval says: other hosts take a trial silent for 10x the heartbeat
@@ -215,9 +217,16 @@ class Objective:
 
         state_path = self.state_path(plan)
         saved = peek_state(state_path)
+        measure_key = self._measure_key(plan)
+        trial.set_user_attr(ATTR_MEASURE_KEY, measure_key)
         if saved is not None and "throughput" in saved:
             # A resumed experiment keeps the throughput measured when it started.
             throughput = Throughput.from_dict(saved["throughput"])
+        elif self.settings.measure.reuse and (
+                measured := self._find_measured(trial, measure_key)) is not None:
+            # This architecture was measured here already.
+            throughput = Throughput.from_dict(measured.user_attrs["throughput"])
+            trial.set_user_attr(ATTR_MEASURED_BY, measured.number)
         else:
             with self.lock.exclusive(), torch_threads(self.measure_threads):
                 throughput = measure_throughput(net, (c, h, w), self.device,
@@ -272,6 +281,34 @@ class Objective:
             self.save_checkpoint(trial, model, plan)
         state_path.unlink(missing_ok=True)
         return result.accuracy, throughput.median
+
+    def _measure_key(self, plan: TrialPlan) -> str:
+        """What an inference throughput depends on: the model, its numerics and compilation,
+        how it is timed, and where (device, host, threads, torch); not how it is trained."""
+        measure = dataclasses.asdict(self.settings.measure)
+        for how_often in ("retries", "reuse", "threads"):
+            measure.pop(how_often)
+        train = plan.train
+        blob = json.dumps({
+            "model": plan.model.to_dict(),
+            "precision": resolve_precision(self.device, train.precision),
+            "compile": [train.compile, train.compile_mode] if train.compile else False,
+            "measure": measure, "threads": self.measure_threads or torch.get_num_threads(),
+            "device": [self.device.type, device_name(self.device)], "host": self.identity.host,
+            "torch": torch.__version__,
+        }, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _find_measured(self, trial: optuna.Trial, measure_key: str) -> FrozenTrial | None:
+        """The first trial whose throughput was measured under ``measure_key`` and not flagged
+        noisy (any state: a failed or pruned trial measured before it trained)."""
+        for t in trial.study.get_trials(deepcopy=False):
+            if (t.number != trial.number and t.user_attrs.get(ATTR_MEASURE_KEY) == measure_key
+                    and ATTR_MEASURED_BY not in t.user_attrs):
+                figure = t.user_attrs.get("throughput")
+                if isinstance(figure, dict) and not figure.get("noisy", True):
+                    return t
+        return None
 
     def _find_evaluated(self, trial: optuna.Trial, key: str) -> FrozenTrial | None:
         """A finished trial of the same experiment; waits for one still running elsewhere

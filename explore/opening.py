@@ -244,6 +244,7 @@ def _continue(study: optuna.Study, spec: StorageSpec, name: str,
 # the value a study stored before them ran with: a continued study keeps doing what it did.
 _AS_BEFORE_ADDED: dict[tuple[str, str], Any] = {
     ("measure", "cuda_graph"): False,  # eager forwards were timed before CUDA graph replays
+    ("measure", "reuse"): False,  # every trial measured its own throughput before
 }
 
 

@@ -65,3 +65,13 @@ def test_epoch_bookkeeping_compares_saving_every_epoch_with_the_interval() -> No
     ratio = float(re.search(r"each epoch / default = ([\d.]+)", out).group(1))  # type: ignore[union-attr]
     assert ratio == pytest.approx(float(wall_each) / float(wall_default), rel=0.03)  # rounding
     assert float(other_each) > 0 and float(other_default) > 0
+
+
+def test_throughput_reuse_runs_the_same_study_with_and_without_reuse() -> None:
+    out = _run("throughput_reuse.py", "--trials", "3", "--repeats", "1", "--epochs", "1")
+    rows = dict(re.findall(r"^\| (reuse off|reuse on \(default\)) \| [\d.]+ s \| ([\d/]+) of 3 \|",
+                           out, re.M))
+    assert set(rows) == {"reuse off", "reuse on (default)"}
+    assert rows["reuse off"] == "3"  # without reuse every trial measures its own throughput
+    assert 1 <= int(rows["reuse on (default)"]) <= 3  # the first of an architecture measures
+    assert re.search(r"reuse off / on: [\d.]+$", out, re.M)
