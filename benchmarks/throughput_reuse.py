@@ -29,6 +29,8 @@ from typing import Any
 
 from _common import load_average
 
+from studies.pareto import hypervolume_2d
+
 REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("explore")
 EXPLORE = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, str(REPO / "cli.py")]
@@ -48,16 +50,6 @@ heads = [1, 4]
 lr = {{low = 0.003, high = 0.02, log = true}}
 """
 MODES = {"reuse off": "false", "reuse on (default)": "true"}
-
-
-def hypervolume(points: list[tuple[float, float]]) -> float:
-    """Area dominated by maximization points against (0, 0)."""
-    total, covered = 0.0, 0.0
-    for acc, thr in sorted(points, key=lambda p: (-p[0], -p[1])):
-        if thr > covered:
-            total += acc * (thr - covered)
-            covered = thr
-    return total
 
 
 def run_once(reuse: str, trials: int, epochs: int, device: str) -> dict[str, Any]:
@@ -89,7 +81,7 @@ def run_once(reuse: str, trials: int, epochs: int, device: str) -> dict[str, Any
             "trials": len(done),
             "span": statistics.median((t.datetime_complete - t.datetime_start).total_seconds()
                                       for t in done),
-            "hv": hypervolume([(t.values[0], t.values[1]) for t in study.best_trials]),
+            "hv": hypervolume_2d([(t.values[0], t.values[1]) for t in study.best_trials]),
             "accuracy": statistics.mean(t.values[0] for t in done),
         }
 
