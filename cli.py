@@ -256,6 +256,9 @@ def _print_summary(summary: Any, fmt: str) -> None:
                   f"({summary.new_trials} this run, {summary.elapsed:.1f} s; {summary.stopped})")
         if summary.noisy_trials:
             out.print(f"noisy throughput (spread > 10%) on front trials: {summary.noisy_trials}")
+        if summary.reused_throughputs:
+            out.print(f"trials whose throughput came from an earlier trial of the same "
+                      f"architecture (\\[measure] reuse): {summary.reused_throughputs}")
         out.print(f"database: {summary.where}")
         out.print(f"dashboard: explore study dashboard --storage {summary.storage_url}")
     if summary.exit_code:

@@ -75,6 +75,7 @@ class RunSummary:
     stopped: str  # why the loop ended
     exit_code: int = 0
     noisy_trials: list[int] = field(default_factory=list)
+    reused_throughputs: int = 0  # trials that took an earlier trial's figure ([measure] reuse)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +83,7 @@ class RunSummary:
             "finished": self.finished, "states": self.states, "new_trials": self.new_trials,
             "elapsed_seconds": round(self.elapsed, 2), "stopped": self.stopped,
             "noisy_throughput_trials": self.noisy_trials,
+            "reused_throughput_trials": self.reused_throughputs,
             "front": [front_row(t) for t in sorted(self.front, key=lambda t: t.values[1])],
         }
 

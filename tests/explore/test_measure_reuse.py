@@ -49,14 +49,16 @@ lr = [0.001, 0.002, 0.004, 0.008]
 """
 
 
-def _run(directory: Path, *extra: str) -> optuna.Study:
+def _run(directory: Path, *extra: str) -> tuple[optuna.Study, dict[str, Any]]:
+    """The study after a real ``explore study run``, and the run's JSON summary."""
     proc = subprocess.run(
         [str(EXPLORE), "study", "run", "--name", "r", "--config", "tiny.toml", "--trials", "8",
          "--epochs", "1", "--sampler", "grid", "--no-prune", "--keep-checkpoints", "none",
-         "--seed", "3", "-q", *extra],
+         "--seed", "3", "-f", "json", *extra],
         cwd=directory, env=clean_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return optuna.load_study(study_name="r", storage=f"sqlite:///{directory / 'explore.db'}")
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{directory / 'explore.db'}")
+    return study, json.loads(proc.stdout)
 
 
 def _config(directory: Path, extra: str = "") -> None:
@@ -79,7 +81,7 @@ def _expected_source(trials: list[optuna.trial.FrozenTrial], t: optuna.trial.Fro
 @pytest.mark.slow
 def test_a_trial_of_an_architecture_measured_here_takes_its_figure(tmp_path: Path) -> None:
     _config(tmp_path)
-    study = _run(tmp_path)
+    study, summary = _run(tmp_path)
     trials = sorted(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)),
                     key=lambda t: t.number)
     assert len(trials) == 8
@@ -102,12 +104,20 @@ def test_a_trial_of_an_architecture_measured_here_takes_its_figure(tmp_path: Pat
              and not t.user_attrs["throughput"]["noisy"]]
     if clean:  # a clean figure of an architecture with later trials: they reused it
         assert reused >= 1
+    assert summary["reused_throughput_trials"] == reused  # and the run says how many
+    again = subprocess.run([str(EXPLORE), "study", "run", "--name", "r"], cwd=tmp_path,
+                           env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-2000:]
+    line = ("trials whose throughput came from an earlier trial of the same architecture "
+            f"([measure] reuse): {reused}")
+    assert (line in again.stdout) == (reused > 0), again.stdout
 
 
 @pytest.mark.slow
 def test_reuse_off_measures_every_trial(tmp_path: Path) -> None:
     _config(tmp_path, extra="reuse = false\n")
-    study = _run(tmp_path)
+    study, summary = _run(tmp_path)
+    assert summary["reused_throughput_trials"] == 0
     trials = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
     assert len(trials) == 8
     assert not [t.number for t in trials if ATTR_MEASURED_BY in t.user_attrs]
