@@ -29,7 +29,8 @@ from explore.measure import Throughput, measure_throughput, resolve_precision, t
 from explore.pruning import decide, rungs
 from explore.recovery import ATTR_WORKER, WorkerIdentity, recover_orphans
 from explore.space import HOW_NOT_WHAT
-from explore.train import EpochResult, NonFiniteLoss, compile_for_trial, peek_state, train_model
+from explore.train import EpochResult, NonFiniteLoss, compile_for_trial, train_model
+from explore.trainstate import peek_state
 from extattn import ModelConfig, count_flops, count_params, create_model
 
 __all__ = ["Interrupted", "Objective", "TrialPlan", "plan_trial"]

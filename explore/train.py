@@ -3,8 +3,9 @@
 AdamW with linear warm-up and cosine decay (per step), label smoothing, gradient clipping, bf16
 autocast as ``[train] precision`` says (on CUDA by default). All randomness (initialization,
 batch order, augmentation, dropout) derives from one seed, and the whole training state is saved
-after every epoch when ``state_path`` is given, so an interrupted run continues from its last
-completed epoch and, on CPU, ends with exactly the accuracy of an uninterrupted run.
+(:mod:`explore.trainstate`) when ``state_path`` is given, once a second of training has passed
+(``[train] state_interval``) and whenever training stops early, so an interrupted run continues
+from its last saved epoch and, on CPU, ends with exactly the accuracy of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from explore.config import TrainSettings
 from explore.data import Dataset
 from explore.measure import autocast, synchronize
 from explore.stepgraphs import CaptureRefused, StepGraphs
-from extattn.checkpoint import atomic_torch_save
+from explore.trainstate import load_state, save_state
 
 __all__ = ["EpochResult", "NonFiniteLoss", "TrainResult", "compile_for_inference",
            "compile_for_trial", "evaluate", "train_model"]
@@ -34,9 +35,6 @@ __all__ = ["EpochResult", "NonFiniteLoss", "TrainResult", "compile_for_inference
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 1024
-STATE_VERSION = 2  # 2: tensors packed into one buffer per dtype (1: as torch.save writes them)
-_READABLE_STATES = (1, 2)
-_PACKED = "__packed_tensor__"
 
 
 class NonFiniteLoss(RuntimeError):
@@ -242,84 +240,6 @@ def _run_inference(net: nn.Module, inputs: list[torch.Tensor], device: torch.dev
             net(x)
 
 
-def pack_tensors(obj: Any) -> dict[str, Any]:
-    """``obj`` (nested dicts, lists and tuples holding tensors) with its tensors moved into one
-    flat CPU buffer per dtype, for ``torch.save``.
-
-    ``torch.save`` writes every tensor as a record of its own (~0.15 ms each here); a training
-    state holds ~140 small ones (weights, two AdamW moments and a step per parameter), so
-    packing cuts a state save from 15–22 ms to ~4 ms, every epoch of every trial. The result
-    holds only plain types and tensors: it loads with ``weights_only=True``.
-    """
-    tensors: list[torch.Tensor] = []
-
-    def strip(x: Any) -> Any:
-        if isinstance(x, torch.Tensor):
-            tensors.append(x.detach())
-            return {_PACKED: len(tensors) - 1}
-        if isinstance(x, dict):
-            return {k: strip(v) for k, v in x.items()}
-        if isinstance(x, list | tuple):
-            return type(x)(strip(v) for v in x)
-        return x
-
-    skeleton = strip(obj)
-    groups: dict[str, list[int]] = {}
-    for i, t in enumerate(tensors):
-        groups.setdefault(str(t.dtype).removeprefix("torch."), []).append(i)
-    where: list[list[Any]] = [[] for _ in tensors]  # tensor → [dtype, offset, shape]
-    buffers = {}
-    for dtype, members in groups.items():
-        offset = 0
-        for i in members:
-            where[i] = [dtype, offset, list(tensors[i].shape)]
-            offset += tensors[i].numel()
-        buffers[dtype] = torch.cat([tensors[i].reshape(-1).cpu() for i in members])
-    return {"skeleton": skeleton, "buffers": buffers, "where": where}
-
-
-def unpack_tensors(packed: dict[str, Any]) -> Any:
-    """The inverse of :func:`pack_tensors` (tensors on the CPU, each with storage of its own)."""
-    buffers, where = packed["buffers"], packed["where"]
-
-    def fill(x: Any) -> Any:
-        if isinstance(x, dict):
-            if set(x) == {_PACKED}:
-                dtype, offset, shape = where[x[_PACKED]]
-                numel = math.prod(shape)
-                return buffers[dtype][offset:offset + numel].reshape(shape).clone()
-            return {k: fill(v) for k, v in x.items()}
-        if isinstance(x, list | tuple):
-            return type(x)(fill(v) for v in x)
-        return x
-
-    return fill(packed["skeleton"])
-
-
-def _load_state(path: Path) -> dict[str, Any] | None:
-    """A training state of a readable version, unpacked; None when absent or damaged."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # damaged, or not ours (weights_only never runs its code): start over
-        return None
-    if not isinstance(state, dict) or state.get("version") not in _READABLE_STATES:
-        return None
-    if state["version"] == 2:
-        try:
-            state = {**unpack_tensors(state["packed"]), "version": 2}
-        except Exception:  # inconsistent: treated as damaged
-            return None
-    return state
-
-
-def peek_state(path: Path) -> dict[str, Any] | None:
-    """The ``extra_state`` saved with a training state (None when there is none)."""
-    if not path.is_file():
-        return None
-    state = _load_state(path)
-    return state.get("extra") if state is not None else None
-
-
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str = "auto"
              ) -> float:
@@ -392,7 +312,7 @@ def train_model(
     if state_path is not None and state_path.is_file():
         # On the CPU: the model and optimizer copy their parts to their device; the generator
         # states must stay CPU byte tensors.
-        state = _load_state(state_path) or {}
+        state = load_state(state_path) or {}
         if state and state["epoch"] <= settings.epochs:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -408,7 +328,7 @@ def train_model(
 
     def save(epoch: int) -> None:  # the training state after ``epoch``
         assert state_path is not None
-        atomic_torch_save({"version": STATE_VERSION, "packed": pack_tensors({
+        save_state(state_path, {
             "epoch": epoch,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -419,7 +339,7 @@ def train_model(
             "history": [h.to_dict() for h in result.history],
             "train_seconds": result.train_seconds,
             "extra": dict(extra_state or {}),
-        })}, state_path)
+        })
 
     model.train()
     if step_graphs is None:

@@ -194,7 +194,8 @@ def test_a_malicious_training_state_is_never_run_and_training_starts_over(
 
     from explore.config import DataSettings, TrainSettings
     from explore.data import load_dataset
-    from explore.train import peek_state, train_model
+    from explore.train import train_model
+    from explore.trainstate import peek_state
     from extattn import ModelConfig, create_model
 
     marker = tmp_path / "pwned"

@@ -13,14 +13,8 @@ from torch import nn
 
 from explore.config import DataSettings, TrainSettings
 from explore.data import Dataset, load_dataset
-from explore.train import (
-    EpochResult,
-    NonFiniteLoss,
-    TrainResult,
-    pack_tensors,
-    train_model,
-    unpack_tensors,
-)
+from explore.train import EpochResult, NonFiniteLoss, TrainResult, train_model
+from explore.trainstate import pack_tensors, unpack_tensors
 from extattn import ModelConfig, create_model
 from extattn.checkpoint import atomic_torch_save
 
