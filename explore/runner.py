@@ -89,19 +89,16 @@ def finish_summary(opened: OpenedStudy, summary: RunSummary) -> RunSummary:
 
 
 def _warm_start(study: optuna.Study, settings: Settings, data: Dataset, device: torch.device,
-                request: RunRequest, reporter: Reporter) -> None:
-    """A new study's first run probes throughput and enqueues the fastest models (worker 0 of a
-    machine does it; the other workers wait for it, so that they start from its anchors)."""
+                request: RunRequest, reporter: Reporter, identity: WorkerIdentity) -> None:
+    """A new study's first run probes throughput and enqueues the fastest models: one process
+    of all the workers that start, on any host (worker 0 of a command claims it; the others
+    wait for it, so that they start from its anchors; see ``warmstart.take_turn``)."""
     if not warmstart.pending(study):
         return
-    if request.worker == 0:
+    if warmstart.take_turn(study, identity, request.worker == 0, reporter.message):
         warmstart.warm_start(study, settings, data.image_shape, data.num_classes, device,
                              MachineLock(enabled=request.workers > 1 or request.shared_lock),
-                             reporter.message, measure_threads(settings, study))
-        return
-    deadline = time.monotonic() + warmstart.PROBE_BUDGET_S * 3
-    while warmstart.pending(study) and time.monotonic() < deadline:
-        time.sleep(0.5)
+                             reporter.message, measure_threads(settings, study), identity)
 
 
 def _set_threads(settings: Settings, request: RunRequest, device: torch.device) -> None:
@@ -185,7 +182,9 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     reporter.start(name, spec.display, summary.finished, target)
     try:
         with stop_on_signals(stop, reporter.message, name, request.handle_signals) as received:
-            _warm_start(study, settings, data, device, request, reporter)
+            if deadline is None or time.monotonic() < deadline:  # --timeout 0 creates only:
+                # the first worker that trains probes, on its device
+                _warm_start(study, settings, data, device, request, reporter, identity)
             while True:
                 if stop.is_set():
                     sig = received.get("signal", signal.SIGINT)

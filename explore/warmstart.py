@@ -31,9 +31,11 @@ from explore.config import Settings
 from explore.locks import MachineLock
 from explore.measure import measure_throughput, resolve_precision, torch_threads
 from explore.objective import plan_trial
+from explore.recovery import WorkerIdentity
 from extattn import create_model
 
-__all__ = ["ATTR_WARM", "PROBE_LIMIT", "mark_pending", "pending", "warm_start"]
+__all__ = ["ATTR_WARM", "PROBE_LIMIT", "mark_pending", "pending", "prober", "take_turn",
+           "warm_start"]
 
 ATTR_WARM = "explore_warm_start"
 PROBE_LIMIT = 64  # configurations probed at most (a random sample of larger spaces)
@@ -41,6 +43,8 @@ PROBE_BUDGET_S = 30.0  # stop probing after this long and use what was measured
 REPROBE_FACTOR = 3  # the 3 × warm_start fastest of the screen are probed at the trial's batch ...
 REPROBE_ROUNDS = 2  # ... this many times, and each ranks by its fastest pass of all rounds
 ATTR_ANCHOR = "warm_start_rank"  # on an enqueued trial: 1 = the fastest probed
+CLAIM_SETTLE_S = 0.3  # a claim is read back this long after it is written (see take_turn)
+WAIT_LIMIT_S = PROBE_BUDGET_S * 3  # another host's claim this old is taken over; waits end
 
 
 def mark_pending(study: optuna.Study, settings: Settings) -> None:
@@ -51,8 +55,65 @@ def mark_pending(study: optuna.Study, settings: Settings) -> None:
 
 
 def pending(study: optuna.Study) -> bool:
+    """Whether the probe is still to come: not started, or claimed by a process (probing)."""
     value = study.user_attrs.get(ATTR_WARM)
-    return isinstance(value, dict) and value.get("state") == "pending"
+    return isinstance(value, dict) and value.get("state") in ("pending", "probing")
+
+
+def prober(record: dict[str, Any]) -> WorkerIdentity | None:
+    """The process that claimed the probe (``state`` "probing"), if any."""
+    by = record.get("by")
+    if record.get("state") != "probing" or not isinstance(by, dict):
+        return None
+    return WorkerIdentity(str(by.get("host", "")), int(by.get("pid", -1)), by.get("started"))
+
+
+def lapsed(record: dict[str, Any], me: WorkerIdentity) -> bool:
+    """Whether a claimed probe will not finish: its process died (this host), or the claim is
+    older than :data:`WAIT_LIMIT_S` (another host, whose processes cannot be seen from here)."""
+    owner = prober(record)
+    if owner is None:
+        return True
+    if owner.host == me.host:
+        return not owner.is_alive_here()
+    return time.time() - float(record.get("since", 0.0)) > WAIT_LIMIT_S
+
+
+def take_turn(study: optuna.Study, me: WorkerIdentity, may_probe: bool,
+              message: Callable[[str], None]) -> bool:
+    """Whether this process probes now, or another one does (or did) it.
+
+    One process per study probes, however many workers on however many hosts start at once:
+    a process that may probe (worker 0 of its command) claims a pending probe by writing
+    itself into the study's record, and reads the record back :data:`CLAIM_SETTLE_S` later.
+    Processes that all saw the probe pending all write before any of them reads back (a write
+    follows its read within milliseconds), so they all read the last writer, which probes; the
+    others wait for it, as the workers that may not probe do. A claim whose process has died
+    (same host) or that is older than :data:`WAIT_LIMIT_S` (another host) is taken over.
+    Returns False once the probe is done, or after waiting :data:`WAIT_LIMIT_S` (training then
+    starts without anchors).
+    """
+    deadline = time.monotonic() + WAIT_LIMIT_S
+    told = False
+    while time.monotonic() < deadline:
+        record = study.user_attrs.get(ATTR_WARM)
+        if not isinstance(record, dict) or record.get("state") not in ("pending", "probing"):
+            return False
+        if may_probe and (record["state"] == "pending" or lapsed(record, me)):
+            study.set_user_attr(ATTR_WARM, {"state": "probing", "by": me.to_attr(),
+                                            "since": time.time()})
+            time.sleep(CLAIM_SETTLE_S)
+            record = study.user_attrs.get(ATTR_WARM)
+            if isinstance(record, dict) and prober(record) == me:
+                return True
+            continue
+        owner = prober(record)
+        if owner is not None and not told:
+            message(f"warm start: waiting for the throughput probe of worker "
+                    f"{owner.host}:{owner.pid}")
+            told = True
+        time.sleep(0.5)
+    return False
 
 
 def _candidates(settings: Settings, limit: int) -> list[dict[str, Any]]:
@@ -75,9 +136,11 @@ def _candidates(settings: Settings, limit: int) -> list[dict[str, Any]]:
 
 def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, int, int],
                num_classes: int, device: torch.device, lock: MachineLock,
-               message: Callable[[str], None], threads: int = 0) -> list[dict[str, Any]]:
+               message: Callable[[str], None], threads: int = 0,
+               me: WorkerIdentity | None = None) -> list[dict[str, Any]]:
     """Probe, enqueue the fastest ``settings.study.warm_start`` models, record it; returns the
-    enqueued params (fastest first). ``threads``: as the trials measure (0: as they are)."""
+    enqueued params (fastest first). ``threads``: as the trials measure (0: as they are).
+    ``me``: the process probing (recorded as ``by``; see :func:`take_turn`)."""
     c, h, _ = image_shape
     started = time.monotonic()
     # A probe is one warm-up and a timed pass or two, ranked by the fastest pass (other work
@@ -143,15 +206,18 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
         study.enqueue_trial(params, user_attrs={ATTR_ANCHOR: rank, "probe_img_s": round(rate)},
                             skip_if_exists=True)
     seconds = time.monotonic() - started
+    me = me or WorkerIdentity.current()
     study.set_user_attr(ATTR_WARM, {
-        "state": "done", "probed": probed, "seconds": round(seconds, 2),
+        "state": "done", "by": {"host": me.host, "pid": me.pid},
+        "probed": probed, "seconds": round(seconds, 2),
         "batch_size": full.batch_size, "screen_batch_size": screen.batch_size,
         "anchors": [{"params": p, "img_s": round(r)} for r, p in anchors],
         # The contenders at the trial's batch, then the rest at the screen's; fastest first.
         "probes": [{"params": p, "img_s": round(r)} for r, p in ranked],
         "screened": [{"params": p, "img_s": round(r)} for r, p in rest],
     })
-    if anchors:
-        message(f"warm start: probed the throughput of {probed} configurations in "
-                f"{seconds:.1f} s; training the {len(anchors)} fastest first")
+    first = (f"training the {len(anchors)} fastest first" if anchors
+             else "the fastest are trained or queued already")
+    message(f"warm start: probed the throughput of {probed} configurations in {seconds:.1f} s; "
+            f"{first}")
     return [p for _, p in anchors]

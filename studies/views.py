@@ -183,6 +183,11 @@ WARM_ATTR = "explore_warm_start"  # explore.warmstart.ATTR_WARM (no torch import
 
 
 def _warm_line(warm: dict[str, Any]) -> str:
+    by = warm.get("by")
+    by = by if isinstance(by, dict) else {}
+    if warm.get("state") == "probing":
+        return (f"warm start: being probed by worker {by.get('host')}:{by.get('pid')} (if it "
+                "died, the next run probes)")
     if warm.get("state") != "done":
         return "warm start: not done yet (the next run probes first)"
     probes = warm.get("probes") or []

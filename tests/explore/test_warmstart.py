@@ -7,14 +7,18 @@ are read back with Optuna.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
 
-from explore.warmstart import ATTR_ANCHOR, ATTR_WARM
+from explore.opening import RunRequest, open_study
+from explore.recovery import WorkerIdentity
+from explore.warmstart import ATTR_ANCHOR, ATTR_WARM, WAIT_LIMIT_S, lapsed, prober
 from tests.conftest import EXPLORE, clean_env, write_tiny_config
 
 SPACE = "mem_size = [8, 16, 32]\nheads = [1, 2]"  # 6 configurations
@@ -178,3 +182,116 @@ def test_study_show_summarizes_the_probe(warm: Path) -> None:
     assert line.startswith("warm start: probed 6 configurations in "), line
     assert f"trained first: {first}; " in line
     assert "explore_warm_start" not in proc.stdout  # summarized, not dumped
+
+
+# ---- one probe, however many workers start ----
+
+
+# 15 configurations, measured at a batch of 2048: a probe of a few seconds, long enough for
+# workers started together to find it under way (each of them probed, before claims).
+WIDE = "mem_size = [8, 16, 32, 64, 128]\nheads = [1, 2, 4]"
+
+
+def create(directory: Path, trials: int) -> str:
+    """A new study as ``explore study run`` creates it (its warm start pending); nothing run."""
+    url = f"sqlite:///{directory / 'explore.db'}"
+    write_tiny_config(directory, space=WIDE)
+    open_study(RunRequest(name="w", storage=url, config_file=directory / "tiny.toml",
+                          device="cpu", explicit={
+                              "study": {"trials": trials, "warm_start": 2, "sampler": "random"},
+                              "measure": {"batch_size": 2048}, "train": {"epochs": 1}}))
+    return url
+
+
+def worker(directory: Path, url: str) -> subprocess.Popen[str]:
+    """``explore study worker`` as a user starts one per machine: each is worker 0 of its own."""
+    return subprocess.Popen([str(EXPLORE), "study", "worker", "--name", "w", "--storage", url,
+                             "--device", "cpu", "--keep-checkpoints", "none"],
+                            cwd=directory, env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_workers_that_start_together_probe_once(tmp_path: Path) -> None:
+    """Three worker commands join a new study at once: one probes, the others wait for its
+    anchors; nothing is probed twice and no anchor is queued twice."""
+    url = create(tmp_path, trials=4)
+    procs = [worker(tmp_path, url) for _ in range(3)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errs
+    probed = [p.pid for p, err in zip(procs, errs, strict=True)
+              if "warm start: probed the throughput of 15 configurations" in err]
+    assert len(probed) == 1, errs
+    study = load(tmp_path)
+    record = study.user_attrs[ATTR_WARM]
+    assert record["state"] == "done"
+    assert record["by"] == {"host": socket.gethostname(), "pid": probed[0]}
+    assert [t.user_attrs.get(ATTR_ANCHOR) for t in study.trials].count(1) == 1
+    assert ranked(study) == {1: record["anchors"][0]["params"],
+                             2: record["anchors"][1]["params"]}
+    keys = [json.dumps(t.params, sort_keys=True) for t in study.trials]
+    assert len(keys) == len(set(keys)) == 4, keys  # no anchor left WAITING past the budget
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.COMPLETE}
+    for err in errs:  # a worker that found the probe under way said whose it waited for
+        if "warm start: waiting" in err:
+            assert f"warm start: waiting for the throughput probe of worker " \
+                   f"{socket.gethostname()}:{probed[0]}" in err
+
+
+def test_a_probe_whose_worker_died_is_taken_over_at_once(tmp_path: Path) -> None:
+    """A worker killed while probing leaves its claim; on this host the next run sees the
+    process is gone and probes itself, instead of waiting for a probe that never ends."""
+    url = create(tmp_path, trials=2)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    claim = {"state": "probing", "since": time.time(),
+             "by": {"host": socket.gethostname(), "pid": gone.pid, "started": None,
+                    "beat": time.time()}}
+    optuna.load_study(study_name="w", storage=url).set_user_attr(ATTR_WARM, claim)
+    show = subprocess.run([str(EXPLORE), "study", "show", "w", "--storage", url], cwd=tmp_path,
+                          env=clean_env(), capture_output=True, text=True, timeout=120)
+    assert show.returncode == 0, show.stderr
+    assert (f"warm start: being probed by worker {socket.gethostname()}:{gone.pid} "
+            "(if it died, the next run probes)") in show.stdout
+    proc = worker(tmp_path, url)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "warm start: waiting" not in err
+    record = load(tmp_path).user_attrs[ATTR_WARM]
+    assert record["state"] == "done" and record["by"]["pid"] == proc.pid
+    assert sorted(ranked(load(tmp_path))) == [1, 2]
+
+
+def test_a_claim_lapses_when_its_process_is_gone_or_another_hosts_claim_is_old() -> None:
+    me = WorkerIdentity.current()
+    alive_here = {"state": "probing", "since": 0.0, "by": me.to_attr()}
+    assert not lapsed(alive_here, me)  # alive: however long it takes
+    assert prober(alive_here) == me
+    elsewhere = {"state": "probing", "since": time.time(),
+                 "by": {"host": f"{me.host}-elsewhere", "pid": 1, "started": None}}
+    assert not lapsed(elsewhere, me)  # another host's process cannot be seen: trusted a while
+    elsewhere["since"] = time.time() - WAIT_LIMIT_S - 1
+    assert lapsed(elsewhere, me)
+    assert prober({"state": "pending"}) is None
+    assert lapsed({"state": "probing"}, me)  # a claim that names nobody
+
+
+def test_creating_a_study_with_timeout_0_leaves_the_probe_to_the_first_worker(
+        tmp_path: Path) -> None:
+    """``study run --timeout 0`` creates the study (the many-machines recipe) on a machine that
+    may not be a worker's: it probes nothing, and the first worker probes on its own device."""
+    write_tiny_config(tmp_path, space=SPACE)
+    proc = subprocess.run([str(EXPLORE), "study", "run", "--name", "w", "--config", "tiny.toml",
+                           "--epochs", "1", "--trials", "2", "--warm-start", "1", "--timeout",
+                           "0"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "warm start" not in proc.stderr
+    study = load(tmp_path)
+    assert study.user_attrs[ATTR_WARM] == {"state": "pending"} and not study.trials
+    joined = worker(tmp_path, f"sqlite:///{tmp_path / 'explore.db'}")
+    _, err = joined.communicate(timeout=300)
+    assert joined.returncode == 0, err
+    assert "warm start: probed the throughput of 6 configurations" in err
+    record = load(tmp_path).user_attrs[ATTR_WARM]
+    assert record["state"] == "done" and record["by"]["pid"] == joined.pid
+    assert sorted(ranked(load(tmp_path))) == [1]
