@@ -8,7 +8,9 @@ with and without the lock, and checks how much CPU the trainers used during each
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -31,6 +33,24 @@ def _hold_shared(lock: MachineLock, events: list[str], name: str,
             started.set()
         time.sleep(HOLD_S)
         events.append(f"{name} out")
+
+
+def queued(lock: MachineLock, measurer: threading.Thread, timeout: float = 10.0) -> None:
+    """Wait until the ``measurer`` holds the turnstile (new epochs would wait behind it), or
+    has measured already."""
+    fd = os.open(lock.turnstile, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and measurer.is_alive():
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # held exclusively
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            time.sleep(0.005)
+    finally:
+        os.close(fd)
+    assert not measurer.is_alive(), "the measurement never queued"
 
 
 def test_exclusive_waits_for_the_running_epoch(tmp_path: Path) -> None:
@@ -60,7 +80,7 @@ def test_a_waiting_measurement_goes_before_new_epochs(tmp_path: Path) -> None:
 
     measurer = threading.Thread(target=measure)
     measurer.start()
-    time.sleep(HOLD_S / 3)  # the measurement now waits on the running epoch
+    queued(lock, measurer)  # the measurement now waits on the running epoch
     second = threading.Thread(target=_hold_shared, args=(lock, events, "epoch 2"))
     second.start()
     for t in (first, measurer, second):

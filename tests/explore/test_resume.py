@@ -348,7 +348,9 @@ def test_a_second_sigint_exits_at_once_and_the_next_run_recovers_the_trial(
     wait_for(lambda: [t for t in running(db) if t["pid"] == proc.pid
                       and "throughput" in t["keys"]], proc, 120, "training to start")
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.2)  # two signals before the handler runs would count as one
+    # Two signals before the handler runs would count as one: the second follows its message.
+    wait_for(lambda: "stopping after the current epoch" in Path(
+        proc.stderr_path).read_text(), proc, 60, "the first SIGINT's message")  # type: ignore[attr-defined]
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 130
     # At once, not at the next safe point: it exited mid-epoch (no timing assertion: the
