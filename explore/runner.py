@@ -96,9 +96,13 @@ def _warm_start(study: optuna.Study, settings: Settings, data: Dataset, device: 
     if not warmstart.pending(study):
         return
     if warmstart.take_turn(study, identity, request.worker == 0, reporter.message):
-        warmstart.warm_start(study, settings, data.image_shape, data.num_classes, device,
-                             MachineLock(enabled=request.workers > 1 or request.shared_lock),
-                             reporter.message, measure_threads(settings, study), identity)
+        try:
+            warmstart.warm_start(study, settings, data.image_shape, data.num_classes, device,
+                                 MachineLock(enabled=request.workers > 1 or request.shared_lock),
+                                 reporter.message, measure_threads(settings, study), identity)
+        except BaseException:
+            warmstart.release(study, identity)  # the next run (or another worker) probes
+            raise
 
 
 def _set_threads(settings: Settings, request: RunRequest, device: torch.device) -> None:

@@ -34,8 +34,8 @@ from explore.objective import plan_trial
 from explore.recovery import WorkerIdentity
 from extattn import create_model
 
-__all__ = ["ATTR_WARM", "PROBE_LIMIT", "mark_pending", "pending", "prober", "take_turn",
-           "warm_start"]
+__all__ = ["ATTR_WARM", "PROBE_LIMIT", "mark_pending", "pending", "prober", "release",
+           "take_turn", "warm_start"]
 
 ATTR_WARM = "explore_warm_start"
 PROBE_LIMIT = 64  # configurations probed at most (a random sample of larger spaces)
@@ -99,7 +99,8 @@ def take_turn(study: optuna.Study, me: WorkerIdentity, may_probe: bool,
         record = study.user_attrs.get(ATTR_WARM)
         if not isinstance(record, dict) or record.get("state") not in ("pending", "probing"):
             return False
-        if may_probe and (record["state"] == "pending" or lapsed(record, me)):
+        if may_probe and (record["state"] == "pending" or prober(record) == me
+                          or lapsed(record, me)):  # (its own claim: a probe that raised)
             study.set_user_attr(ATTR_WARM, {"state": "probing", "by": me.to_attr(),
                                             "since": time.time()})
             time.sleep(CLAIM_SETTLE_S)
@@ -114,6 +115,18 @@ def take_turn(study: optuna.Study, me: WorkerIdentity, may_probe: bool,
             told = True
         time.sleep(0.5)
     return False
+
+
+def release(study: optuna.Study, me: WorkerIdentity) -> None:
+    """Give a claimed probe back (it raised): pending again, unless another process has
+    claimed or finished it meanwhile. Best effort: a storage that fails here is left as it is
+    (the claim then lapses with its process)."""
+    try:
+        record = study.user_attrs.get(ATTR_WARM)
+        if isinstance(record, dict) and prober(record) == me:
+            study.set_user_attr(ATTR_WARM, {"state": "pending"})
+    except Exception:  # noqa: BLE001 - the probe's own error is the one to report
+        pass
 
 
 def _candidates(settings: Settings, limit: int) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ are read back with Optuna.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -18,7 +19,16 @@ import pytest
 
 from explore.opening import RunRequest, open_study
 from explore.recovery import WorkerIdentity
-from explore.warmstart import ATTR_ANCHOR, ATTR_WARM, WAIT_LIMIT_S, lapsed, prober
+from explore.warmstart import (
+    ATTR_ANCHOR,
+    ATTR_WARM,
+    WAIT_LIMIT_S,
+    lapsed,
+    pending,
+    prober,
+    release,
+    take_turn,
+)
 from tests.conftest import EXPLORE, clean_env, write_tiny_config
 
 SPACE = "mem_size = [8, 16, 32]\nheads = [1, 2]"  # 6 configurations
@@ -295,3 +305,24 @@ def test_creating_a_study_with_timeout_0_leaves_the_probe_to_the_first_worker(
     record = load(tmp_path).user_attrs[ATTR_WARM]
     assert record["state"] == "done" and record["by"]["pid"] == joined.pid
     assert sorted(ranked(load(tmp_path))) == [1]
+
+
+def test_a_claim_is_given_back_when_the_probe_raises_and_its_own_claim_is_no_wait(
+        tmp_path: Path) -> None:
+    """A process whose probe raised (Ctrl-C in a notebook, an error) gives its claim back;
+    and a claim it left on itself does not make it wait for itself."""
+    url = create(tmp_path, trials=2)
+    study = optuna.load_study(study_name="w", storage=url)
+    me, said = WorkerIdentity.current(), []
+    assert take_turn(study, me, True, said.append)
+    assert prober(study.user_attrs[ATTR_WARM]) == me and pending(study)
+    assert take_turn(study, me, True, said.append)  # its own claim: no wait for a live prober
+    assert not said  # a wait would have said whose probe it waits for
+    release(study, me)
+    assert study.user_attrs[ATTR_WARM] == {"state": "pending"}
+    other = WorkerIdentity(me.host, os.getppid(), None)  # alive: the claim is not taken
+    study.set_user_attr(ATTR_WARM, {"state": "probing", "by": other.to_attr(), "since": 0.0})
+    release(study, me)  # not its claim: left alone
+    assert prober(study.user_attrs[ATTR_WARM]) == other
+    study.set_user_attr(ATTR_WARM, {"state": "done", "probed": 0})
+    assert not take_turn(study, me, True, said.append) and not pending(study)
