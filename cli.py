@@ -213,7 +213,7 @@ def study_worker(
         help="This worker's index on its machine (varies the sampler seed)."
     )] = 0,
     workers: Annotated[int, typer.Option(
-        help="Workers sharing this machine (splits the CPU threads, enables the throughput lock)."
+        help="Workers sharing this machine (splits the CPU threads between them)."
     )] = 1,
     max_failures: Annotated[int, typer.Option(
         help="Stop after this many consecutive failed trials."

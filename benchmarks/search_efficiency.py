@@ -187,9 +187,12 @@ def launch(run: Run, toml: Path) -> Run:
     """Run one configuration for its budget (then kill it) and read its trials back."""
     started = dt.datetime.now()
     run.started = started.isoformat()
+    # Each run its own temporary directory, so its own machine lock: the lanes stand for
+    # separate machines, and explore's runs must not wait for each other's epochs.
+    env = {**os.environ, "TMPDIR": str(Path(run.db).parent)}
     proc = subprocess.Popen(command(run.config, run.seed, run.budget, Path(run.db), toml),
                             cwd=Path(run.db).parent, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, env=env)
     try:
         _, err = proc.communicate(timeout=run.budget)
     except subprocess.TimeoutExpired:

@@ -57,7 +57,10 @@ class RunRequest:
     worker: int = 0  # index among this machine's workers (seeds, threads)
     workers: int = 1  # how many workers share this machine
     handle_signals: bool = True
-    shared_lock: bool = False  # take the machine lock even alone (other runs share the machine)
+    # The machine lock (every explore process of this user on this machine: no throughput is
+    # measured while another one trains) is taken by every run; False only with workers=1 and
+    # nothing else of explore on the machine to wait for (benchmarks isolating one run).
+    shared_lock: bool = True
     join_only: bool = False  # `study worker`: the study must exist; never create it
 
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import torch
 
-from explore.config import MODEL_KEYS, MeasureSettings, Settings, TrainSettings, resolve_settings
+from explore.config import MODEL_KEYS, Settings, TrainSettings, resolve_settings
 from explore.data import load_dataset
+from explore.locks import MachineLock
 from explore.measure import measure_throughput, resolve_precision
 from explore.objective import plan_trial
 from explore.opening import check_compile, configure_allocator, resolve_device
@@ -67,7 +68,8 @@ def bench_model(explicit: dict[str, dict[str, Any]], params: dict[str, Any],
         net, compile_seconds = compile_for_inference(model, shape, settings.measure.batch_size,
                                                      dev, plan.train.compile_mode,
                                                      plan.train.precision)
-    stats = measure_throughput(net, shape, dev, settings.measure, plan.train.precision)
+    with MachineLock().exclusive():  # not while a study on this machine trains an epoch
+        stats = measure_throughput(net, shape, dev, settings.measure, plan.train.precision)
     out = {"model": plan.model.to_dict(), "precision": resolve_precision(dev, plan.train.precision),
            "params_count": count_params(model),
            "flops_per_image": count_flops(model, shape), "throughput": stats.to_dict()}
@@ -95,16 +97,18 @@ def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], devic
     compile_seconds: float | None = None
     if plan.train.compile:
         net, compile_seconds = compile_for_trial(model, data, plan.train,
-                                                 MeasureSettings().batch_size)
-    throughput = measure_throughput(net, data.image_shape, dev, MeasureSettings(),
-                                    plan.train.precision)
+                                                 settings.measure.batch_size)
+    lock = MachineLock()  # as a trial: the measurement alone, epochs beside other runs' epochs
+    with lock.exclusive():
+        throughput = measure_throughput(net, data.image_shape, dev, settings.measure,
+                                        plan.train.precision)
 
     def epoch_done(record: EpochResult, history: list[EpochResult]) -> None:
         if on_epoch is not None:
             on_epoch(record)
 
     result = train_model(model, data, plan.train, plan.seed, augment=settings.data.augment,
-                         on_epoch=epoch_done, net=net)
+                         on_epoch=epoch_done, net=net, epoch_guard=lock.shared)
     summary = {"model": plan.model.to_dict(), "train": dataclasses.asdict(plan.train),
                "seed": plan.seed, "precision": resolve_precision(dev, plan.train.precision),
                "accuracy": result.accuracy,

@@ -132,3 +132,81 @@ def test_no_trainer_runs_while_a_locked_measurement_does() -> None:
     assert min(share["busy_no_lock"]) >= 0.3, note
     # The lock never kept a measurement waiting longer than an epoch or two of the trainers.
     assert result["lock_wait_s_max"] < 30, note
+
+
+def _running_trials(db: Path) -> list[dict[str, object]]:
+    """RUNNING trials of ``db`` (read with sqlite3, no lock of optuna's): their user attr keys."""
+    import sqlite3
+
+    if not db.exists():
+        return []
+    try:
+        con = sqlite3.connect(db, timeout=10)
+        try:
+            rows = con.execute(
+                "SELECT t.number, a.key FROM trials t LEFT JOIN trial_user_attributes a "
+                "ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING'").fetchall()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:  # the tables are not there yet
+        return []
+    keys: dict[int, set[str]] = {}
+    for number, key in rows:
+        keys.setdefault(number, set()).add(key)
+    return [{"number": n, "keys": k} for n, k in keys.items()]
+
+
+@pytest.mark.parametrize("command", [
+    ("study", "run", "--name", "alone", "--trials", "1", "--warm-start", "0", "--epochs", "1",
+     "--config", "tiny.toml"),
+    ("model", "train", "--epochs", "1", "--set", "dim=16"),
+], ids=["study-run", "model-train"])
+def test_a_lone_run_waits_for_another_runs_epoch_before_measuring(
+        tmp_path: Path, command: tuple[str, ...]) -> None:
+    """A single ``explore study run`` (or ``model train``) takes the machine lock too: while
+    another explore process on this machine trains an epoch (here: this test, holding the
+    lock's shared side), it does not measure; once the epoch ends, it goes on."""
+    from tests.conftest import EXPLORE, clean_env, write_tiny_config
+
+    write_tiny_config(tmp_path)
+    lock = MachineLock(tmp_path)  # the run's TMPDIR below: the same lock files
+    epoch = lock.shared()
+    epoch.__enter__()
+    env = {**clean_env(), "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen([str(EXPLORE), *command, "--device", "cpu", "-f", "json"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        # The run gets as far as its measurement, and waits there: its measurement is queued
+        # on the turnstile (a new epoch of ours would now wait behind it) ...
+        deadline = time.monotonic() + 120
+        while not _turnstile_held(lock):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never asked for the lock"
+            time.sleep(0.05)
+        time.sleep(1.0)  # ... and stays there: no throughput while the epoch goes on
+        assert proc.poll() is None
+        if command[0] == "study":
+            [trial] = _running_trials(tmp_path / "explore.db")
+            assert "throughput" not in trial["keys"]  # type: ignore[operator]
+    finally:
+        epoch.__exit__(None, None, None)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert (result["front"][0]["values"]["throughput"] if command[0] == "study"
+            else result["throughput"]) > 0
+
+
+def _turnstile_held(lock: MachineLock) -> bool:
+    """Whether a measurement holds (or waits with) the turnstile: a shared try fails."""
+    fd = os.open(lock.turnstile, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
