@@ -259,6 +259,9 @@ def _print_summary(summary: Any, fmt: str) -> None:
         if summary.reused_throughputs:
             out.print(f"trials whose throughput came from an earlier trial of the same "
                       f"architecture (\\[measure] reuse): {summary.reused_throughputs}")
+        if summary.lock_wait_s >= 1.0:
+            out.print(f"measurements waited {summary.lock_wait_s:.1f} s in all for other explore "
+                      "processes' epochs on this machine (the machine lock)")
         out.print(f"database: {summary.where}")
         out.print(f"dashboard: explore study dashboard --storage {summary.storage_url}")
     if summary.exit_code:

@@ -42,6 +42,9 @@ ATTR_DUPLICATE = "duplicate_of"
 ATTR_OVER_BUDGET = "over_budget"
 ATTR_MEASURE_KEY = "measure_key"  # what the throughput depends on ([measure] reuse)
 ATTR_MEASURED_BY = "throughput_from"  # the trial whose measured throughput this one took
+# Seconds the trial's measurement waited for the machine lock: for the running epochs of the
+# other explore processes on this machine (workers, other studies' runs) to end.
+ATTR_LOCK_WAIT = "measure_lock_wait_s"
 DUPLICATE_POLL_S = 1.0
 # A training trial's worker beat (journal storages' liveness) is written at least this often,
 # whatever [train] state_interval says: other hosts take a trial silent for 10x the heartbeat
@@ -229,9 +232,12 @@ class Objective:
             throughput = Throughput.from_dict(measured.user_attrs["throughput"])
             trial.set_user_attr(ATTR_MEASURED_BY, measured.number)
         else:
+            asked = time.perf_counter()
             with self.lock.exclusive(), torch_threads(self.measure_threads):
+                waited = time.perf_counter() - asked
                 throughput = measure_throughput(net, (c, h, w), self.device,
                                                 self.settings.measure, plan.train.precision)
+            trial.set_user_attr(ATTR_LOCK_WAIT, round(waited, 3))
         trial.set_user_attr("throughput", throughput.to_dict())
         rung_epochs = set(rungs(plan.train.epochs, self.settings.study.prune_eta)) \
             if self.settings.study.prune else set()

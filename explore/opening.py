@@ -79,6 +79,7 @@ class RunSummary:
     exit_code: int = 0
     noisy_trials: list[int] = field(default_factory=list)
     reused_throughputs: int = 0  # trials that took an earlier trial's figure ([measure] reuse)
+    lock_wait_s: float = 0.0  # the study's measurements waited this long for the machine lock
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +88,7 @@ class RunSummary:
             "elapsed_seconds": round(self.elapsed, 2), "stopped": self.stopped,
             "noisy_throughput_trials": self.noisy_trials,
             "reused_throughput_trials": self.reused_throughputs,
+            "measure_lock_wait_s": round(self.lock_wait_s, 3),
             "front": [front_row(t) for t in sorted(self.front, key=lambda t: t.values[1])],
         }
 

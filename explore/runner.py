@@ -32,7 +32,13 @@ from explore.config import Settings
 from explore.data import Dataset, load_dataset
 from explore.locks import MachineLock
 from explore.measure import native_bf16
-from explore.objective import ATTR_DUPLICATE, ATTR_MEASURED_BY, ATTR_OVER_BUDGET, Objective
+from explore.objective import (
+    ATTR_DUPLICATE,
+    ATTR_LOCK_WAIT,
+    ATTR_MEASURED_BY,
+    ATTR_OVER_BUDGET,
+    Objective,
+)
 from explore.opening import OpenedStudy, RunRequest, RunSummary, open_study, usable_cpus
 from explore.progress import Reporter
 from explore.recovery import WorkerIdentity, recover_orphans, requeue, stop_on_signals
@@ -83,8 +89,9 @@ def finish_summary(opened: OpenedStudy, summary: RunSummary) -> RunSummary:
     summary.elapsed = time.monotonic() - opened.started
     summary.noisy_trials = [t.number for t in summary.front
                             if t.user_attrs.get("throughput", {}).get("noisy")]
-    summary.reused_throughputs = sum(ATTR_MEASURED_BY in t.user_attrs
-                                     for t in study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    summary.reused_throughputs = sum(ATTR_MEASURED_BY in t.user_attrs for t in trials)
+    summary.lock_wait_s = sum(float(t.user_attrs.get(ATTR_LOCK_WAIT, 0.0)) for t in trials)
     return summary
 
 

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from explore.locks import MachineLock
@@ -184,6 +185,7 @@ def test_a_lone_run_waits_for_another_runs_epoch_before_measuring(
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the run never asked for the lock"
             time.sleep(0.05)
+        queued_at = time.perf_counter()
         time.sleep(1.0)  # ... and stays there: no throughput while the epoch goes on
         assert proc.poll() is None
         if command[0] == "study":
@@ -191,11 +193,19 @@ def test_a_lone_run_waits_for_another_runs_epoch_before_measuring(
             assert "throughput" not in trial["keys"]  # type: ignore[operator]
     finally:
         epoch.__exit__(None, None, None)
+        held = time.perf_counter() - queued_at
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     result = json.loads(out)
-    assert (result["front"][0]["values"]["throughput"] if command[0] == "study"
-            else result["throughput"]) > 0
+    if command[0] == "study":
+        assert result["front"][0]["values"]["throughput"] > 0
+        # The trial records how long its measurement waited; the run sums it up.
+        study = optuna.load_study(study_name="alone", storage=f"sqlite:///{tmp_path}/explore.db")
+        waited = study.trials[0].user_attrs["measure_lock_wait_s"]
+        assert held <= waited < held + 60
+        assert result["measure_lock_wait_s"] == waited
+    else:
+        assert result["throughput"] > 0
 
 
 def _turnstile_held(lock: MachineLock) -> bool:
