@@ -25,6 +25,7 @@ from torch import nn
 
 from explore.config import TrainSettings
 from explore.data import Dataset
+from explore.locks import SharedHold
 from explore.measure import autocast, synchronize
 from explore.stepgraphs import CaptureRefused, StepGraphs
 from explore.trainstate import load_state, save_state
@@ -35,6 +36,9 @@ __all__ = ["EpochResult", "NonFiniteLoss", "TrainResult", "compile_for_inference
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 1024
+# Seconds of training between two looks at whether a measurement waits for the machine lock
+# (one non-blocking flock): an epoch of any length keeps a measurement waiting about this long.
+PAUSE_CHECK_S = 0.2
 
 
 class NonFiniteLoss(RuntimeError):
@@ -64,6 +68,7 @@ class TrainResult:
     resumed_from: int = 0  # epochs restored from a saved state
     graphed: bool = False  # each step a CUDA graph replay ([train] cuda_graph)
     graph_seconds: float = 0.0  # warming up and capturing those graphs (not in train_seconds)
+    lock_paused_seconds: float = 0.0  # mid-epoch pauses for measurements (not in train_seconds)
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -128,13 +133,20 @@ def _train_step(model: nn.Module, net: nn.Module, xb: torch.Tensor, yb: torch.Te
 
 def _train_epoch(model: nn.Module, net: nn.Module, data: Dataset, settings: TrainSettings,
                  optimizer: torch.optim.Optimizer, scheduler: Any, gen: torch.Generator,
-                 augment: bool, graphs: StepGraphs | None = None) -> float:
-    """One pass over the training split in a fresh random order; returns the mean loss.
-    With ``graphs``, each step is one replay of the captured step of its batch size."""
+                 augment: bool, graphs: StepGraphs | None = None,
+                 hold: SharedHold | None = None) -> tuple[float, float]:
+    """One pass over the training split in a fresh random order; returns the mean loss and
+    the seconds it stood aside for a measurement (``hold``: the machine lock's shared side,
+    checked every :data:`PAUSE_CHECK_S`). With ``graphs``, each step is one replay of the
+    captured step of its batch size."""
     device = data.train_x.device
     n = len(data.train_y)
     perm = torch.randperm(n, generator=gen).to(device)
     loss_sum = torch.zeros((), device=device) if graphs is None else graphs.loss_sum.zero_()
+    paused = 0.0
+    check_at = time.perf_counter() + PAUSE_CHECK_S if hold is not None else math.inf
+    # On a GPU the queued steps finish before the measurement starts.
+    drain = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
     for start in range(0, n, settings.batch_size):
         idx = perm[start:start + settings.batch_size]
         if graphs is not None:
@@ -150,7 +162,10 @@ def _train_epoch(model: nn.Module, net: nn.Module, data: Dataset, settings: Trai
             _train_step(model, net, _train_images(data, idx, gen, augment), data.train_y[idx],
                         settings, optimizer, loss_sum)
         scheduler.step()
-    return loss_sum.item() / n
+        if hold is not None and time.perf_counter() >= check_at:
+            paused += hold.pause_if_wanted(drain)
+            check_at = time.perf_counter() + PAUSE_CHECK_S
+    return loss_sum.item() / n, paused
 
 
 def _step_graphs(model: nn.Module, net: nn.Module, data: Dataset, settings: TrainSettings,
@@ -354,11 +369,13 @@ def train_model(
         result.graph_seconds = time.perf_counter() - started if graphs is not None else 0.0
         last_save = time.perf_counter()
         for epoch in range(result.resumed_from + 1, settings.epochs + 1):
-            with epoch_guard():
+            with epoch_guard() as hold:
                 t0 = time.perf_counter()
-                mean_loss = _train_epoch(model, net, data, settings, optimizer, scheduler, gen,
-                                         augment, graphs)
-                seconds = time.perf_counter() - t0
+                mean_loss, paused = _train_epoch(
+                    model, net, data, settings, optimizer, scheduler, gen, augment, graphs,
+                    hold if isinstance(hold, SharedHold) else None)
+                seconds = time.perf_counter() - t0 - paused
+                result.lock_paused_seconds += paused
                 if not math.isfinite(mean_loss):
                     raise NonFiniteLoss(f"training loss became {mean_loss} in epoch {epoch}")
                 accuracy = evaluate(net, data.eval_x, data.eval_y, settings.precision)

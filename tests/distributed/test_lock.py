@@ -220,3 +220,68 @@ def _turnstile_held(lock: MachineLock) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+# One long epoch (digits in batches of 2: ~700 steps, seconds) under the lock's shared side;
+# prints the epoch's recorded seconds, the pauses, and the wall time of training.
+LONG_EPOCH = """
+import json, sys, time
+import torch
+from explore.config import DataSettings, TrainSettings
+from explore.data import load_dataset
+from explore.locks import MachineLock
+from explore.train import train_model
+from extattn import ModelConfig, create_model
+torch.set_num_threads(1)
+data = load_dataset(DataSettings(), seed=0)
+model = create_model(ModelConfig(dim=16, depth=1, image_size=8, in_chans=1, num_classes=10))
+started = time.perf_counter()
+result = train_model(model, data, TrainSettings(epochs=1, batch_size=2), seed=0,
+                     epoch_guard=MachineLock(sys.argv[1]).shared)
+print(json.dumps({"seconds": result.history[0].seconds, "wall": time.perf_counter() - started,
+                  "paused": result.lock_paused_seconds}))
+"""
+
+
+def _shared_held(lock: MachineLock) -> bool:
+    """Whether someone holds the lock's shared side (an exclusive try fails)."""
+    fd = os.open(lock.main, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_a_long_epoch_stands_aside_for_a_waiting_measurement(tmp_path: Path) -> None:
+    """A measurement does not wait for the end of another process's epoch (which can take
+    minutes on a large dataset): the trainer steps aside at its next check, waits while the
+    measurement runs, then finishes its epoch; the pause is not counted as training time."""
+    lock = MachineLock(tmp_path)
+    trainer = subprocess.Popen([sys.executable, "-c", LONG_EPOCH, str(tmp_path)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _shared_held(lock):  # the epoch has begun
+            assert trainer.poll() is None, trainer.communicate()
+            assert time.monotonic() < deadline, "the epoch never started"
+            time.sleep(0.01)
+        with lock.exclusive():  # granted mid-epoch: the trainer is paused while it is held
+            assert trainer.poll() is None, "the epoch ended before the measurement got in"
+            hold_from = time.perf_counter()
+            time.sleep(1.5)
+            held = time.perf_counter() - hold_from
+        out, err = trainer.communicate(timeout=300)
+    finally:
+        if trainer.poll() is None:
+            trainer.kill()
+            trainer.wait()
+    assert trainer.returncode == 0, err
+    result = json.loads(out)
+    assert result["paused"] >= held  # it waited out the whole measurement ...
+    assert result["seconds"] <= result["wall"] - held  # ... and that is not training time
+    assert result["seconds"] > 0
