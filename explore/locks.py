@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["MachineLock", "SharedHold"]
+__all__ = ["MachineLock", "SharedHold", "would_block"]
 
 
 class MachineLock:
@@ -63,6 +63,21 @@ class MachineLock:
             yield
 
 
+def would_block(path: Path, mode: int) -> bool:
+    """Whether ``flock(mode)`` on ``path`` would wait: another open file holds a conflicting
+    lock (LOCK_SH: someone holds it exclusively; LOCK_EX: someone holds it at all)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 class SharedHold:
     """The shared side of a :class:`MachineLock`, held by one training epoch.
 
@@ -97,16 +112,7 @@ class SharedHold:
 
     def measurement_waiting(self) -> bool:
         """Whether a measurement holds the turnstile (it waits for the running epochs)."""
-        fd = os.open(self.lock.turnstile, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        else:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        finally:
-            os.close(fd)
+        return would_block(self.lock.turnstile, fcntl.LOCK_SH)
 
     def pause_if_wanted(self, before: Callable[[], None] | None = None) -> float:
         """If a measurement is waiting, let it run: ``before()`` (e.g. wait for the GPU's

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -20,7 +19,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explore.locks import MachineLock
+from explore.locks import MachineLock, would_block
+from tests.explore.test_resume import running
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD_S = 0.3
@@ -39,18 +39,11 @@ def _hold_shared(lock: MachineLock, events: list[str], name: str,
 def queued(lock: MachineLock, measurer: threading.Thread, timeout: float = 10.0) -> None:
     """Wait until the ``measurer`` holds the turnstile (new epochs would wait behind it), or
     has measured already."""
-    fd = os.open(lock.turnstile, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and measurer.is_alive():
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # held exclusively
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            time.sleep(0.005)
-    finally:
-        os.close(fd)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and measurer.is_alive():
+        if would_block(lock.turnstile, fcntl.LOCK_SH):
+            return  # held exclusively
+        time.sleep(0.005)
     assert not measurer.is_alive(), "the measurement never queued"
 
 
@@ -135,28 +128,6 @@ def test_no_trainer_runs_while_a_locked_measurement_does() -> None:
     assert result["lock_wait_s_max"] < 30, note
 
 
-def _running_trials(db: Path) -> list[dict[str, object]]:
-    """RUNNING trials of ``db`` (read with sqlite3, no lock of optuna's): their user attr keys."""
-    import sqlite3
-
-    if not db.exists():
-        return []
-    try:
-        con = sqlite3.connect(db, timeout=10)
-        try:
-            rows = con.execute(
-                "SELECT t.number, a.key FROM trials t LEFT JOIN trial_user_attributes a "
-                "ON a.trial_id = t.trial_id WHERE t.state = 'RUNNING'").fetchall()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # the tables are not there yet
-        return []
-    keys: dict[int, set[str]] = {}
-    for number, key in rows:
-        keys.setdefault(number, set()).add(key)
-    return [{"number": n, "keys": k} for n, k in keys.items()]
-
-
 @pytest.mark.parametrize("command", [
     ("study", "run", "--name", "alone", "--trials", "1", "--warm-start", "0", "--epochs", "1",
      "--config", "tiny.toml"),
@@ -181,7 +152,7 @@ def test_a_lone_run_waits_for_another_runs_epoch_before_measuring(
         # The run gets as far as its measurement, and waits there: its measurement is queued
         # on the turnstile (a new epoch of ours would now wait behind it) ...
         deadline = time.monotonic() + 120
-        while not _turnstile_held(lock):
+        while not would_block(lock.turnstile, fcntl.LOCK_SH):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the run never asked for the lock"
             time.sleep(0.05)
@@ -189,7 +160,7 @@ def test_a_lone_run_waits_for_another_runs_epoch_before_measuring(
         time.sleep(1.0)  # ... and stays there: no throughput while the epoch goes on
         assert proc.poll() is None
         if command[0] == "study":
-            [trial] = _running_trials(tmp_path / "explore.db")
+            [trial] = running(tmp_path / "explore.db")
             assert "throughput" not in trial["keys"]  # type: ignore[operator]
     finally:
         epoch.__exit__(None, None, None)
@@ -208,20 +179,6 @@ def test_a_lone_run_waits_for_another_runs_epoch_before_measuring(
         assert result["throughput"] > 0
 
 
-def _turnstile_held(lock: MachineLock) -> bool:
-    """Whether a measurement holds (or waits with) the turnstile: a shared try fails."""
-    fd = os.open(lock.turnstile, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
 # One long epoch (digits in batches of 2: ~700 steps, seconds) under the lock's shared side;
 # prints the epoch's recorded seconds, the pauses, and the wall time of training.
 LONG_EPOCH = """
@@ -229,7 +186,8 @@ import json, sys, time
 import torch
 from explore.config import DataSettings, TrainSettings
 from explore.data import load_dataset
-from explore.locks import MachineLock
+from explore.locks import MachineLock, would_block
+from tests.explore.test_resume import running
 from explore.train import train_model
 from extattn import ModelConfig, create_model
 torch.set_num_threads(1)
@@ -243,20 +201,6 @@ print(json.dumps({"seconds": result.history[0].seconds, "wall": time.perf_counte
 """
 
 
-def _shared_held(lock: MachineLock) -> bool:
-    """Whether someone holds the lock's shared side (an exclusive try fails)."""
-    fd = os.open(lock.main, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
 def test_a_long_epoch_stands_aside_for_a_waiting_measurement(tmp_path: Path) -> None:
     """A measurement does not wait for the end of another process's epoch (which can take
     minutes on a large dataset): the trainer steps aside at its next check, waits while the
@@ -266,7 +210,7 @@ def test_a_long_epoch_stands_aside_for_a_waiting_measurement(tmp_path: Path) -> 
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
-        while not _shared_held(lock):  # the epoch has begun
+        while not would_block(lock.main, fcntl.LOCK_EX):  # the epoch has begun
             assert trainer.poll() is None, trainer.communicate()
             assert time.monotonic() < deadline, "the epoch never started"
             time.sleep(0.01)
