@@ -172,10 +172,10 @@ def study_run(
     fmt: FormatOpt = "table",
 ) -> None:
     """Create a study, or continue it, and run trials until it has --trials finished ones."""
-    from explore.opening import RunRequest
-    from explore.progress import make_reporter
-    from explore.runner import run_study
-    from explore.workers import run_parallel
+    from explore.run.opening import RunRequest
+    from explore.run.progress import make_reporter
+    from explore.run.runner import run_study
+    from explore.run.workers import run_parallel
 
     explicit: dict[str, dict[str, Any]] = {}
     for section, key, value in (("data", "dataset", dataset), ("data", "data_dir", data_dir),
@@ -225,9 +225,9 @@ def study_worker(
     fmt: FormatOpt = "table",
 ) -> None:
     """Join an existing study (from any machine) with its stored settings and budget."""
-    from explore.opening import RunRequest
-    from explore.progress import make_reporter
-    from explore.runner import run_study
+    from explore.run.opening import RunRequest
+    from explore.run.progress import make_reporter
+    from explore.run.runner import run_study
 
     def go() -> Any:
         _check_format(fmt)
@@ -329,7 +329,7 @@ def model_bench(
     fmt: FormatOpt = "table",
 ) -> None:
     """Inference throughput, FLOPs and parameters of one configuration."""
-    from explore.single import bench_model
+    from explore.run.single import bench_model
 
     explicit: dict[str, dict[str, Any]] = {"data": {"dataset": dataset},
                                            "train": _train_options(compile_, precision)}
@@ -363,7 +363,7 @@ def model_train(
     fmt: FormatOpt = "table",
 ) -> None:
     """Train one configuration exactly as a study trial would (same seed, same result)."""
-    from explore.single import train_one
+    from explore.run.single import train_one
 
     explicit: dict[str, dict[str, Any]] = {"data": {"dataset": dataset}, "study": {"seed": seed}}
     if data_dir:
@@ -626,7 +626,7 @@ def study_models(
     fmt: FormatOpt = "table",
 ) -> None:
     """Checkpoints of the Pareto-optimal trials, loadable with extattn.load_checkpoint."""
-    from explore.export_models import export_models
+    from explore.run.export_models import export_models
 
     def note(message: str) -> None:
         err.print(message, highlight=False)

@@ -20,8 +20,8 @@ from collections.abc import Callable
 import torch
 
 from explore.config import DataSettings
-from explore.data import Dataset, load_dataset
-from explore.measure import synchronize
+from explore.engine.data import Dataset, load_dataset
+from explore.engine.measure import synchronize
 from extattn import ModelConfig
 
 __all__ = [

@@ -35,7 +35,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from explore import allocator
+from explore.engine import allocator
 from extattn import MultiHeadExternalAttention, SelfAttention
 
 TOKENS = (64, 256, 1024, 4096)

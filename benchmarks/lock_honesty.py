@@ -48,9 +48,9 @@ def train_forever(lock_dir: Path, ready: Path) -> None:
     import torch
 
     from explore.config import DataSettings, TrainSettings
-    from explore.data import load_dataset
-    from explore.locks import MachineLock
-    from explore.train import train_model
+    from explore.engine.data import load_dataset
+    from explore.engine.locks import MachineLock
+    from explore.engine.train import train_model
     from extattn import ModelConfig, create_model
 
     torch.set_num_threads(1)
@@ -78,8 +78,8 @@ def run(trainers: int, repeats: int, quick: bool) -> dict[str, Any]:
     import torch
 
     from explore.config import MeasureSettings
-    from explore.locks import MachineLock
-    from explore.measure import measure_throughput
+    from explore.engine.locks import MachineLock
+    from explore.engine.measure import measure_throughput
     from extattn import ModelConfig, create_model
 
     torch.set_num_threads(1)  # as every worker of `--workers auto` on a CPU machine

@@ -10,7 +10,7 @@ patch 4; a wider and deeper one with patch 2), on synthetic data resident on the
 
 The two precisions take turns ``--repeats`` times (order alternating); medians are printed.
 A ratio above 1 means bf16 is faster. On the CPU, bf16 is only worth it with native bf16
-(``explore.measure.native_bf16``).
+(``explore.engine.measure.native_bf16``).
 
 Usage::
 
@@ -28,9 +28,9 @@ import torch
 from _common import machine_line, parse_device
 
 from explore.config import MeasureSettings, TrainSettings
-from explore.data import Dataset
-from explore.measure import measure_throughput, native_bf16
-from explore.train import train_model
+from explore.engine.data import Dataset
+from explore.engine.measure import measure_throughput, native_bf16
+from explore.engine.train import train_model
 from extattn import ModelConfig, count_flops, create_model
 
 MODELS = {

@@ -13,7 +13,7 @@ Configurations:
   multi-objective PyTorch example is (a torch ``DataLoader`` over the same normalized digits
   split, the same model family via ``extattn.create_model``, the same epochs and optimizer,
   ``NSGAIISampler()`` with default arguments but the seed, no pruning, no duplicate cache,
-  throughput from ``explore.measure.measure_throughput`` so the objective is identical);
+  throughput from ``explore.engine.measure.measure_throughput`` so the objective is identical);
 - ``B random``: baseline B, ``explore study run --sampler random --no-prune --no-dedup``;
 - ``<sampler>[+prune][+dedup][+warm][+minK]``: ``explore study run`` with that sampler and
   options (``warm``: ``--warm-start 3``, the fastest probed configurations trained first,
@@ -103,8 +103,8 @@ def baseline_a(seed: int, storage: str, budget: float) -> None:
     from torch.utils.data import DataLoader, TensorDataset
 
     from explore.config import DataSettings, MeasureSettings, TrainSettings
-    from explore.data import load_dataset
-    from explore.measure import measure_throughput
+    from explore.engine.data import load_dataset
+    from explore.engine.measure import measure_throughput
     from extattn import ModelConfig, create_model
 
     torch.set_num_threads(1)
@@ -262,7 +262,7 @@ def remeasure(runs: Sequence[Run]) -> dict[str, float]:
     import torch
 
     from explore.config import MeasureSettings
-    from explore.measure import measure_throughput
+    from explore.engine.measure import measure_throughput
     from extattn import ModelConfig, create_model
 
     torch.set_num_threads(1)

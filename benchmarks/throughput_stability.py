@@ -1,7 +1,7 @@
 """How repeatable is a trial's throughput figure? The default model measured in fresh processes.
 
 Each of ``--runs`` processes (default 10), started one after another, builds the default digits
-model from the same seed and calls ``explore.measure.measure_throughput`` with the default
+model from the same seed and calls ``explore.engine.measure.measure_throughput`` with the default
 ``MeasureSettings`` (batch 256, the trial's warm-up and timing), exactly as a trial does. The
 script prints each run's median images/s, its own spread and time, then the median over runs and
 ``(max − min) / median`` across them: the figure a study's throughput objective can be trusted
@@ -38,9 +38,9 @@ from _common import (
     parse_device,
 )
 
-from explore import allocator
 from explore.config import MeasureSettings
-from explore.measure import measure_throughput
+from explore.engine import allocator
+from explore.engine.measure import measure_throughput
 from extattn import create_model
 
 

@@ -5,7 +5,7 @@ default training settings (12 epochs, batch 64, AdamW lr 1e-2, warm-up + cosine,
 smoothing, gradient clipping):
 
 1. **Per process** (same thread count, ``--threads``, default 1 on CPU): images/s trained by
-   ``explore.train.train_model`` (data resident on the device, batches by index, fused AdamW,
+   ``explore.engine.train.train_model`` (data resident on the device, batches by index, fused AdamW,
    no per-step host sync) against the loop of the Optuna PyTorch example: a ``TensorDataset`` in
    a ``DataLoader(shuffle=True)``, batches moved to the device each step, ``loss.item()`` every
    step, an evaluation loop over a ``DataLoader`` with ``.item()`` per batch. Same model code,
@@ -64,10 +64,10 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from explore.config import COMPILE_MODES, MeasureSettings, TrainSettings
-from explore.data import Dataset
-from explore.locks import MachineLock
-from explore.measure import measure_throughput
-from explore.train import compile_for_trial, evaluate, train_model
+from explore.engine.data import Dataset
+from explore.engine.locks import MachineLock
+from explore.engine.measure import measure_throughput
+from explore.engine.train import compile_for_trial, evaluate, train_model
 from extattn import count_flops, create_model
 
 EXPLORE = "explore trainer"

@@ -66,7 +66,7 @@ class StudySettings:
 
 @dataclass(frozen=True)
 class DataSettings:
-    dataset: str = "digits"  # a name of explore.data.DATASETS, or imagefolder:PATH
+    dataset: str = "digits"  # a name of explore.engine.data.DATASETS, or imagefolder:PATH
     data_dir: str = "data"  # where torchvision datasets live (or are downloaded to)
     download: bool = False  # allow torchvision to download missing files
     val_fraction: float = 0.2  # held-out share of the training split (stratified, by seed)

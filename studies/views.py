@@ -179,7 +179,7 @@ def print_show(detail: StudyDetail, fmt: str, console: Console) -> None:
         show_table(t, console)
 
 
-WARM_ATTR = "explore_warm_start"  # explore.warmstart.ATTR_WARM (no torch import here)
+WARM_ATTR = "explore_warm_start"  # explore.search.warmstart.ATTR_WARM (no torch import here)
 
 
 def _warm_line(warm: dict[str, Any]) -> str:

@@ -81,7 +81,7 @@ def test_a_run_stores_and_prints_no_password(
         monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
     """A whole run against a password-protected server URL (the server is played by an SQLite
     file): the password is in no output, stored setting, user attr, database row or file."""
-    import explore.opening
+    import explore.run.opening
     from studies.storage import open_storage, parse_storage
 
     local = parse_storage(str(workdir / "server.db"))
@@ -90,7 +90,7 @@ def test_a_run_stores_and_prints_no_password(
         assert spec.url == url  # the runner connects with the real URL…
         return open_storage(local, **kwargs)  # …which this test serves from a file
 
-    monkeypatch.setattr(explore.opening, "open_storage", server)
+    monkeypatch.setattr(explore.run.opening, "open_storage", server)
     url, secret = "postgresql+psycopg://explorer:pa55-w0rd@db.example:5432/studies", "pa55-w0rd"
     tiny_config(workdir)
     result = cli("study", "run", "--name", "guarded", "--storage", url, "--config", "tiny.toml",
@@ -140,7 +140,7 @@ def test_a_study_name_from_a_settings_file_is_checked_too(
 
 
 def test_a_hundred_character_name_is_accepted(workdir: Path) -> None:
-    from explore.opening import validate_name
+    from explore.run.opening import validate_name
 
     assert validate_name("a" * 100) == "a" * 100
 
@@ -193,9 +193,9 @@ def test_a_malicious_training_state_is_never_run_and_training_starts_over(
     import torch
 
     from explore.config import DataSettings, TrainSettings
-    from explore.data import load_dataset
-    from explore.train import train_model
-    from explore.trainstate import peek_state
+    from explore.engine.data import load_dataset
+    from explore.engine.train import train_model
+    from explore.engine.trainstate import peek_state
     from extattn import ModelConfig, create_model
 
     marker = tmp_path / "pwned"

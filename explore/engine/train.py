@@ -3,7 +3,8 @@
 AdamW with linear warm-up and cosine decay (per step), label smoothing, gradient clipping, bf16
 autocast as ``[train] precision`` says (on CUDA by default). All randomness (initialization,
 batch order, augmentation, dropout) derives from one seed, and the whole training state is saved
-(:mod:`explore.trainstate`) when ``state_path`` is given, once a second of training has passed
+(:mod:`explore.engine.trainstate`) when ``state_path`` is given, once a second of training has
+passed
 (``[train] state_interval``) and whenever training stops early, so an interrupted run continues
 from its last saved epoch and, on CPU, ends with exactly the accuracy of an uninterrupted run.
 """
@@ -24,11 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from explore.config import TrainSettings
-from explore.data import Dataset
-from explore.locks import SharedHold
-from explore.measure import autocast, synchronize
-from explore.stepgraphs import CaptureRefused, StepGraphs
-from explore.trainstate import load_state, save_state
+from explore.engine.data import Dataset
+from explore.engine.locks import SharedHold
+from explore.engine.measure import autocast, synchronize
+from explore.engine.stepgraphs import CaptureRefused, StepGraphs
+from explore.engine.trainstate import load_state, save_state
 
 __all__ = ["EpochResult", "NonFiniteLoss", "TrainResult", "compile_for_inference",
            "compile_for_trial", "evaluate", "train_model"]
@@ -119,7 +120,7 @@ def _train_step(model: nn.Module, net: nn.Module, xb: torch.Tensor, yb: torch.Te
                 settings: TrainSettings, optimizer: torch.optim.Optimizer,
                 loss_sum: torch.Tensor, *, graphed: bool = False) -> None:
     """Forward, loss, backward, clipping and the AdamW update of one batch; adds the batch's
-    summed loss to ``loss_sum``. ``graphed``: as captured (:mod:`explore.stepgraphs`): the
+    summed loss to ``loss_sum``. ``graphed``: as captured (:mod:`explore.engine.stepgraphs`): the
     gradients are zeroed in place (the graph's buffers) and autocast caches no casts."""
     with autocast(xb.device, settings.precision, cache=not graphed):
         loss = F.cross_entropy(net(xb), yb, label_smoothing=settings.label_smoothing)
@@ -301,7 +302,7 @@ def train_model(
         epoch_guard: Context held while an epoch trains (the machine lock's shared side).
         net: What runs the batches, when not ``model`` itself: its compiled form
             (:func:`compile_for_trial`). States and checkpoints always hold ``model``'s weights.
-        step_graphs: Run each step as a captured CUDA graph (:mod:`explore.stepgraphs`).
+        step_graphs: Run each step as a captured CUDA graph (:mod:`explore.engine.stepgraphs`).
             Default: on CUDA where ``settings.cuda_graph`` says so and ``net`` is not compiled.
             True on another device runs the same steps on the graphs' buffers, uncaptured.
         save_at: Epochs whose state is always saved (the pruning rungs).

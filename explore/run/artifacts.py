@@ -11,7 +11,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from explore.objective import TrialPlan
+from explore.search.objective import TrialPlan
 from extattn import save_checkpoint
 
 __all__ = ["CheckpointKeeper", "prune_checkpoints"]

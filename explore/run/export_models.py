@@ -59,10 +59,10 @@ class _Retrainer:
                  ) -> dict[str, Any]:
         import torch
 
-        from explore.data import load_dataset
-        from explore.objective import plan_trial
-        from explore.opening import resolve_device
-        from explore.train import train_model
+        from explore.engine.data import load_dataset
+        from explore.engine.train import train_model
+        from explore.run.opening import resolve_device
+        from explore.search.objective import plan_trial
         from extattn import create_model, save_checkpoint
 
         device = resolve_device(self.device_name)

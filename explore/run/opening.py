@@ -21,12 +21,13 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial
 
-from explore import allocator, warmstart
-from explore.budget import count_finished
 from explore.config import Settings, conflicts, load_toml, resolve_settings
-from explore.data import Dataset, dataset_shape, load_dataset
-from explore.objective import plan_trial
-from explore.sampling import make_sampler
+from explore.engine import allocator
+from explore.engine.data import Dataset, dataset_shape, load_dataset
+from explore.search import warmstart
+from explore.search.budget import count_finished
+from explore.search.objective import plan_trial
+from explore.search.sampling import make_sampler
 from studies.errors import StudyNotFound, UsageError
 from studies.storage import Heartbeat, StorageSpec, enable_wal, open_storage, parse_storage
 

@@ -15,7 +15,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from explore.train import EpochResult
+from explore.engine.train import EpochResult
 
 __all__ = ["PlainReporter", "Reporter", "RichReporter", "describe_params", "make_reporter"]
 

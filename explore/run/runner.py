@@ -1,4 +1,4 @@
-"""``explore study run``: run trials of an opened study (:mod:`explore.opening` creates or
+"""``explore study run``: run trials of an opened study (:mod:`explore.run.opening` creates or
 continues it) until its budget is met.
 
 The loop runs one ``study.optimize(n_trials=1)`` at a time, so between trials it can check the
@@ -18,9 +18,16 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from explore import warmstart
-from explore.artifacts import CheckpointKeeper, prune_checkpoints
-from explore.budget import (
+from explore.config import Settings
+from explore.engine.data import Dataset, load_dataset
+from explore.engine.locks import MachineLock
+from explore.engine.measure import native_bf16
+from explore.run.artifacts import CheckpointKeeper, prune_checkpoints
+from explore.run.opening import OpenedStudy, RunRequest, RunSummary, open_study, usable_cpus
+from explore.run.progress import Reporter
+from explore.run.recovery import WorkerIdentity, recover_orphans, requeue, stop_on_signals
+from explore.search import warmstart
+from explore.search.budget import (
     count_finished,
     count_running,
     distinct_finished,
@@ -28,21 +35,14 @@ from explore.budget import (
     slot_is_free,
     state_counts,
 )
-from explore.config import Settings
-from explore.data import Dataset, load_dataset
-from explore.locks import MachineLock
-from explore.measure import native_bf16
-from explore.objective import (
+from explore.search.objective import (
     ATTR_DUPLICATE,
     ATTR_LOCK_WAIT,
     ATTR_MEASURED_BY,
     ATTR_OVER_BUDGET,
     Objective,
 )
-from explore.opening import OpenedStudy, RunRequest, RunSummary, open_study, usable_cpus
-from explore.progress import Reporter
-from explore.recovery import WorkerIdentity, recover_orphans, requeue, stop_on_signals
-from explore.sampling import make_sampler, sampler_seed
+from explore.search.sampling import make_sampler, sampler_seed
 from studies.errors import ExploreError
 from studies.snapshots import SnapshotStore
 from studies.storage import StorageSpec, snapshot_store

@@ -9,12 +9,12 @@ from typing import Any
 import torch
 
 from explore.config import MODEL_KEYS, Settings, TrainSettings, resolve_settings
-from explore.data import load_dataset
-from explore.locks import MachineLock
-from explore.measure import measure_throughput, resolve_precision
-from explore.objective import plan_trial
-from explore.opening import check_compile, configure_allocator, resolve_device
-from explore.train import EpochResult, compile_for_inference, compile_for_trial, train_model
+from explore.engine.data import load_dataset
+from explore.engine.locks import MachineLock
+from explore.engine.measure import measure_throughput, resolve_precision
+from explore.engine.train import EpochResult, compile_for_inference, compile_for_trial, train_model
+from explore.run.opening import check_compile, configure_allocator, resolve_device
+from explore.search.objective import plan_trial
 from extattn import count_flops, count_params, create_model, save_checkpoint
 from studies.errors import UsageError
 
@@ -47,7 +47,7 @@ def _settings(explicit: Explicit, params: dict[str, Any]) -> tuple[Settings, dic
 def bench_model(explicit: dict[str, dict[str, Any]], params: dict[str, Any],
                 device: str = "auto", threads: int = 0) -> dict[str, Any]:
     """Throughput, FLOPs and parameters of one configuration (no training)."""
-    from explore.data import dataset_shape
+    from explore.engine.data import dataset_shape
 
     settings, params = _settings(explicit, params)
     configure_allocator()  # as in a study's trials, so that the figure is comparable

@@ -3,7 +3,8 @@
 The parent validates and creates the study, then starts ``explore study worker`` processes (each
 with its own sampler seed, thread share or GPU) and shows one combined progress view by reading
 the storage. Workers claim trials against the study's budget atomically (see
-:func:`explore.budget.slot_is_free`), so together they finish exactly the budget. Ctrl-C reaches
+:func:`explore.search.budget.slot_is_free`), so together they finish exactly the budget.
+Ctrl-C reaches
 every worker (same process group); each stops after its current epoch with its state saved.
 """
 
@@ -21,10 +22,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from explore.budget import FINISHED, count_finished
-from explore.opening import OpenedStudy, RunRequest, RunSummary, open_study, usable_cpus
-from explore.progress import Reporter
-from explore.runner import finish_summary
+from explore.run.opening import OpenedStudy, RunRequest, RunSummary, open_study, usable_cpus
+from explore.run.progress import Reporter
+from explore.run.runner import finish_summary
+from explore.search.budget import FINISHED, count_finished
 from studies.errors import ExploreError, UsageError
 from studies.storage import ENV_STORAGE
 

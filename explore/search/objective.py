@@ -21,16 +21,16 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 import extattn
-from explore import allocator
 from explore.config import Settings, TrainSettings
-from explore.data import Dataset
-from explore.locks import MachineLock
-from explore.measure import Throughput, measure_throughput, resolve_precision, torch_threads
-from explore.pruning import decide, rungs
-from explore.recovery import ATTR_WORKER, WorkerIdentity, recover_orphans
+from explore.engine import allocator
+from explore.engine.data import Dataset
+from explore.engine.locks import MachineLock
+from explore.engine.measure import Throughput, measure_throughput, resolve_precision, torch_threads
+from explore.engine.train import EpochResult, NonFiniteLoss, compile_for_trial, train_model
+from explore.engine.trainstate import peek_state
+from explore.run.recovery import ATTR_WORKER, WorkerIdentity, recover_orphans
+from explore.search.pruning import decide, rungs
 from explore.space import HOW_NOT_WHAT
-from explore.train import EpochResult, NonFiniteLoss, compile_for_trial, train_model
-from explore.trainstate import peek_state
 from extattn import ModelConfig, count_flops, count_params, create_model
 
 __all__ = ["Interrupted", "Objective", "TrialPlan", "plan_trial"]

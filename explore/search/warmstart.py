@@ -26,12 +26,12 @@ from typing import Any
 import optuna
 import torch
 
-from explore.budget import count_finished, count_running
 from explore.config import Settings
-from explore.locks import MachineLock
-from explore.measure import measure_throughput, resolve_precision, torch_threads
-from explore.objective import plan_trial
-from explore.recovery import WorkerIdentity
+from explore.engine.locks import MachineLock
+from explore.engine.measure import measure_throughput, resolve_precision, torch_threads
+from explore.run.recovery import WorkerIdentity
+from explore.search.budget import count_finished, count_running
+from explore.search.objective import plan_trial
 from extattn import create_model
 
 __all__ = ["ATTR_WARM", "PROBE_LIMIT", "mark_pending", "pending", "prober", "release",

@@ -19,7 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explore.locks import MachineLock, would_block
+from explore.engine.locks import MachineLock, would_block
 from tests.explore.test_resume import running
 
 REPO = Path(__file__).resolve().parents[2]
@@ -185,10 +185,10 @@ LONG_EPOCH = """
 import json, sys, time
 import torch
 from explore.config import DataSettings, TrainSettings
-from explore.data import load_dataset
-from explore.locks import MachineLock, would_block
+from explore.engine.data import load_dataset
+from explore.engine.locks import MachineLock, would_block
 from tests.explore.test_resume import running
-from explore.train import train_model
+from explore.engine.train import train_model
 from extattn import ModelConfig, create_model
 torch.set_num_threads(1)
 data = load_dataset(DataSettings(), seed=0)

@@ -16,9 +16,9 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from explore.config import Settings
-from explore.measure import torch_threads
-from explore.opening import usable_cpus
-from explore.runner import measure_threads
+from explore.engine.measure import torch_threads
+from explore.run.opening import usable_cpus
+from explore.run.runner import measure_threads
 from tests.conftest import EXPLORE, clean_env
 
 ALL_CORES_TOML = """\

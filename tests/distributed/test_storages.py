@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from explore.budget import FINISHED, claims_budget, count_finished
+from explore.search.budget import FINISHED, claims_budget, count_finished
 from studies.storage import open_storage, parse_storage, snapshot_store
 
 pytestmark = pytest.mark.slow

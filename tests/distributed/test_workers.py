@@ -19,9 +19,9 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from explore.budget import count_finished
-from explore.opening import RunRequest, open_study
-from explore.workers import parse_workers
+from explore.run.opening import RunRequest, open_study
+from explore.run.workers import parse_workers
+from explore.search.budget import count_finished
 from studies.errors import UsageError
 from studies.storage import open_storage, parse_storage
 from tests.conftest import TINY_MEASURE
@@ -149,7 +149,7 @@ def test_a_popped_retry_cannot_take_a_slot_claimed_by_later_numbers(tmp_path: Pa
     """A re-queued trial keeps the low number it got when queued; when a worker starts it
     later, the trials that claimed the last slots meanwhile hold higher numbers. The claim must
     count them (they started first), or the budget is overshot."""
-    from explore.budget import slot_is_free
+    from explore.search.budget import slot_is_free
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'claims.db'}",
                                 directions=["maximize", "maximize"])

@@ -25,7 +25,7 @@ glibc_only = pytest.mark.skipif(
 FAULTS = """
 import json, resource, sys
 import torch
-from explore import allocator
+from explore.engine import allocator
 policy = allocator.configure(sys.argv[1])
 for _ in range(10):  # 64 MiB, then freed: the heap settles within the first few (8 here)
     x = torch.ones(16 * 2**20)
@@ -56,7 +56,7 @@ def test_heap_policy_reuses_freed_large_tensors_and_system_does_not() -> None:
 
 
 def test_an_unknown_policy_is_refused() -> None:
-    code = "from explore import allocator; allocator.configure('jemalloc')"
+    code = "from explore.engine import allocator; allocator.configure('jemalloc')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=REPO, timeout=60)
     assert proc.returncode != 0

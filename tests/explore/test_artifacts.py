@@ -12,7 +12,7 @@ from optuna.artifacts import FileSystemArtifactStore
 from optuna.distributions import IntDistribution
 from optuna.trial import create_trial
 
-from explore.artifacts import prune_checkpoints
+from explore.run.artifacts import prune_checkpoints
 
 
 def _study_with_checkpoints(base: Path) -> tuple[optuna.Study, FileSystemArtifactStore,

@@ -18,7 +18,7 @@ from explore.config import (
     load_toml,
     resolve_settings,
 )
-from explore.opening import RunRequest, _explicit_settings, check_space
+from explore.run.opening import RunRequest, _explicit_settings, check_space
 from explore.space import ParamSpec, SearchSpace
 from extattn import ModelConfig
 from studies.errors import UsageError

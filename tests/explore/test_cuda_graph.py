@@ -13,8 +13,8 @@ import optuna
 import torch
 
 from explore.config import MeasureSettings, Settings
-from explore.measure import Throughput, measure_throughput
-from explore.opening import ATTR_SETTINGS, RunRequest, open_study
+from explore.engine.measure import Throughput, measure_throughput
+from explore.run.opening import ATTR_SETTINGS, RunRequest, open_study
 from extattn import ModelConfig, create_model
 from tests.conftest import write_tiny_config
 
@@ -93,7 +93,7 @@ def _settings(train: dict | None = None, space: dict | None = None) -> Settings:
 
 
 def test_training_with_torch_compiles_cuda_graphs_is_refused_on_cuda_only() -> None:
-    from explore.opening import check_compile
+    from explore.run.opening import check_compile
     from studies.errors import UsageError
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")

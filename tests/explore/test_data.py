@@ -2,7 +2,7 @@
 
 The files are tiny random images written the way the real datasets ship them (MNIST idx files,
 CIFAR python pickles, SVHN .mat files, an ImageFolder of PNGs) and read back through
-``explore.data.load_dataset``, i.e. through torchvision's own dataset classes.
+``explore.engine.data.load_dataset``, i.e. through torchvision's own dataset classes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from explore.config import DataSettings
-from explore.data import DATASETS, Dataset, dataset_shape, load_dataset
+from explore.engine.data import DATASETS, Dataset, dataset_shape, load_dataset
 from studies.errors import UsageError
 
 
@@ -81,7 +81,7 @@ def test_digits_are_scikit_learns_digits() -> None:
     """Read from the wheel's file without scikit-learn, and identical to its loader's."""
     from sklearn.datasets import load_digits
 
-    from explore.data import _load_digits
+    from explore.engine.data import _load_digits
 
     x, y, test = _load_digits(DataSettings())
     bunch = load_digits()
@@ -106,7 +106,7 @@ def test_split_cache_gives_scikit_learns_split(tmp_path: Path,
     assert torch.equal(cold.eval_y, warm.eval_y)
     torch.testing.assert_close(cold.train_x, warm.train_x, rtol=0, atol=0)
     # The very split scikit-learn makes (the split every earlier study was trained on).
-    from explore.data import _load_digits
+    from explore.engine.data import _load_digits
 
     x, y, _ = _load_digits(DataSettings())
     _, val_idx = train_test_split(np.arange(len(y)), test_size=0.2, random_state=3,
@@ -120,7 +120,8 @@ def test_split_cache_gives_scikit_learns_split(tmp_path: Path,
 def test_cached_split_needs_no_scikit_learn(tmp_path: Path) -> None:
     """A process whose split is cached starts without importing scikit-learn (~1 s)."""
     code = ("import sys; from explore.config import DataSettings; "
-            "from explore.data import load_dataset; d = load_dataset(DataSettings(), seed=5); "
+            "from explore.engine.data import load_dataset; "
+            "d = load_dataset(DataSettings(), seed=5); "
             "print(len(d.eval_y), 'sklearn' in sys.modules)")
     env = {**os.environ, "EXPLORE_CACHE_DIR": str(tmp_path)}
     outs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

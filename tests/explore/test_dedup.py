@@ -80,8 +80,8 @@ def trained(study: optuna.Study) -> list[FrozenTrial]:
 def config_key(study: optuna.Study, params: dict) -> str:
     """The experiment key explore computes for ``params`` in this study (digits: 8×8, 1, 10)."""
     from explore.config import Settings
-    from explore.objective import plan_trial
-    from explore.opening import ATTR_SETTINGS
+    from explore.run.opening import ATTR_SETTINGS
+    from explore.search.objective import plan_trial
 
     settings = Settings.from_dict(study.user_attrs[ATTR_SETTINGS])
     return plan_trial(params, settings, (8, 1, 10)).key
@@ -109,7 +109,7 @@ def sleeper() -> Iterator[subprocess.Popen]:
 def running_twin(study: optuna.Study, params: dict, pid: int) -> optuna.Trial:
     """A RUNNING trial of ``params`` owned by process ``pid`` on this host, as another
     ``explore`` process leaves it while it trains."""
-    from explore.recovery import WorkerIdentity, _process_start
+    from explore.run.recovery import WorkerIdentity, _process_start
 
     twin = ask_fixed(study, params)
     twin.set_user_attr("config_key", config_key(study, params))
@@ -318,7 +318,7 @@ DEFAULT_SPACE = {"attention": ["external"], "mem_size": [8, 16, 32, 64, 128],
 @pytest.mark.parametrize("name", ["tpe", "random", "nsga2"])
 def test_the_sampler_proposes_every_configuration_once(name: str) -> None:
     """40 proposals on the 40-configuration default space: 40 different configurations."""
-    from explore.sampling import AvoidEvaluated
+    from explore.search.sampling import AvoidEvaluated
 
     base = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
             "nsga2": optuna.samplers.NSGAIISampler}[name](seed=3)
@@ -334,7 +334,7 @@ def test_without_the_wrapper_tpe_feeds_on_its_repeats() -> None:
 
 
 def test_a_configuration_running_elsewhere_is_not_proposed() -> None:
-    from explore.sampling import AvoidEvaluated
+    from explore.search.sampling import AvoidEvaluated
 
     space = {"mem_size": [8, 16], "heads": [1, 2]}
     points = [{"mem_size": m, "heads": h} for m in (8, 16) for h in (1, 2)]
@@ -353,7 +353,7 @@ def test_a_configuration_running_elsewhere_is_not_proposed() -> None:
 
 
 def test_the_wrapper_keeps_the_samplers_choice_while_it_leads_somewhere_new() -> None:
-    from explore.sampling import AvoidEvaluated
+    from explore.search.sampling import AvoidEvaluated
 
     class Fixed(optuna.samplers.RandomSampler):
         """Always the first choice: mem_size 8, heads 1."""
@@ -378,7 +378,7 @@ def test_the_wrapper_keeps_the_samplers_choice_while_it_leads_somewhere_new() ->
 
 def test_conditional_spaces_and_the_choice_of_wrapping() -> None:
     from explore.config import resolve_settings
-    from explore.sampling import AvoidEvaluated, make_sampler
+    from explore.search.sampling import AvoidEvaluated, make_sampler
 
     ea_vs_sa = resolve_settings({"space": {"attention": ["external", "self"],
                                            "mem_size": [8, 16], "heads": [1, 2]}})

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explore.config import MeasureSettings
-from explore.measure import SPREAD_FLAG, Throughput, measure_throughput
+from explore.engine.measure import SPREAD_FLAG, Throughput, measure_throughput
 from extattn import (
     ModelConfig,
     MultiHeadExternalAttention,

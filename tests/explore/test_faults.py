@@ -76,9 +76,9 @@ def test_a_nan_loss_fails_the_trial_and_max_failures_stops_the_run(tmp_path: Pat
 
 def test_an_exception_inside_a_trial_fails_only_that_trial(
         workdir: Path, cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    import explore.objective
+    import explore.search.objective
 
-    real = explore.objective.train_model
+    real = explore.search.objective.train_model
     calls = []
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
@@ -87,7 +87,7 @@ def test_an_exception_inside_a_trial_fails_only_that_trial(
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(explore.objective, "train_model", flaky)
+    monkeypatch.setattr(explore.search.objective, "train_model", flaky)
     write_settings(workdir)
     result = cli("study", "run", "--name", "flaky", "--config", "faults.toml", "--trials", "2",
                  "--max-failures", "2", "--sampler", "bruteforce")

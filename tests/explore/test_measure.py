@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from explore.config import MeasureSettings
-from explore.measure import SPREAD_FLAG, Throughput, measure_throughput
+from explore.engine.measure import SPREAD_FLAG, Throughput, measure_throughput
 from extattn import ModelConfig, create_model
 
 CPU = torch.device("cpu")

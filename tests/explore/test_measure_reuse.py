@@ -22,9 +22,9 @@ import torch
 from optuna.distributions import FloatDistribution
 
 from explore.config import DataSettings, Settings, resolve_settings
-from explore.data import load_dataset
-from explore.objective import ATTR_MEASURE_KEY, ATTR_MEASURED_BY, Objective, plan_trial
-from explore.opening import ATTR_SETTINGS, RunRequest, open_study
+from explore.engine.data import load_dataset
+from explore.run.opening import ATTR_SETTINGS, RunRequest, open_study
+from explore.search.objective import ATTR_MEASURE_KEY, ATTR_MEASURED_BY, Objective, plan_trial
 from tests.conftest import EXPLORE, clean_env, write_tiny_config
 
 # Four learning rates of each of two architectures. The measurement is steadier than the tiny

@@ -1,6 +1,7 @@
 """Multi-objective early stopping (MO-ASHA): the ranking maths, then real studies.
 
-The unit tests check ``explore.pruning`` against brute-force references on seeded random points.
+The unit tests check ``explore.search.pruning`` against brute-force references on seeded random
+points.
 The end-to-end tests run ``explore study run --prune`` as real subprocesses on a real SQLite
 file and replay every rung decision from the trials' stored histories, so they prove that the
 decisions were taken on the points the other trials (of any process) had written.
@@ -19,7 +20,7 @@ import optuna
 import pytest
 from optuna.trial import FrozenTrial, TrialState
 
-from explore.pruning import (
+from explore.search.pruning import (
     crowding_distances,
     decide,
     hypervolume_contributions,

@@ -165,7 +165,7 @@ def integrity(db: Path) -> str:
 
 
 def check_finished(study: optuna.Study, budget: int) -> None:
-    from explore.budget import count_finished
+    from explore.search.budget import count_finished
 
     states = [t.state for t in study.trials]
     assert count_finished(study) == budget, states
@@ -178,9 +178,9 @@ UNINTERRUPTED = """
 import json, sys
 import optuna, torch
 from explore.config import Settings
-from explore.data import load_dataset
-from explore.objective import plan_trial
-from explore.train import train_model
+from explore.engine.data import load_dataset
+from explore.search.objective import plan_trial
+from explore.engine.train import train_model
 from extattn import create_model
 
 url, name, number = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -409,7 +409,7 @@ def test_two_workers_on_one_sqlite_file_lose_no_trial(
 def test_a_trial_without_an_owner_is_recovered_after_a_while(tmp_path: Path) -> None:
     """A process killed between Optuna starting a trial and the objective's first write leaves
     a RUNNING trial with no owner and no Optuna heartbeat: nothing else would ever end it."""
-    from explore.recovery import UNOWNED_AFTER_S, WorkerIdentity, recover_orphans
+    from explore.run.recovery import UNOWNED_AFTER_S, WorkerIdentity, recover_orphans
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'o.db'}",
                                 directions=["maximize", "maximize"])

@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from explore.config import resolve_settings, searchable_fields
-from explore.opening import check_space
+from explore.run.opening import check_space
 from explore.space import EA_ONLY, ParamSpec, SearchSpace, parse_space
 from studies.errors import UsageError
 

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from explore.config import DataSettings, TrainSettings
-from explore.data import Dataset, load_dataset
-from explore.train import EpochResult, NonFiniteLoss, TrainResult, train_model
-from explore.trainstate import pack_tensors, unpack_tensors
+from explore.engine.data import Dataset, load_dataset
+from explore.engine.train import EpochResult, NonFiniteLoss, TrainResult, train_model
+from explore.engine.trainstate import pack_tensors, unpack_tensors
 from extattn import ModelConfig, create_model
 from extattn.checkpoint import atomic_torch_save
 
@@ -144,7 +144,7 @@ def test_a_state_saved_every_second_goes_by_the_clock(digits: Dataset, tmp_path:
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """With the default interval (1 s) an epoch's state is saved once a second has passed
     since the last save. The clock here moves only when an epoch starts, by 0.6 s."""
-    import explore.train as train_module
+    import explore.engine.train as train_module
     now = [0.0]
 
     @contextmanager
@@ -164,7 +164,7 @@ def test_a_state_saved_every_second_goes_by_the_clock(digits: Dataset, tmp_path:
 
 def test_state_interval_is_not_part_of_the_key_and_may_change_on_continue() -> None:
     from explore.config import MUTABLE_KEYS, Settings, conflicts
-    from explore.objective import experiment_key
+    from explore.search.objective import experiment_key
 
     settings = Settings()
     model = {"dim": 16}

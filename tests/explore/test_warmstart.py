@@ -17,9 +17,9 @@ from typing import Any
 import optuna
 import pytest
 
-from explore.opening import RunRequest, open_study
-from explore.recovery import WorkerIdentity
-from explore.warmstart import (
+from explore.run.opening import RunRequest, open_study
+from explore.run.recovery import WorkerIdentity
+from explore.search.warmstart import (
     ATTR_ANCHOR,
     ATTR_WARM,
     WAIT_LIMIT_S,

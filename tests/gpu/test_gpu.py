@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from explore.config import DataSettings, MeasureSettings, TrainSettings
-from explore.data import load_dataset
-from explore.measure import measure_throughput
-from explore.train import TrainResult, evaluate, train_model
+from explore.engine.data import load_dataset
+from explore.engine.measure import measure_throughput
+from explore.engine.train import TrainResult, evaluate, train_model
 from extattn import ModelConfig, create_model
 
 pytestmark = [
@@ -265,7 +265,7 @@ def test_graphed_training_resumes_after_an_interruption(digits_cuda, tmp_path: P
 
 
 def test_compiled_training_and_measurement(digits_cuda) -> None:
-    from explore.train import compile_for_trial
+    from explore.engine.train import compile_for_trial
 
     torch.manual_seed(0)
     model = create_model(SMALL).to(CUDA)
@@ -283,7 +283,7 @@ def test_compiled_training_and_measurement(digits_cuda) -> None:
 
 
 def test_training_with_reduce_overhead_is_refused_before_it_starts() -> None:
-    from explore.single import train_one
+    from explore.run.single import train_one
     from studies.errors import UsageError
 
     with pytest.raises(UsageError, match="reduce-overhead"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from browse_helpers import Studies, load
 
-from explore.export_models import export_models
+from explore.run.export_models import export_models
 from studies.errors import ExploreError, StudyNotFound
 
 pytestmark = pytest.mark.slow
@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
 def val_accuracy(studies: Studies, name: str, path: Path) -> float:
     """Accuracy of a checkpoint on the study's evaluation split, loaded as the run loaded it."""
     from explore.config import Settings
-    from explore.data import load_dataset
-    from explore.train import evaluate
+    from explore.engine.data import load_dataset
+    from explore.engine.train import evaluate
     from extattn import load_checkpoint
 
     settings = Settings.from_dict(load(studies, name).user_attrs["explore_settings"])
