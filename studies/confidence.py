@@ -1,0 +1,424 @@
+"""Configurations measured by replicates: estimates with intervals, the noise-aware Pareto front.
+
+A *configuration* is a design; a *replicate* is one training run of it (one Optuna trial) with
+replicate index r. Each replicate gives an accuracy and a throughput.
+
+Noise model, and the choices made:
+
+- Accuracy is analysed as is; throughput on the log scale (its noise is multiplicative), so its
+  estimate is a geometric mean and its interval the exp of an interval of the mean log. The truth
+  an interval targets is then the configuration's median/geometric-mean throughput.
+- The within-configuration variance is POOLED over all configurations (df = sum(n_c - 1)): with
+  1-3 replicates a configuration's own variance is too poor to use (1-2 df), while the seed noise
+  is about the same for all configurations. Config c's interval is
+  mean_c ± t_{df, 1-α/2} · s_pooled / sqrt(n_c). The t quantile over the pooled df accounts for
+  the uncertainty of s_pooled, so the intervals are calibrated (see tests/studies).
+- With df = 0 (no configuration has 2+ replicates) the noise is unknown: ``se``, ``low``, ``high``
+  are None and ``NoiseModel.known`` is False, unless the caller supplies ``prior_sd``, a noise
+  figure known from elsewhere (then the normal quantile is used, and ``source`` says "prior").
+- A configuration whose own spread is far above the pooled one keeps the pooled figure. With 2-3
+  replicates its own variance has 1-2 df, so a test for "too noisy" has almost no power except for
+  gross outliers (a diverged run), which are better treated upstream as failed trials; and using
+  max(own, pooled) would over-cover every ordinary configuration (its own sd exceeds the pooled
+  one half the time). The cost, measured: one configuration with twice the others' sd among 20
+  gets ~74% coverage instead of 95%, the others ~96% (its squares widen the pooled figure).
+- Replicates with the same index share their seed stream (a paired design). The front's draws
+  below do not use that pairing (they treat configurations as independent), which is
+  conservative when seeds affect configurations alike; pairing is used in :mod:`studies.effects`,
+  where comparisons are made.
+
+The front: draws of the TRUE means given the data (per draw a pooled sigma from
+sigma² = df·s²/chi²_df, shared by all configurations, then mean_c + sigma/sqrt(n_c)·Z), the Pareto
+set of each draw, and the share of draws in which each configuration is on it. This is the
+posterior probability of being Pareto-optimal under flat priors on the means and a 1/sigma prior
+on the noise. ``plausible`` is what a user should look at; ``dominated`` is what racing may stop
+spending replicates on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from studies.pareto import hypervolume_2d, pareto_indices
+from studies.tdist import t_ppf
+
+__all__ = ["ConfigEstimate", "Estimate", "NoiseModel", "NoisyFront", "Replicate", "estimate",
+           "noisy_front", "pareto_mask", "pooled_sd"]
+
+PLAUSIBLE = 0.5  # P(Pareto-optimal) from which a configuration is on the plausible front
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One training run of a configuration.
+
+    Attributes:
+        config: the configuration's identity (equal strings = the same design).
+        index: replicate index r (>= 0); replicate r of two configurations shares its seeds.
+        accuracy: validation accuracy, a fraction (0.93 = 93%).
+        throughput: images per second, > 0.
+        trial: the Optuna trial number, for display.
+    """
+
+    config: str
+    index: int
+    accuracy: float
+    throughput: float
+    trial: int
+
+    def __post_init__(self) -> None:
+        if self.index < 0:
+            raise ValueError(f"replicate index must be >= 0, got {self.index}")
+        if not math.isfinite(self.accuracy):
+            raise ValueError(f"accuracy must be finite, got {self.accuracy}")
+        if not (math.isfinite(self.throughput) and self.throughput > 0):
+            raise ValueError(f"throughput must be finite and > 0, got {self.throughput}")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One objective of one configuration (or of one factor level).
+
+    Attributes:
+        mean: accuracy: the arithmetic mean; throughput: the geometric mean.
+        se: accuracy: the standard error of the mean; throughput: that of the mean log.
+            None when the noise is unknown.
+        low: lower end of the interval, in the objective's own units (None when unknown).
+        high: upper end.
+        n: replicates behind the mean.
+    """
+
+    mean: float
+    se: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+    @classmethod
+    def from_mean(cls, mean: float, se: float | None, n: int, multiplier: float | None,
+                  log: bool = False) -> Estimate:
+        """The estimate of ``mean`` (the mean log when ``log``) ± ``multiplier`` · ``se``."""
+        if se is None or multiplier is None:
+            return cls(math.exp(mean) if log else mean, None, None, None, n)
+        low, high = mean - multiplier * se, mean + multiplier * se
+        if log:
+            return cls(math.exp(mean), se, math.exp(low), math.exp(high), n)
+        return cls(mean, se, low, high, n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean, "se": self.se, "low": self.low, "high": self.high, "n": self.n}
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """The replicate noise, pooled over configurations.
+
+    Attributes:
+        accuracy_sd: within-configuration sd of accuracy (None when unknown).
+        log_throughput_sd: within-configuration sd of log(throughput) (0.2 ≈ ±20%).
+        df: pooled degrees of freedom, sum over configurations of (replicates - 1).
+        confidence: the level of every interval made with it (0.95).
+        source: "pooled" (from the replicates), "prior" (df was 0; the caller's ``prior_sd``)
+            or "unknown".
+    """
+
+    accuracy_sd: float | None
+    log_throughput_sd: float | None
+    df: int
+    confidence: float
+    source: str
+
+    @property
+    def known(self) -> bool:
+        """Whether intervals can be given at all."""
+        return self.source != "unknown"
+
+    @property
+    def multiplier(self) -> float | None:
+        """Half-width of an interval in standard errors: t_{df, 1-α/2}, or z for a prior."""
+        upper = 1.0 - (1.0 - self.confidence) / 2.0
+        if self.source == "pooled":
+            return t_ppf(upper, self.df)
+        if self.source == "prior":
+            return NormalDist().inv_cdf(upper)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accuracy_sd": self.accuracy_sd, "log_throughput_sd": self.log_throughput_sd,
+                "df": self.df, "confidence": self.confidence, "source": self.source,
+                "known": self.known}
+
+
+@dataclass(frozen=True)
+class ConfigEstimate:
+    """A configuration's estimates over its replicates.
+
+    Attributes:
+        config: the configuration's identity.
+        n: number of replicates.
+        trials: their Optuna trial numbers, in replicate-index order.
+        accuracy: mean accuracy with its interval.
+        throughput: geometric-mean throughput with its interval.
+    """
+
+    config: str
+    n: int
+    trials: tuple[int, ...]
+    accuracy: Estimate
+    throughput: Estimate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config, "n": self.n, "trials": list(self.trials),
+                "accuracy": self.accuracy.to_dict(), "throughput": self.throughput.to_dict()}
+
+
+def pooled_sd(samples: Iterable[Sequence[float]]) -> tuple[float | None, int]:
+    """Pooled within-sample sd and its degrees of freedom, sum(len - 1).
+
+    Samples of one value add nothing. Returns ``(None, 0)`` when no sample has two values.
+    """
+    squares = 0.0
+    df = 0
+    for values in samples:
+        if len(values) < 2:
+            continue
+        centre = math.fsum(values) / len(values)
+        squares += math.fsum((v - centre) ** 2 for v in values)
+        df += len(values) - 1
+    return (math.sqrt(squares / df), df) if df else (None, 0)
+
+
+def _group(replicates: Sequence[Replicate]) -> dict[str, list[Replicate]]:
+    groups: dict[str, list[Replicate]] = {}
+    for rep in replicates:
+        groups.setdefault(rep.config, []).append(rep)
+    for config, reps in groups.items():
+        reps.sort(key=lambda r: r.index)
+        if len({r.index for r in reps}) != len(reps):
+            raise ValueError(f"configuration {config!r} has two replicates with the same index")
+    return dict(sorted(groups.items()))  # order by id: the result ignores the input's order
+
+
+def _noise(groups: Mapping[str, list[Replicate]], confidence: float,
+           prior_sd: tuple[float, float] | None) -> NoiseModel:
+    acc_sd, df = pooled_sd([r.accuracy for r in reps] for reps in groups.values())
+    log_sd, _ = pooled_sd([math.log(r.throughput) for r in reps] for reps in groups.values())
+    if df:
+        return NoiseModel(acc_sd, log_sd, df, confidence, "pooled")
+    if prior_sd is not None:
+        if min(prior_sd) < 0:
+            raise ValueError(f"prior_sd must be >= 0, got {prior_sd}")
+        return NoiseModel(prior_sd[0], prior_sd[1], 0, confidence, "prior")
+    return NoiseModel(None, None, 0, confidence, "unknown")
+
+
+def _config_estimate(config: str, reps: list[Replicate], noise: NoiseModel,
+                     mult: float | None) -> ConfigEstimate:
+    n = len(reps)
+    acc_se = None if noise.accuracy_sd is None else noise.accuracy_sd / math.sqrt(n)
+    log_se = None if noise.log_throughput_sd is None else noise.log_throughput_sd / math.sqrt(n)
+    acc = Estimate.from_mean(math.fsum(r.accuracy for r in reps) / n, acc_se, n, mult)
+    log_mean = math.fsum(math.log(r.throughput) for r in reps) / n
+    thr = Estimate.from_mean(log_mean, log_se, n, mult, log=True)
+    return ConfigEstimate(config, n, tuple(r.trial for r in reps), acc, thr)
+
+
+def estimate(replicates: Sequence[Replicate], confidence: float = 0.95,
+             prior_sd: tuple[float, float] | None = None,
+             ) -> tuple[NoiseModel, list[ConfigEstimate]]:
+    """Per-configuration means with intervals from the pooled noise.
+
+    Args:
+        replicates: any number per configuration; two of one configuration with the same index are
+            an error (ValueError).
+        confidence: level of the intervals.
+        prior_sd: (accuracy sd, log-throughput sd) to assume while no configuration has two
+            replicates (df = 0); ignored once the replicates give a pooled figure.
+
+    Returns:
+        The noise model and one estimate per configuration, ordered by configuration id.
+        With unknown noise the estimates have ``se``/``low``/``high`` None.
+    """
+    _check_confidence(confidence)
+    groups = _group(replicates)
+    noise = _noise(groups, confidence, prior_sd)
+    mult = noise.multiplier  # one quantile for all
+    return noise, [_config_estimate(c, reps, noise, mult) for c, reps in groups.items()]
+
+
+def pareto_mask(first: npt.ArrayLike, second: npt.ArrayLike) -> BoolArray:
+    """Non-dominated points of each row, both objectives maximized (vectorized).
+
+    ``first`` and ``second`` are arrays of shape (..., k): each row is a set of k points. Equal
+    points are all kept, as :func:`studies.pareto.pareto_indices` keeps them.
+    """
+    a = np.asarray(first, dtype=float)
+    b = np.asarray(second, dtype=float)
+    if a.shape[-1] == 0:
+        return np.zeros(a.shape, dtype=bool)
+    # Sort each row by first descending, then second descending: a point's dominators all come
+    # before it, and equal points are adjacent.
+    order = np.lexsort((-b, -a), axis=-1)
+    sa = np.take_along_axis(a, order, axis=-1)
+    sb = np.take_along_axis(b, order, axis=-1)
+    k = a.shape[-1]
+    best_before = np.full_like(sb, -np.inf)  # max of `second` over earlier positions
+    best_before[..., 1:] = np.maximum.accumulate(sb, axis=-1)[..., :-1]
+    new = np.ones(sa.shape, dtype=bool)
+    new[..., 1:] = (sa[..., 1:] != sa[..., :-1]) | (sb[..., 1:] != sb[..., :-1])
+    start = np.maximum.accumulate(np.where(new, np.arange(k), 0), axis=-1)
+    # Everything before a point's group of equals is better in `first` or equal in `first` and
+    # better in `second`: the point is dominated iff one of those is at least as good in `second`.
+    keep_sorted = np.take_along_axis(best_before, start, axis=-1) < sb
+    keep = np.empty_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    return keep
+
+
+def _hypervolume_rows(first: FloatArray, second: FloatArray,
+                      reference: tuple[float, float]) -> FloatArray:
+    """:func:`studies.pareto.hypervolume_2d` of each row of points (vectorized)."""
+    if first.shape[-1] == 0:
+        return np.zeros(first.shape[:-1])
+    order = np.lexsort((-second, -first), axis=-1)
+    a = np.take_along_axis(first, order, axis=-1) - reference[0]
+    b = np.take_along_axis(second, order, axis=-1)
+    covered = np.full_like(b, reference[1])
+    covered[..., 1:] = np.maximum(np.maximum.accumulate(b, axis=-1)[..., :-1], reference[1])
+    # Points not beyond the reference in `first` sort last, so clipping them adds nothing.
+    return np.sum(np.clip(a, 0.0, None) * np.clip(b - covered, 0.0, None), axis=-1)
+
+
+@dataclass(frozen=True)
+class NoisyFront:
+    """The Pareto front over configurations, with the noise taken into account.
+
+    Attributes:
+        estimates: every configuration's estimates, ordered by id.
+        probability: config -> P(it is Pareto-optimal), by Monte Carlo over ``draws`` (its
+            Monte Carlo error is at most 0.5/sqrt(draws)). With unknown noise: 1.0 for the members
+            of the observed front (of the means), 0.0 for the rest.
+        plausible: configurations with probability >= 0.5; when none reaches 0.5, the most
+            probable one(s). What a user should be shown as "the front".
+        dominated: the confidently dominated, probability <= 1 - confidence (0.05 at 95%): racing
+            may stop spending replicates on them. Empty when the noise is unknown.
+        hypervolume: hypervolume of the plausible configurations' means (geometric-mean
+            throughput), against ``reference``.
+        hypervolume_low: interval of that hypervolume over the draws of the true means (None when
+            the noise is unknown).
+        hypervolume_high: its upper end.
+        draws: Monte Carlo draws made (0 when the noise is unknown).
+        seed: the numpy seed used: the same input and seed give the same output.
+        noise: the pooled noise model.
+        reference: the hypervolume's reference point (accuracy, throughput).
+    """
+
+    estimates: list[ConfigEstimate]
+    probability: dict[str, float]
+    plausible: list[str]
+    dominated: list[str]
+    hypervolume: float
+    hypervolume_low: float | None
+    hypervolume_high: float | None
+    draws: int
+    seed: int
+    noise: NoiseModel
+    reference: tuple[float, float] = (0.0, 0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimates": [e.to_dict() for e in self.estimates],
+                "probability": dict(self.probability), "plausible": list(self.plausible),
+                "dominated": list(self.dominated), "hypervolume": self.hypervolume,
+                "hypervolume_low": self.hypervolume_low,
+                "hypervolume_high": self.hypervolume_high, "draws": self.draws,
+                "seed": self.seed, "noise": self.noise.to_dict(),
+                "reference": list(self.reference)}
+
+
+def _sigma_draws(rng: np.random.Generator, sd: float, noise: NoiseModel,
+                 draws: int) -> FloatArray:
+    """Per-draw noise sd, shape (draws, 1): from its posterior when pooled, fixed for a prior."""
+    if noise.source == "prior":
+        return np.full((draws, 1), sd)
+    return sd * np.sqrt(noise.df / rng.chisquare(noise.df, size=(draws, 1)))
+
+
+def _true_draws(estimates: Sequence[ConfigEstimate], noise: NoiseModel, draws: int,
+                rng: np.random.Generator) -> tuple[FloatArray, FloatArray]:
+    """Draws of the true mean accuracy and mean log-throughput, each of shape (draws, configs)."""
+    assert noise.accuracy_sd is not None and noise.log_throughput_sd is not None
+    root_n = np.sqrt([e.n for e in estimates])
+    acc = np.array([e.accuracy.mean for e in estimates])
+    log_thr = np.log([e.throughput.mean for e in estimates])
+    acc_sigma = _sigma_draws(rng, noise.accuracy_sd, noise, draws)
+    thr_sigma = _sigma_draws(rng, noise.log_throughput_sd, noise, draws)
+    acc_true = acc + acc_sigma / root_n * rng.standard_normal((draws, len(estimates)))
+    log_true = log_thr + thr_sigma / root_n * rng.standard_normal((draws, len(estimates)))
+    return acc_true, log_true
+
+
+def _plausible(probability: Mapping[str, float]) -> list[str]:
+    chosen = [c for c, p in probability.items() if p >= PLAUSIBLE]
+    if chosen or not probability:
+        return chosen
+    top = max(probability.values())
+    return [c for c, p in probability.items() if p == top]
+
+
+def _points(estimates: Sequence[ConfigEstimate], names: Iterable[str]) -> list[tuple[float, float]]:
+    wanted = set(names)
+    return [(e.accuracy.mean, e.throughput.mean) for e in estimates if e.config in wanted]
+
+
+def noisy_front(replicates: Sequence[Replicate], confidence: float = 0.95, draws: int = 2000,
+                seed: int = 0, reference: tuple[float, float] = (0.0, 0.0),
+                prior_sd: tuple[float, float] | None = None) -> NoisyFront:
+    """The front over configurations: estimates, P(Pareto-optimal), plausible and dominated sets.
+
+    Args:
+        replicates: the replicates of every configuration (see :func:`estimate`).
+        confidence: level of the intervals and of "confidently dominated".
+        draws: Monte Carlo draws of the true means (vectorized: 200 configurations x 2000 draws
+            take a few tens of milliseconds).
+        seed: numpy ``default_rng`` seed.
+        reference: (accuracy, throughput) reference point of the hypervolume.
+        prior_sd: see :func:`estimate`.
+    """
+    if draws < 1:
+        raise ValueError(f"draws must be >= 1, got {draws}")
+    noise, estimates = estimate(replicates, confidence, prior_sd)
+    names = [e.config for e in estimates]
+    if not noise.known or not estimates:
+        observed = set(pareto_indices(_points(estimates, names)))
+        probability = {c: 1.0 if i in observed else 0.0 for i, c in enumerate(names)}
+        plausible = _plausible(probability)
+        area = hypervolume_2d(_points(estimates, plausible), reference)
+        return NoisyFront(estimates, probability, plausible, [], area, None, None, 0, seed,
+                          noise, reference)
+    acc, log_thr = _true_draws(estimates, noise, draws, np.random.default_rng(seed))
+    share = pareto_mask(acc, log_thr).mean(axis=0)
+    probability = {c: float(p) for c, p in zip(names, share, strict=True)}
+    plausible = _plausible(probability)
+    dominated = [c for c, p in probability.items() if p <= 1.0 - confidence]
+    chosen = [i for i, c in enumerate(names) if c in set(plausible)]
+    areas = _hypervolume_rows(acc[:, chosen], np.exp(log_thr[:, chosen]), reference)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(areas, [tail, 1.0 - tail])
+    area = hypervolume_2d(_points(estimates, plausible), reference)
+    return NoisyFront(estimates, probability, plausible, dominated, area, float(low), float(high),
+                      draws, seed, noise, reference)
