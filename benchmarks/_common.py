@@ -21,7 +21,7 @@ import torch
 
 from explore.config import DataSettings
 from explore.engine.data import Dataset, load_dataset
-from explore.engine.measure import synchronize
+from explore.engine.device import synchronize
 from extattn import ModelConfig
 
 __all__ = [

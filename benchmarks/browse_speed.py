@@ -38,7 +38,7 @@ def build_study(db: Path, n_trials: int, seed: int = 0) -> float:
     from optuna.trial import TrialState, create_trial
 
     from explore.config import Settings
-    from studies.catalog import front_numbers
+    from studies.pareto import front_numbers
     from studies.snapshots import SnapshotStore
 
     started = time.perf_counter()

@@ -38,7 +38,8 @@ from _common import (
 )
 
 from explore.config import MeasureSettings
-from explore.engine.measure import measure_throughput, resolve_precision
+from explore.engine.device import resolve_precision
+from explore.engine.measure import measure_throughput
 from extattn import ModelConfig, count_flops, create_model
 
 MEM_SIZES = (8, 16, 32, 64, 128)

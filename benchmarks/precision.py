@@ -29,7 +29,8 @@ from _common import machine_line, parse_device
 
 from explore.config import MeasureSettings, TrainSettings
 from explore.engine.data import Dataset
-from explore.engine.measure import measure_throughput, native_bf16
+from explore.engine.device import native_bf16
+from explore.engine.measure import measure_throughput
 from explore.engine.train import train_model
 from extattn import ModelConfig, count_flops, create_model
 

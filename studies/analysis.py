@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from studies.catalog import TrialRecord
+from studies.record import TrialRecord
 
 __all__ = ["FactorEffect", "Findings", "LevelStats", "Observation", "PairedEffect", "analyze",
            "observations", "spearman"]

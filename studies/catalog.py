@@ -8,8 +8,9 @@ params and user attrs of the front trials alone. Journal and Redis storages have
 through Optuna's storage API and give the same records.
 
 Nothing here creates a database: a missing file is an error, and the file is opened without
-``create``. The plain-SQL reader of RDB storages is :mod:`studies.sqlcatalog`; this module holds
-the records, the :class:`Catalog` interface, the Optuna-API reader and what the commands show.
+``create``. The records and the :class:`~studies.record.Catalog` interface are in
+:mod:`studies.record`; the plain-SQL reader of RDB storages is :mod:`studies.sqlcatalog`; this
+module holds the Optuna-API reader, :func:`open_catalog` and what the commands show.
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from studies.errors import ExploreError, StudyNotFound
-from studies.pareto import pareto_indices
+from studies.errors import ExploreError
+from studies.pareto import front_numbers
+from studies.record import (
+    STATES,
+    Catalog,
+    StudyMeta,
+    TrialRecord,
+    TrialStats,
+    iso,
+    problem_reason,
+    trial_json,
+)
 from studies.storage import StorageSpec, parse_storage
 
 __all__ = [
@@ -39,176 +50,6 @@ __all__ = [
     "show_study",
     "trial_json",
 ]
-
-STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-EXPLORE_METRICS = ("accuracy", "throughput")
-ATTR_SETTINGS = "explore_settings"  # the runner stores a study's settings under this key
-ATTR_DUPLICATE = "duplicate_of"  # a trial that repeated an evaluated experiment
-
-
-@dataclass(frozen=True)
-class StudyMeta:
-    """A study's identity, objectives and user attrs."""
-
-    study_id: int
-    name: str
-    directions: tuple[str, ...]  # "maximize" or "minimize", per objective
-    metric_names: tuple[str, ...] | None
-    user_attrs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def objective_names(self) -> list[str]:
-        """Metric names, or ``values_0``, ``values_1``, … as Optuna names unnamed objectives."""
-        if self.metric_names is not None:
-            return list(self.metric_names)
-        if len(self.directions) == 1:
-            return ["value"]
-        return [f"values_{i}" for i in range(len(self.directions))]
-
-    @property
-    def is_explore(self) -> bool:
-        """Maximizes (accuracy, throughput), as every study ``explore study run`` creates."""
-        return self.directions == ("maximize", "maximize") and self.metric_names in (
-            None, EXPLORE_METRICS)
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        """The stored explore settings (empty for studies explore did not create)."""
-        value = self.user_attrs.get(ATTR_SETTINGS)
-        return value if isinstance(value, dict) else {}
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """One trial, as browsing commands need it (a light ``FrozenTrial``)."""
-
-    number: int
-    state: str  # COMPLETE, PRUNED, FAIL, RUNNING or WAITING
-    values: tuple[float, ...] | None
-    params: dict[str, Any]
-    user_attrs: dict[str, Any]
-    datetime_start: dt.datetime | None
-    datetime_complete: dt.datetime | None
-    trial_id: int = -1  # the storage's id (joins, artifacts); not shown
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from start to completion, when both are known."""
-        if self.datetime_start is None or self.datetime_complete is None:
-            return None
-        return (self.datetime_complete - self.datetime_start).total_seconds()
-
-    @property
-    def is_duplicate(self) -> bool:
-        return self.user_attrs.get(ATTR_DUPLICATE) is not None
-
-
-def trial_json(t: TrialRecord, names: Sequence[str], pareto: bool | None = None
-               ) -> dict[str, Any]:
-    """A trial as Optuna's CLI writes it: ``number``, ``values`` keyed by metric name,
-    ``datetime_start``, ``datetime_complete``, ``duration``, ``params``, ``user_attrs``,
-    ``state`` (times ISO 8601, duration in seconds), plus ``pareto`` when given."""
-    out: dict[str, Any] = {
-        "number": t.number,
-        "values": None if t.values is None else dict(zip(names, t.values, strict=True)),
-        "datetime_start": _iso(t.datetime_start),
-        "datetime_complete": _iso(t.datetime_complete),
-        "duration": t.duration,
-        "params": t.params,
-        "user_attrs": t.user_attrs,
-        "state": t.state,
-    }
-    if pareto is not None:
-        out["pareto"] = pareto
-    return out
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def front_numbers(points: Sequence[tuple[int, tuple[float, ...]]],
-                  directions: Sequence[str]) -> list[int]:
-    """Trial numbers on the Pareto front of ``(number, values)``, as ``Study.best_trials``
-    selects them (equal points all kept)."""
-    signs = [1.0 if d == "maximize" else -1.0 for d in directions]
-    scaled = [tuple(s * v for s, v in zip(signs, values, strict=True)) for _, values in points]
-    if len(signs) == 2:
-        keep = pareto_indices([(p[0], p[1]) for p in scaled])
-    else:  # rare here: a plain O(n²) dominance check
-        keep = [i for i, p in enumerate(scaled)
-                if not any(all(x >= y for x, y in zip(q, p, strict=True)) and q != p
-                           for q in scaled)]
-    return [points[i][0] for i in keep]
-
-
-@dataclass(frozen=True)
-class TrialStats:
-    """A study's trials at a glance."""
-
-    states: dict[str, int]
-    first_start: dt.datetime | None
-    last_activity: dt.datetime | None
-
-
-class Catalog:
-    """The studies of one storage. Use :func:`open_catalog`."""
-
-    spec: StorageSpec
-
-    def studies(self) -> list[StudyMeta]:
-        raise NotImplementedError
-
-    def study(self, name: str) -> StudyMeta:
-        """The named study.
-
-        Raises:
-            StudyNotFound: no such study (the message lists the ones there are).
-        """
-        metas = self.studies()
-        for meta in metas:
-            if meta.name == name:
-                return meta
-        names = sorted(m.name for m in metas)
-        where = self.spec.display
-        if not names:
-            raise StudyNotFound(f"no study named {name!r}: {where} holds no studies")
-        shown = ", ".join(names[:10]) + (f" (and {len(names) - 10} more)" if len(names) > 10
-                                          else "")
-        raise StudyNotFound(f"no study named {name!r} in {where}; studies there: {shown}")
-
-    def stats(self) -> dict[int, TrialStats]:
-        """Counts by state and first/last activity, per study id."""
-        raise NotImplementedError
-
-    def complete_values(self, study_ids: Sequence[int]
-                        ) -> dict[int, list[tuple[int, int, tuple[float, ...]]]]:
-        """``(trial_id, number, values)`` of the COMPLETE trials, per study id."""
-        raise NotImplementedError
-
-    def trials(self, study: StudyMeta, trial_ids: Sequence[int] | None = None,
-               states: Iterable[str] | None = None) -> list[TrialRecord]:
-        """Full records (params, user attrs), by number; all trials, or those ids/states."""
-        raise NotImplementedError
-
-    def constrained(self) -> set[int]:
-        """Ids of studies with trial constraints (none made by explore): there Optuna keeps
-        only feasible trials on the front, so :meth:`optuna_front` decides it."""
-        raise NotImplementedError
-
-    def optuna_front(self, meta: StudyMeta) -> set[int]:
-        """Numbers of ``study.best_trials`` as Optuna itself computes them (slow path)."""
-        import optuna
-
-        from studies.storage import open_storage
-
-        study = optuna.load_study(study_name=meta.name,
-                                  storage=open_storage(self.spec, create=False))
-        return {t.number for t in study.best_trials}
-
-    def close(self) -> None:
-        pass
-
 
 class OptunaCatalog(Catalog):
     """Journal and Redis storages, through Optuna's storage API (they have no tables)."""
@@ -320,8 +161,8 @@ class StudySummary:
             "trials": sum(self.states.values()),
             **{s.lower(): self.states.get(s, 0) for s in STATES},
             "front_size": self.front_size, "best_accuracy": self.best_accuracy,
-            "best_throughput": self.best_throughput, "created": _iso(self.created),
-            "last_activity": _iso(self.last_activity),
+            "best_throughput": self.best_throughput, "created": iso(self.created),
+            "last_activity": iso(self.last_activity),
         }
 
 
@@ -418,20 +259,12 @@ class StudyDetail:
             "metric_names": names,
             "user_attrs": self.study.user_attrs,
             "states": self.stats.states,
-            "created": _iso(self.stats.first_start),
-            "last_activity": _iso(self.stats.last_activity),
+            "created": iso(self.stats.first_start),
+            "last_activity": iso(self.stats.last_activity),
             "front": [trial_json(t, names) for t in self.front],
             "failures": [{"number": t.number, "state": t.state, "reason": problem_reason(t)}
                          for t in self.problems],
         }
-
-
-def problem_reason(t: TrialRecord) -> str:
-    """Why a trial failed or was pruned, from the user attrs the objective writes."""
-    for key in ("fail_reason", "prune_reason", "interrupted"):
-        if t.user_attrs.get(key):
-            return str(t.user_attrs[key])
-    return "no reason recorded"
 
 
 def show_study(storage: str | None, name: str) -> StudyDetail:

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from studies.catalog import open_catalog, read_front, trial_json
+from studies.catalog import open_catalog, read_front
 from studies.errors import ExploreError, UsageError
+from studies.record import trial_json
 
 __all__ = ["ExportResult", "export_study", "flatten", "load_export", "unflatten", "write_csv"]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["dominates", "hypervolume_2d", "pareto_indices"]
+__all__ = ["dominates", "front_numbers", "hypervolume_2d", "pareto_indices"]
 
 Point = tuple[float, float]
 
@@ -52,3 +52,18 @@ def hypervolume_2d(points: Sequence[Point], reference: Point = (0.0, 0.0)) -> fl
             area += (x - reference[0]) * (y - covered_y)
             covered_y = y
     return area
+
+
+def front_numbers(points: Sequence[tuple[int, tuple[float, ...]]],
+                  directions: Sequence[str]) -> list[int]:
+    """Trial numbers on the Pareto front of ``(number, values)``, as ``Study.best_trials``
+    selects them (equal points all kept)."""
+    signs = [1.0 if d == "maximize" else -1.0 for d in directions]
+    scaled = [tuple(s * v for s, v in zip(signs, values, strict=True)) for _, values in points]
+    if len(signs) == 2:
+        keep = pareto_indices([(p[0], p[1]) for p in scaled])
+    else:  # rare here: a plain O(n²) dominance check
+        keep = [i for i, p in enumerate(scaled)
+                if not any(all(x >= y for x, y in zip(q, p, strict=True)) and q != p
+                           for q in scaled)]
+    return [points[i][0] for i in keep]

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from studies.catalog import Front, TrialRecord, pareto_front
+from studies.catalog import Front, pareto_front
 from studies.errors import ExploreError, UsageError
+from studies.record import TrialRecord
 from studies.storage import parse_storage
 
 if TYPE_CHECKING:

@@ -24,9 +24,10 @@ from studies.analysis import (
     PairedEffect,
     analyze,
 )
-from studies.catalog import Front, StudyMeta, TrialStats, open_catalog, read_front
+from studies.catalog import Front, open_catalog, read_front
 from studies.errors import ExploreError
 from studies.pareto import hypervolume_2d
+from studies.record import StudyMeta, TrialStats
 from studies.storage import parse_storage
 
 __all__ = ["write_report"]

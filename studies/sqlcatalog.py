@@ -1,4 +1,4 @@
-"""Optuna's RDB tables read with plain SQL: the fast :class:`~studies.catalog.Catalog`.
+"""Optuna's RDB tables read with plain SQL: the fast :class:`~studies.record.Catalog`.
 
 An SQLite file is read with the standard library's ``sqlite3`` (other RDB URLs through SQLAlchemy
 Core, with the same SQL), and only the rows a command needs. Nothing here creates a database: a
@@ -13,8 +13,8 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from studies.catalog import Catalog, StudyMeta, TrialRecord, TrialStats
 from studies.errors import ExploreError
+from studies.record import Catalog, StudyMeta, TrialRecord, TrialStats
 from studies.storage import StorageSpec, mask_secrets
 
 __all__ = ["SqlCatalog"]

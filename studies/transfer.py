@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from studies.catalog import TrialRecord, open_catalog
+from studies.catalog import open_catalog
 from studies.errors import ExploreError, UsageError
+from studies.record import ATTR_CHECKPOINT, TrialRecord
 from studies.storage import (
     ENV_ARTIFACTS,
     StorageSpec,
@@ -50,7 +51,7 @@ def _checkpoint_ids(trials: list[TrialRecord]) -> list[str]:
     a user attr can never point a file operation elsewhere)."""
     ids = []
     for t in trials:
-        value = t.user_attrs.get("checkpoint_artifact")
+        value = t.user_attrs.get(ATTR_CHECKPOINT)
         if isinstance(value, str) and _ARTIFACT_ID.fullmatch(value):
             ids.append(value)
     return ids

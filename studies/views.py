@@ -11,12 +11,14 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from studies.record import ATTR_SETTINGS, ATTR_WARM
 from studies.render import front_table
 
 if TYPE_CHECKING:
-    from studies.catalog import Front, StudyDetail, StudySummary, TrialRecord
+    from studies.catalog import Front, StudyDetail, StudySummary
     from studies.compare import Comparison
     from studies.history import History
+    from studies.record import TrialRecord
 
 __all__ = ["FORMATS", "print_compare", "print_front", "print_history", "print_list",
            "print_show", "show_table"]
@@ -149,10 +151,10 @@ def print_show(detail: StudyDetail, fmt: str, console: Console) -> None:
     else:
         console.print("no explore settings stored (not created by explore study run)")
     others = {k: v for k, v in meta.user_attrs.items()
-              if k not in ("explore_settings", WARM_ATTR)}
+              if k not in (ATTR_SETTINGS, ATTR_WARM)}
     if others:
         console.print("user attrs: " + ", ".join(f"{k}={v}" for k, v in sorted(others.items())))
-    warm = meta.user_attrs.get(WARM_ATTR)
+    warm = meta.user_attrs.get(ATTR_WARM)
     if isinstance(warm, dict):
         console.print(_warm_line(warm))
     states = detail.stats.states
@@ -168,7 +170,7 @@ def print_show(detail: StudyDetail, fmt: str, console: Console) -> None:
         show_table(_generic_table(detail.front, meta.objective_names, "Pareto front", None),
                    console)
     if detail.problems:
-        from studies.catalog import problem_reason
+        from studies.record import problem_reason
 
         t = Table(title="Failed and pruned trials")
         t.add_column("trial", justify="right")
@@ -179,7 +181,6 @@ def print_show(detail: StudyDetail, fmt: str, console: Console) -> None:
         show_table(t, console)
 
 
-WARM_ATTR = "explore_warm_start"  # explore.search.warmstart.ATTR_WARM (no torch import here)
 
 
 def _warm_line(warm: dict[str, Any]) -> str:

@@ -29,8 +29,8 @@ import gc
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from explore.config import MeasureSettings
+from explore.engine.device import autocast, synchronize
 
-__all__ = ["Throughput", "autocast", "measure_throughput", "native_bf16", "resolve_precision",
-           "synchronize", "torch_threads"]
+__all__ = ["Throughput", "measure_throughput"]
 
 SPREAD_FLAG = 0.10  # a relative spread above this is flagged as noisy
 RETRY_SPREAD = 0.20  # a spread above this (a burst of other work) is worth measuring again
@@ -73,58 +73,6 @@ class Throughput:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Throughput:
         return cls(**{k: v for k, v in data.items() if k != "noisy"})
-
-
-def resolve_precision(device: torch.device, precision: str = "auto") -> str:
-    """``"bf16"`` or ``"fp32"``: what ``[train] precision`` means on ``device`` (``auto``: bf16
-    on CUDA, fp32 elsewhere)."""
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    return precision
-
-
-def autocast(device: torch.device, precision: str = "auto", cache: bool = True
-             ) -> torch.autocast:
-    """bf16 autocast where ``precision`` resolves to bf16; a disabled context for fp32.
-    ``cache=False`` inside CUDA graph captures (weights are cast in the graph, every replay)."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=resolve_precision(device, precision) == "bf16",
-                          cache_enabled=cache)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 matrix products in hardware: a CUDA device with bf16,
-    or a CPU with AVX512-BF16 or AMX (x86) or the BF16 extension (Arm). Elsewhere bf16 is
-    emulated and trains slower than fp32."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = {word for line in f if line.lower().startswith(("flags", "features"))
-                     for word in line.split(":", 1)[-1].split()}
-    except OSError:  # not Linux: ask oneDNN (true on any AVX-512 CPU, native or not)
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` torch threads (0: as they are), then restore them."""
-    before = torch.get_num_threads()
-    if count <= 0 or count == before:
-        yield
-        return
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA); nothing to wait for on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:

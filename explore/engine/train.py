@@ -26,8 +26,8 @@ from torch import nn
 
 from explore.config import TrainSettings
 from explore.engine.data import Dataset
+from explore.engine.device import autocast, synchronize
 from explore.engine.locks import SharedHold
-from explore.engine.measure import autocast, synchronize
 from explore.engine.stepgraphs import CaptureRefused, StepGraphs
 from explore.engine.trainstate import load_state, save_state
 

@@ -11,8 +11,9 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from explore.search.objective import TrialPlan
+from explore.plan import TrialPlan
 from extattn import save_checkpoint
+from studies.record import ATTR_CHECKPOINT
 
 __all__ = ["CheckpointKeeper", "prune_checkpoints"]
 
@@ -37,7 +38,7 @@ class CheckpointKeeper:
                 mimetype="application/x-pytorch")
         finally:
             path.unlink(missing_ok=True)
-        trial.set_user_attr("checkpoint_artifact", artifact_id)
+        trial.set_user_attr(ATTR_CHECKPOINT, artifact_id)
 
 
 def prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
@@ -50,7 +51,7 @@ def prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
 
     on_front = {t.number for t in front}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        artifact_id = t.user_attrs.get("checkpoint_artifact")
+        artifact_id = t.user_attrs.get(ATTR_CHECKPOINT)
         if t.number in on_front or not artifact_id:
             continue
         if re.fullmatch(r"[0-9a-f-]{36}", artifact_id) and (base / artifact_id).exists():

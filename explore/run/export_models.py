@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studies.catalog import StudyMeta, TrialRecord, open_catalog, read_front
+from studies.catalog import open_catalog, read_front
 from studies.errors import ExploreError, UsageError
+from studies.record import ATTR_CHECKPOINT, StudyMeta, TrialRecord
 from studies.storage import mask_url, parse_storage
 
 __all__ = ["ModelsResult", "export_models"]
@@ -37,7 +38,7 @@ class ModelsResult:
 
 
 def _checkpoint_file(store_dir: Path, t: TrialRecord) -> Path | None:
-    artifact_id = t.user_attrs.get("checkpoint_artifact")
+    artifact_id = t.user_attrs.get(ATTR_CHECKPOINT)
     if not isinstance(artifact_id, str) or "/" in artifact_id or artifact_id.startswith("."):
         return None
     path = store_dir / artifact_id
@@ -60,9 +61,9 @@ class _Retrainer:
         import torch
 
         from explore.engine.data import load_dataset
+        from explore.engine.device import resolve_device
         from explore.engine.train import train_model
-        from explore.run.opening import resolve_device
-        from explore.search.objective import plan_trial
+        from explore.plan import plan_trial
         from extattn import create_model, save_checkpoint
 
         device = resolve_device(self.device_name)

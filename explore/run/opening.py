@@ -9,7 +9,6 @@ at once end with one study: the loser continues the winner's.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 import warnings
@@ -22,21 +21,20 @@ import torch
 from optuna.trial import FrozenTrial
 
 from explore.config import Settings, conflicts, load_toml, resolve_settings
-from explore.engine import allocator
 from explore.engine.data import Dataset, dataset_shape, load_dataset
+from explore.engine.device import configure_allocator, resolve_device
+from explore.plan import plan_trial
 from explore.search import warmstart
 from explore.search.budget import count_finished
-from explore.search.objective import plan_trial
 from explore.search.sampling import make_sampler
 from studies.errors import StudyNotFound, UsageError
+from studies.record import ATTR_CREATED_BY, ATTR_SETTINGS, ATTR_VERSION
 from studies.storage import Heartbeat, StorageSpec, enable_wal, open_storage, parse_storage
 
 __all__ = ["METRIC_NAMES", "OpenedStudy", "RunRequest", "RunSummary", "check_compile",
-           "check_space", "open_study", "resolve_device", "usable_cpus", "validate_name"]
+           "check_space", "open_study", "validate_name"]
 
 METRIC_NAMES = ["accuracy", "throughput"]
-ATTR_SETTINGS = "explore_settings"
-ATTR_VERSION = "explore_version"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 KEEP_CHOICES = ("pareto", "all", "none")
 CREATE_RACE_S = 5.0  # how long a new study may lack its settings (another process creating it)
@@ -108,20 +106,6 @@ def validate_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", device):
-        raise UsageError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:K")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device}: CUDA is not available here; use --device cpu")
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if index >= torch.cuda.device_count():
-            raise UsageError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) here")
-    return torch.device(device)
 
 
 def _explicit_settings(request: RunRequest) -> tuple[dict[str, dict[str, Any]], Any, str | None,
@@ -289,7 +273,7 @@ def _create(storage: Any, name: str, settings: Settings) -> optuna.Study | None:
     study.set_metric_names(METRIC_NAMES)
     study.set_user_attr(ATTR_SETTINGS, settings.to_dict())
     study.set_user_attr(ATTR_VERSION, __version__)
-    study.set_user_attr("created_by", "explore")
+    study.set_user_attr(ATTR_CREATED_BY, "explore")
     warmstart.mark_pending(study, settings)
     return study
 
@@ -357,18 +341,3 @@ def _masked(spec: StorageSpec) -> str:
     return mask_url(spec.url)
 
 
-def configure_allocator() -> str:
-    """Apply the C allocator policy (explore/allocator.py) before any tensor is made."""
-    try:
-        return allocator.configure()
-    except ValueError as exc:
-        raise UsageError(f"{exc}: unset it or set it to heap or system") from None
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on: its affinity (taskset, a Slurm allocation, a
-    container's cpuset), not every core of the machine."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity API (macOS, Windows)
-        return os.cpu_count() or 1

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from explore.engine.train import EpochResult
+from studies.record import ATTR_FAIL, ATTR_INTERRUPTED, ATTR_PRUNE
 
 __all__ = ["PlainReporter", "Reporter", "RichReporter", "describe_params", "make_reporter"]
 
@@ -85,8 +86,8 @@ def trial_line(trial: optuna.trial.FrozenTrial, front: list[optuna.trial.FrozenT
         dup = trial.user_attrs.get("duplicate_of")
         extra = f" (same as trial {dup})" if dup is not None else ""
         return f"{head}  acc={acc:.4f}  {thr:,.0f} img/s  {secs:.1f}s{on_front}{extra}"
-    reason = (trial.user_attrs.get("fail_reason") or trial.user_attrs.get("prune_reason")
-              or trial.user_attrs.get("interrupted") or "")
+    reason = (trial.user_attrs.get(ATTR_FAIL) or trial.user_attrs.get(ATTR_PRUNE)
+              or trial.user_attrs.get(ATTR_INTERRUPTED) or "")
     return f"{head}  {secs:.1f}s  {reason}".rstrip()
 
 

@@ -24,10 +24,11 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from studies.record import ATTR_RETRIED, ATTR_RETRY_COUNT, ATTR_RETRY_OF, ATTR_WORKER
+
 __all__ = ["MAX_RETRY", "WorkerIdentity", "recover_orphans", "requeue", "stop_on_signals"]
 
 MAX_RETRY = 3  # re-queues of one experiment after interruptions or crashes
-ATTR_WORKER = "worker"
 # A worker names itself on its trial within milliseconds of Optuna starting it. A process killed
 # in between leaves a RUNNING trial with no owner and no Optuna heartbeat (whose stale check
 # skips trials that never beat), which nothing else would ever end: a run waiting for the last
@@ -69,12 +70,12 @@ class WorkerIdentity:
 
 def requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
     """Queue a WAITING copy of ``trial``'s params; False when its retries are used up."""
-    count = int(trial.user_attrs.get("retry_count", 0)) + 1
+    count = int(trial.user_attrs.get(ATTR_RETRY_COUNT, 0)) + 1
     if count > MAX_RETRY:
         return False
-    origin = trial.user_attrs.get("retry_of", trial.number)
+    origin = trial.user_attrs.get(ATTR_RETRY_OF, trial.number)
     study.enqueue_trial(trial.params, user_attrs={
-        "retry_of": origin, "retried_trial": trial.number, "retry_count": count,
+        ATTR_RETRY_OF: origin, ATTR_RETRIED: trial.number, ATTR_RETRY_COUNT: count,
         "retry_reason": reason}, skip_if_exists=False)
     return True
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -20,10 +22,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from explore.config import Settings
 from explore.engine.data import Dataset, load_dataset
+from explore.engine.device import native_bf16, usable_cpus
 from explore.engine.locks import MachineLock
-from explore.engine.measure import native_bf16
 from explore.run.artifacts import CheckpointKeeper, prune_checkpoints
-from explore.run.opening import OpenedStudy, RunRequest, RunSummary, open_study, usable_cpus
+from explore.run.opening import OpenedStudy, RunRequest, RunSummary, open_study
 from explore.run.progress import Reporter
 from explore.run.recovery import WorkerIdentity, recover_orphans, requeue, stop_on_signals
 from explore.search import warmstart
@@ -35,15 +37,17 @@ from explore.search.budget import (
     slot_is_free,
     state_counts,
 )
-from explore.search.objective import (
+from explore.search.objective import Objective, TrialHooks, WorkerContext
+from explore.search.sampling import make_sampler, sampler_seed
+from studies.errors import ExploreError
+from studies.record import (
     ATTR_DUPLICATE,
+    ATTR_FAIL,
+    ATTR_INTERRUPTED,
     ATTR_LOCK_WAIT,
     ATTR_MEASURED_BY,
     ATTR_OVER_BUDGET,
-    Objective,
 )
-from explore.search.sampling import make_sampler, sampler_seed
-from studies.errors import ExploreError
 from studies.snapshots import SnapshotStore
 from studies.storage import StorageSpec, snapshot_store
 
@@ -51,6 +55,7 @@ __all__ = ["run_study"]
 
 MAX_REPEATS = 100  # consecutive duplicates before the search counts as converged
 POLL_S = 1.0
+WAIT = ("", -1)  # _stop_reason: not now, but no trial to start either
 
 
 def run_study(request: RunRequest, reporter: Reporter,
@@ -133,10 +138,84 @@ def measure_threads(settings: Settings, study: optuna.Study) -> int:
     return 0
 
 
+@dataclass
+class _LoopState:
+    """What the loop counts between trials."""
+
+    failures: int = 0  # consecutive failed trials
+    repeats: int = 0  # consecutive duplicates (the sampler proposing evaluated experiments)
+    deadline: float | None = None  # monotonic time after which no trial starts
+
+
+def _stop_reason(study: optuna.Study, settings: Settings, request: RunRequest,
+                 state: _LoopState, finite: int | None) -> tuple[str, int] | None:
+    """Why the loop should end now (reason, exit code), :data:`WAIT` while the last slots of the
+    budget are running elsewhere, or None to run another trial."""
+    finished = count_finished(study)
+    if finished >= settings.study.trials:
+        return "budget reached", 0
+    if finished + count_running(study) >= settings.study.trials:
+        return WAIT  # the last slots are taken; one may still fail
+    if state.deadline is not None and time.monotonic() >= state.deadline:
+        return "timeout", 0
+    if finite is not None and distinct_finished(study) >= finite:
+        return "search space exhausted", 0
+    if state.repeats >= MAX_REPEATS:
+        return (f"the sampler proposed {state.repeats} evaluated configurations in a row", 0)
+    if state.failures >= request.max_failures:
+        return f"{state.failures} consecutive failed trials", 1
+    return None
+
+
+def _after_trial(settings: Settings, name: str, snapshots: SnapshotStore, request: RunRequest,
+                 reporter: Reporter, summary: RunSummary, state: _LoopState,
+                 checkpoints: tuple[Any, Any]) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """The callback after every trial of this process: snapshot, checkpoints, counters."""
+    store, directory = checkpoints
+
+    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
+        state.repeats = state.repeats + 1 if trial.user_attrs.get(ATTR_DUPLICATE) is not None \
+            else 0
+        # Count before reading the front: a snapshot's front is then never older than its
+        # count, so the snapshot recorded last always shows the final front.
+        finished = count_finished(study)
+        front = study.best_trials
+        if trial.state == TrialState.COMPLETE:
+            snapshots.record(name, finished, [(t.number, *t.values) for t in front])
+            if request.keep_checkpoints == "pareto" and store is not None:
+                prune_checkpoints(study, front, store, directory)
+        if trial.state == TrialState.FAIL:
+            if trial.user_attrs.get(ATTR_INTERRUPTED):
+                requeue(study, trial, reason="interrupted")
+            elif trial.user_attrs.get(ATTR_OVER_BUDGET) is None:
+                state.failures += 1
+        else:
+            state.failures = 0
+        summary.new_trials += 1
+        reporter.trial_end(trial, front, finished, settings.study.trials)
+
+    return after_trial
+
+
+def _make_objective(study: optuna.Study, settings: Settings, data: Any, device: torch.device,
+                    state_dir: Any, stop: threading.Event, request: RunRequest,
+                    reporter: Reporter, keeper: CheckpointKeeper | None) -> Objective:
+    def on_trial_start(number: int, params: dict[str, Any]) -> None:
+        reporter.trial_start(number, params, settings.train.epochs)
+
+    target = settings.study.trials
+    hooks = TrialHooks(on_epoch=reporter.epoch, on_trial_start=on_trial_start,
+                       save_checkpoint=keeper,
+                       claim=lambda trial: slot_is_free(study, trial.number, target))
+    worker = WorkerContext(identity=WorkerIdentity.current(),
+                           lock=MachineLock(enabled=request.workers > 1 or request.shared_lock),
+                           measure_threads=measure_threads(settings, study))
+    return Objective(settings, data, device, state_dir, stop, hooks, worker)
+
+
 def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.device,
           spec: StorageSpec, snapshots: SnapshotStore, request: RunRequest, reporter: Reporter,
           summary: RunSummary, name: str) -> None:
-    target = settings.study.trials
     stop = threading.Event()
     identity = WorkerIdentity.current()
     artifacts = spec.artifact_dir()
@@ -153,48 +232,18 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     # per-epoch beat is this old (RDB storages leave that to Optuna's heartbeat).
     stale_after = None if spec.is_rdb else float(request.heartbeat.grace_period * 10)
     unowned: dict[int, float] = {}  # RUNNING trials no worker named itself on, first seen
-    failures = 0
-    deadline = None if request.timeout is None else time.monotonic() + request.timeout
-
-    def on_trial_start(number: int, params: dict[str, Any]) -> None:
-        reporter.trial_start(number, params, settings.train.epochs)
-
+    state = _LoopState(deadline=None if request.timeout is None
+                       else time.monotonic() + request.timeout)
     keeper = CheckpointKeeper(store, state_dir, name) if store is not None else None
-    threads = measure_threads(settings, study)
-    objective = Objective(settings, data, device, state_dir, stop,
-                          on_epoch=reporter.epoch, on_trial_start=on_trial_start,
-                          save_checkpoint=keeper, identity=identity,
-                          lock=MachineLock(enabled=request.workers > 1 or request.shared_lock),
-                          claim=lambda trial: slot_is_free(study, trial.number, target),
-                          measure_threads=threads)
-    repeats = 0
-
-    def after_trial(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal failures, repeats
-        repeats = repeats + 1 if trial.user_attrs.get(ATTR_DUPLICATE) is not None else 0
-        # Count before reading the front: a snapshot's front is then never older than its
-        # count, so the snapshot recorded last always shows the final front.
-        finished = count_finished(study)
-        front = study.best_trials
-        if trial.state == TrialState.COMPLETE:
-            snapshots.record(name, finished, [(t.number, *t.values) for t in front])
-            if request.keep_checkpoints == "pareto" and store is not None:
-                prune_checkpoints(study, front, store, artifacts / "checkpoints")
-        if trial.state == TrialState.FAIL:
-            if trial.user_attrs.get("interrupted"):
-                requeue(study, trial, reason="interrupted")
-            elif trial.user_attrs.get(ATTR_OVER_BUDGET) is None:
-                failures += 1
-        else:
-            failures = 0
-        summary.new_trials += 1
-        reporter.trial_end(trial, front, finished, target)
-
-    reporter.start(name, spec.display, summary.finished, target)
+    objective = _make_objective(study, settings, data, device, state_dir, stop, request,
+                                reporter, keeper)
+    after_trial = _after_trial(settings, name, snapshots, request, reporter, summary, state,
+                               (store, artifacts / "checkpoints"))
+    reporter.start(name, spec.display, summary.finished, settings.study.trials)
     try:
         with stop_on_signals(stop, reporter.message, name, request.handle_signals) as received:
-            if deadline is None or time.monotonic() < deadline:  # --timeout 0 creates only:
-                # the first worker that trains probes, on its device
+            if state.deadline is None or time.monotonic() < state.deadline:
+                # --timeout 0 creates only: the first worker that trains probes, on its device
                 _warm_start(study, settings, data, device, request, reporter, identity)
             while True:
                 if stop.is_set():
@@ -205,26 +254,12 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
                 recover_orphans(study, identity, reporter.message, stale_after, unowned)
                 if spec.is_rdb:
                     optuna.storages.fail_stale_trials(study)  # Optuna's heartbeat retries
-                finished = count_finished(study)
-                if finished >= target:
-                    summary.stopped = "budget reached"
-                    break
-                if finished + count_running(study) >= target:
-                    time.sleep(POLL_S)  # the last slots are taken; one may still fail
+                ended = _stop_reason(study, settings, request, state, finite)
+                if ended == WAIT:
+                    time.sleep(POLL_S)
                     continue
-                if deadline is not None and time.monotonic() >= deadline:
-                    summary.stopped = "timeout"
-                    break
-                if finite is not None and distinct_finished(study) >= finite:
-                    summary.stopped = "search space exhausted"
-                    break
-                if repeats >= MAX_REPEATS:
-                    summary.stopped = (f"the sampler proposed {repeats} evaluated configurations "
-                                       "in a row")
-                    break
-                if failures >= request.max_failures:
-                    summary.stopped = f"{failures} consecutive failed trials"
-                    summary.exit_code = 1
+                if ended is not None:
+                    summary.stopped, summary.exit_code = ended
                     break
                 study.optimize(objective, n_trials=1, catch=(Exception,),
                                callbacks=[after_trial])
@@ -232,6 +267,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
         reporter.close()
     if summary.exit_code == 1:
         failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        last = (failed[-1].user_attrs.get("fail_reason") if failed else None) \
+        last = (failed[-1].user_attrs.get(ATTR_FAIL) if failed else None) \
             or "see `explore study show`"
-        raise ExploreError(f"stopped after {failures} consecutive failed trials; last: {last}")
+        raise ExploreError(f"stopped after {state.failures} consecutive failed trials; "
+                           f"last: {last}")

@@ -10,11 +10,12 @@ import torch
 
 from explore.config import MODEL_KEYS, Settings, TrainSettings, resolve_settings
 from explore.engine.data import load_dataset
+from explore.engine.device import configure_allocator, resolve_device, resolve_precision
 from explore.engine.locks import MachineLock
-from explore.engine.measure import measure_throughput, resolve_precision
+from explore.engine.measure import measure_throughput
 from explore.engine.train import EpochResult, compile_for_inference, compile_for_trial, train_model
-from explore.run.opening import check_compile, configure_allocator, resolve_device
-from explore.search.objective import plan_trial
+from explore.plan import plan_trial
+from explore.run.opening import check_compile
 from extattn import count_flops, count_params, create_model, save_checkpoint
 from studies.errors import UsageError
 

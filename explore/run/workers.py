@@ -22,7 +22,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from explore.run.opening import OpenedStudy, RunRequest, RunSummary, open_study, usable_cpus
+from explore.engine.device import usable_cpus
+from explore.run.opening import OpenedStudy, RunRequest, RunSummary, open_study
 from explore.run.progress import Reporter
 from explore.run.runner import finish_summary
 from explore.search.budget import FINISHED, count_finished

@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from explore.config import Settings
-from explore.search.objective import ATTR_DUPLICATE, ATTR_OVER_BUDGET
+from studies.record import ATTR_DUPLICATE, ATTR_OVER_BUDGET
 
 __all__ = ["FINISHED", "claims_budget", "count_finished", "count_running", "distinct_finished",
            "finite_size", "slot_is_free", "state_counts"]

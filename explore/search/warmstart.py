@@ -27,22 +27,22 @@ import optuna
 import torch
 
 from explore.config import Settings
+from explore.engine.device import resolve_precision, torch_threads
 from explore.engine.locks import MachineLock
-from explore.engine.measure import measure_throughput, resolve_precision, torch_threads
+from explore.engine.measure import measure_throughput
+from explore.plan import plan_trial
 from explore.run.recovery import WorkerIdentity
 from explore.search.budget import count_finished, count_running
-from explore.search.objective import plan_trial
 from extattn import create_model
+from studies.record import ATTR_ANCHOR, ATTR_PROBE_RATE, ATTR_WARM
 
 __all__ = ["ATTR_WARM", "PROBE_LIMIT", "mark_pending", "pending", "prober", "release",
            "take_turn", "warm_start"]
 
-ATTR_WARM = "explore_warm_start"
 PROBE_LIMIT = 64  # configurations probed at most (a random sample of larger spaces)
 PROBE_BUDGET_S = 30.0  # stop probing after this long and use what was measured
 REPROBE_FACTOR = 3  # the 3 × warm_start fastest of the screen are probed at the trial's batch ...
 REPROBE_ROUNDS = 2  # ... this many times, and each ranks by its fastest pass of all rounds
-ATTR_ANCHOR = "warm_start_rank"  # on an enqueued trial: 1 = the fastest probed
 CLAIM_SETTLE_S = 0.3  # a claim is read back this long after it is written (see take_turn)
 WAIT_LIMIT_S = PROBE_BUDGET_S * 3  # another host's claim this old is taken over; waits end
 
@@ -216,7 +216,7 @@ def warm_start(study: optuna.Study, settings: Settings, image_shape: tuple[int, 
                if json.dumps(params, sort_keys=True) not in tried]
     anchors = anchors[:max(0, min(settings.study.warm_start, left))]
     for rank, (rate, params) in enumerate(anchors, 1):
-        study.enqueue_trial(params, user_attrs={ATTR_ANCHOR: rank, "probe_img_s": round(rate)},
+        study.enqueue_trial(params, user_attrs={ATTR_ANCHOR: rank, ATTR_PROBE_RATE: round(rate)},
                             skip_if_exists=True)
     seconds = time.monotonic() - started
     me = me or WorkerIdentity.current()

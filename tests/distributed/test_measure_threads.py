@@ -16,8 +16,7 @@ from optuna.distributions import IntDistribution
 from optuna.trial import TrialState, create_trial
 
 from explore.config import Settings
-from explore.engine.measure import torch_threads
-from explore.run.opening import usable_cpus
+from explore.engine.device import torch_threads, usable_cpus
 from explore.run.runner import measure_threads
 from tests.conftest import EXPLORE, clean_env
 

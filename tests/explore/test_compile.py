@@ -19,7 +19,7 @@ from explore.config import DataSettings, MeasureSettings, Settings, TrainSetting
 from explore.engine.data import Dataset, load_dataset
 from explore.engine.measure import measure_throughput
 from explore.engine.train import compile_for_trial, train_model
-from explore.search.objective import experiment_key, plan_trial
+from explore.plan import experiment_key, plan_trial
 from extattn import ModelConfig, create_model
 from extattn.checkpoint import load_checkpoint
 from tests.conftest import EXPLORE, clean_env, write_tiny_config

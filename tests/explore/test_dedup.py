@@ -80,8 +80,8 @@ def trained(study: optuna.Study) -> list[FrozenTrial]:
 def config_key(study: optuna.Study, params: dict) -> str:
     """The experiment key explore computes for ``params`` in this study (digits: 8×8, 1, 10)."""
     from explore.config import Settings
+    from explore.plan import plan_trial
     from explore.run.opening import ATTR_SETTINGS
-    from explore.search.objective import plan_trial
 
     settings = Settings.from_dict(study.user_attrs[ATTR_SETTINGS])
     return plan_trial(params, settings, (8, 1, 10)).key

@@ -23,8 +23,11 @@ from optuna.distributions import FloatDistribution
 
 from explore.config import DataSettings, Settings, resolve_settings
 from explore.engine.data import load_dataset
+from explore.plan import plan_trial
 from explore.run.opening import ATTR_SETTINGS, RunRequest, open_study
-from explore.search.objective import ATTR_MEASURE_KEY, ATTR_MEASURED_BY, Objective, plan_trial
+from explore.search.objective import Objective, WorkerContext
+from explore.search.reuse import find_measured
+from studies.record import ATTR_MEASURE_KEY, ATTR_MEASURED_BY
 from tests.conftest import EXPLORE, clean_env, write_tiny_config
 
 # Four learning rates of each of two architectures. The measurement is steadier than the tiny
@@ -128,12 +131,12 @@ def test_reuse_off_measures_every_trial(tmp_path: Path) -> None:
 def _objective(settings: Settings, measure_threads: int = 1) -> Objective:
     data = load_dataset(DataSettings(), seed=0)
     return Objective(settings, data, torch.device("cpu"), Path("."), threading.Event(),
-                     measure_threads=measure_threads)
+                     worker=WorkerContext(measure_threads=measure_threads))
 
 
 def _key(objective: Objective, **params: Any) -> str:
     plan = plan_trial(params, objective.settings, objective.data_shape)
-    return objective._measure_key(plan)
+    return objective.measure_key(plan)
 
 
 def test_the_measure_key_holds_what_inference_depends_on_and_nothing_else() -> None:
@@ -147,7 +150,7 @@ def test_the_measure_key_holds_what_inference_depends_on_and_nothing_else() -> N
     assert _key(objective, mem_size=16) != key
     assert _key(objective, mem_size=8, precision="bf16") != key
     assert _key(objective, mem_size=8, compile=True) != key
-    assert _objective(base, measure_threads=2)._measure_key(
+    assert _objective(base, measure_threads=2).measure_key(
         plan_trial({"mem_size": 8}, base, objective.data_shape)) != key
     longer = dataclasses.replace(base, measure=dataclasses.replace(base.measure, min_time=1.0))
     assert _key(_objective(longer), mem_size=8) != key
@@ -178,10 +181,10 @@ def test_only_a_clean_measured_figure_is_taken(tmp_path: Path) -> None:
     add(fail, "k", throughput={**figure, "median": 7.0})  # 4: measured, failed later: clean
     add(complete, "k", throughput={**figure, "median": 9.0})  # 5: clean, but later
     trial = study.ask()
-    objective = _objective(resolve_settings({}))
-    found = objective._find_measured(trial, "k")
+
+    found = find_measured(trial, "k")
     assert found is not None and found.number == 4
-    assert objective._find_measured(trial, "none such") is None
+    assert find_measured(trial, "none such") is None
 
 
 def test_a_study_from_before_the_option_goes_on_measuring_every_trial(tmp_path: Path) -> None:

@@ -16,9 +16,10 @@ from torch import nn
 
 from explore.config import DataSettings, MeasureSettings, Settings, TrainSettings
 from explore.engine.data import Dataset, load_dataset
-from explore.engine.measure import autocast, measure_throughput, resolve_precision
+from explore.engine.device import autocast, resolve_precision
+from explore.engine.measure import measure_throughput
 from explore.engine.train import evaluate, train_model
-from explore.search.objective import experiment_key, plan_trial
+from explore.plan import experiment_key, plan_trial
 from extattn import ModelConfig, create_model
 from tests.conftest import EXPLORE, clean_env, write_tiny_config
 

@@ -179,7 +179,7 @@ import json, sys
 import optuna, torch
 from explore.config import Settings
 from explore.engine.data import load_dataset
-from explore.search.objective import plan_trial
+from explore.plan import plan_trial
 from explore.engine.train import train_model
 from extattn import create_model
 

@@ -14,7 +14,7 @@ from explore.config import DataSettings, Settings, TrainSettings
 from explore.engine.data import Dataset, load_dataset
 from explore.engine.stepgraphs import StepGraphs
 from explore.engine.train import EpochResult, TrainResult, train_model
-from explore.search.objective import experiment_key
+from explore.plan import experiment_key
 from extattn import ModelConfig, create_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -164,7 +164,7 @@ def test_a_state_saved_every_second_goes_by_the_clock(digits: Dataset, tmp_path:
 
 def test_state_interval_is_not_part_of_the_key_and_may_change_on_continue() -> None:
     from explore.config import MUTABLE_KEYS, Settings, conflicts
-    from explore.search.objective import experiment_key
+    from explore.plan import experiment_key
 
     settings = Settings()
     model = {"dim": 16}
