@@ -248,10 +248,13 @@ def _print_summary(summary: Any, fmt: str) -> None:
     if fmt == "json":
         _print_json(summary.to_dict())
     else:
-        from studies.render import front_table
+        from studies.render import confident_table, honest_line
 
-        out.print(front_table([_front_row(t) for t in summary.front],
-                              title=f"Pareto front of {summary.study_name}"))
+        front = summary.confident
+        out.print(confident_table(front, front.front.plausible,
+                                  title=f"Pareto front of {summary.study_name}: the plausible "
+                                  "configurations (P(front) >= 0.5)"))
+        out.print(honest_line(front))
         out.print(f"{summary.finished}/{summary.target} trials finished "
                   f"({summary.new_trials} this run, {summary.elapsed:.1f} s; {summary.stopped})")
         if summary.noisy_trials:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +37,9 @@ SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "grid", "gp", "bruteforce")
 # ModelConfig fields that come from the dataset, never from the user.
 DATA_DERIVED = ("image_size", "in_chans", "num_classes")
 # Settings that may differ between runs of one study without being a conflict.
-MUTABLE_KEYS = frozenset({"study.trials", "data.data_dir", "data.download", "measure.threads",
-                          "measure.retries", "study.warm_start", "train.state_interval"})
+MUTABLE_KEYS = frozenset({"study.trials", "study.max_replicates", "data.data_dir",
+                          "data.download", "measure.threads", "measure.retries",
+                          "study.warm_start", "train.state_interval"})
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,28 @@ class StudySettings:
     prune_min_trials: int = 4  # no pruning at a rung until this many trials reached it
     dedup: bool = True  # answer an already evaluated configuration from the study (free)
     warm_start: int = 3  # a new study trains the N fastest configurations first (0: off)
+    # Training runs per configuration: 1 (each configuration once, as before replicates);
+    # "race" gives a new configuration one run and more (doubling, up to max_replicates)
+    # while it is not confidently dominated; an integer K trains every configuration K times
+    # (a designed experiment). docs/replicates.md.
+    replicates: str | int = 1
+    max_replicates: int = 4  # racing: the most runs one configuration gets
+    confidence: float = 0.95  # of every interval, and of "confidently dominated"
 
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise ValueError(f"trials must be >= 1; got {self.trials}")
+        if self.replicates != "race" and not (
+                isinstance(self.replicates, int) and not isinstance(self.replicates, bool)
+                and 1 <= self.replicates <= 100):
+            raise ValueError(f'replicates must be "race" or an integer from 1 to 100; '
+                             f"got {self.replicates!r}")
+        if not 1 <= self.max_replicates <= 100:
+            raise ValueError(f"max_replicates must be between 1 and 100; "
+                             f"got {self.max_replicates}")
+        if not 0.5 <= self.confidence < 1.0:
+            raise ValueError(f"confidence must be at least 0.5 and below 1 (0.95 for 95%); "
+                             f"got {self.confidence}")
         if not 0 <= self.warm_start <= 64:
             raise ValueError(f"warm_start must be between 0 and 64; got {self.warm_start}")
         if self.prune_eta < 2 or self.prune_min_trials < 1:
@@ -236,6 +256,11 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(where: str, value: Any, tp: Any) -> Any:
     """Check a TOML/JSON value against a dataclass field type; ints are accepted as floats."""
+    if isinstance(tp, types.UnionType):  # its own __post_init__ says what it takes
+        if isinstance(value, bool) or not isinstance(value, tp):
+            names = " or ".join(_type_name(t) for t in tp.__args__)
+            raise UsageError(f"{where} must be {names}; got {value!r}")
+        return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, bool):

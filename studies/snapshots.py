@@ -4,6 +4,13 @@ After every finished trial that changes the front, the runner records a snapshot
 running snapshot number, how many trials had finished, when, the hypervolume of the front in
 (accuracy, throughput) against the reference point (0, 0), and the member trials. History, plots
 and reports read these rows instead of recomputing fronts from all trials.
+
+Those are the *observed* fronts (per trial, as ``study.best_trials``). Beside them, the
+*confident* snapshots (``explore_confident_snapshots`` and ``_members``) record the noise-aware
+front over configurations after every completed trial: the pooled noise, the plausible front's
+hypervolume with its interval, and every configuration not confidently dominated with its
+replicate count, means, 95% intervals and probability of being Pareto-optimal. They show how the
+confident front grew. Older databases get these tables added the first time a run records one.
 """
 
 from __future__ import annotations
@@ -13,8 +20,10 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Double,
     Engine,
@@ -31,7 +40,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 
 from studies.pareto import hypervolume_2d
 
-__all__ = ["Snapshot", "SnapshotStore", "REFERENCE_POINT"]
+__all__ = ["ConfidentSnapshot", "Snapshot", "SnapshotStore", "REFERENCE_POINT"]
 
 REFERENCE_POINT = (0.0, 0.0)  # (accuracy, throughput): every useful model dominates it
 
@@ -69,6 +78,81 @@ class MemberRow(_Base):
     accuracy: Mapped[float] = mapped_column(Double)
     throughput: Mapped[float] = mapped_column(Double)
     snapshot: Mapped[SnapshotRow] = relationship(back_populates="members")
+
+
+class ConfidentRow(_Base):
+    __tablename__ = "explore_confident_snapshots"
+    __table_args__ = (UniqueConstraint("study_name", "n_finished"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_name: Mapped[str] = mapped_column(String(512), index=True)
+    n_finished: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    configurations: Mapped[int] = mapped_column(Integer)
+    replicates: Mapped[int] = mapped_column(Integer)
+    noise_df: Mapped[int] = mapped_column(Integer)  # 0: the noise is not known yet
+    accuracy_sd: Mapped[float | None] = mapped_column(Double, nullable=True)
+    log_throughput_sd: Mapped[float | None] = mapped_column(Double, nullable=True)
+    hypervolume: Mapped[float] = mapped_column(Double)
+    hypervolume_low: Mapped[float | None] = mapped_column(Double, nullable=True)
+    hypervolume_high: Mapped[float | None] = mapped_column(Double, nullable=True)
+    plausible: Mapped[int] = mapped_column(Integer)
+    dominated: Mapped[int] = mapped_column(Integer)
+    members: Mapped[list[ConfidentMemberRow]] = relationship(
+        back_populates="snapshot", cascade="all, delete-orphan",
+        order_by="ConfidentMemberRow.throughput")
+
+
+class ConfidentMemberRow(_Base):
+    __tablename__ = "explore_confident_members"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    snapshot_id: Mapped[int] = mapped_column(
+        ForeignKey("explore_confident_snapshots.id", ondelete="CASCADE"), index=True)
+    configuration: Mapped[str] = mapped_column(String(64))
+    trials: Mapped[str] = mapped_column(String(1000))  # trial numbers, comma-separated
+    replicates: Mapped[int] = mapped_column(Integer)
+    accuracy: Mapped[float] = mapped_column(Double)
+    accuracy_low: Mapped[float | None] = mapped_column(Double, nullable=True)
+    accuracy_high: Mapped[float | None] = mapped_column(Double, nullable=True)
+    throughput: Mapped[float] = mapped_column(Double)
+    throughput_low: Mapped[float | None] = mapped_column(Double, nullable=True)
+    throughput_high: Mapped[float | None] = mapped_column(Double, nullable=True)
+    probability: Mapped[float] = mapped_column(Double)
+    plausible: Mapped[bool] = mapped_column(Boolean)
+    snapshot: Mapped[ConfidentRow] = relationship(back_populates="members")
+
+
+@dataclass(frozen=True)
+class ConfidentSnapshot:
+    """One recorded noise-aware front (see the module docstring)."""
+
+    n_finished: int
+    created_at: dt.datetime
+    configurations: int
+    replicates: int
+    noise_df: int
+    hypervolume: float
+    hypervolume_low: float | None
+    hypervolume_high: float | None
+    plausible: int
+    dominated: int
+    members: tuple[dict[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in self.__dict__.items() if k != "created_at"},
+                "created_at": self.created_at.isoformat(), "members": list(self.members)}
+
+
+def _to_confident(row: ConfidentRow) -> ConfidentSnapshot:
+    members = tuple({
+        "configuration": m.configuration, "trials": [int(x) for x in m.trials.split(",") if x],
+        "replicates": m.replicates, "accuracy": [m.accuracy, m.accuracy_low, m.accuracy_high],
+        "throughput": [m.throughput, m.throughput_low, m.throughput_high],
+        "probability": m.probability, "plausible": m.plausible} for m in row.members)
+    return ConfidentSnapshot(row.n_finished, row.created_at, row.configurations, row.replicates,
+                             row.noise_df, row.hypervolume, row.hypervolume_low,
+                             row.hypervolume_high, row.plausible, row.dominated, members)
 
 
 @dataclass(frozen=True)
@@ -178,6 +262,43 @@ class SnapshotStore:
                 time.sleep(min(0.05 * 2**attempt, 1.0))
         raise RuntimeError(f"could not record a Pareto snapshot for {study_name!r}")
 
+    def record_confident(self, study_name: str, n_finished: int, front: Any) -> bool:
+        """Record the noise-aware front (a :class:`studies.replicates.ConfiguredFront`) at
+        ``n_finished`` trials; False when a snapshot at that count exists already."""
+        noisy = front.front
+        row = ConfidentRow(
+            study_name=study_name, n_finished=n_finished,
+            created_at=dt.datetime.now(dt.UTC).replace(tzinfo=None),
+            configurations=len(front.configs), replicates=front.replicates,
+            noise_df=noisy.noise.df, accuracy_sd=noisy.noise.accuracy_sd,
+            log_throughput_sd=noisy.noise.log_throughput_sd, hypervolume=noisy.hypervolume,
+            hypervolume_low=noisy.hypervolume_low, hypervolume_high=noisy.hypervolume_high,
+            plausible=len(noisy.plausible), dominated=len(noisy.dominated))
+        dominated = set(noisy.dominated)
+        for e in noisy.estimates:
+            if e.config in dominated:
+                continue
+            row.members.append(ConfidentMemberRow(
+                configuration=e.config[:64], trials=",".join(str(n) for n in e.trials)[:1000],
+                replicates=e.n, accuracy=e.accuracy.mean, accuracy_low=e.accuracy.low,
+                accuracy_high=e.accuracy.high, throughput=e.throughput.mean,
+                throughput_low=e.throughput.low, throughput_high=e.throughput.high,
+                probability=noisy.probability[e.config],
+                plausible=e.config in set(noisy.plausible)))
+        try:
+            with self._session() as session:
+                session.add(row)
+            return True
+        except IntegrityError:  # another worker recorded this count
+            return False
+
+    def confident_history(self, study_name: str) -> list[ConfidentSnapshot]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(ConfidentRow).where(ConfidentRow.study_name == study_name)
+                .order_by(ConfidentRow.n_finished)).all()
+            return [_to_confident(r) for r in rows]
+
     def history(self, study_name: str) -> list[Snapshot]:
         with self._session() as session:
             rows = session.scalars(
@@ -200,4 +321,10 @@ class SnapshotStore:
             if ids:
                 session.execute(delete(MemberRow).where(MemberRow.snapshot_id.in_(ids)))
                 session.execute(delete(SnapshotRow).where(SnapshotRow.id.in_(ids)))
+            confident = session.scalars(
+                select(ConfidentRow.id).where(ConfidentRow.study_name == study_name)).all()
+            if confident:
+                session.execute(delete(ConfidentMemberRow)
+                                .where(ConfidentMemberRow.snapshot_id.in_(confident)))
+                session.execute(delete(ConfidentRow).where(ConfidentRow.id.in_(confident)))
             return len(ids)

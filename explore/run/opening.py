@@ -29,6 +29,7 @@ from explore.search.budget import count_finished
 from explore.search.sampling import make_sampler
 from studies.errors import StudyNotFound, UsageError
 from studies.record import ATTR_CREATED_BY, ATTR_SETTINGS, ATTR_VERSION
+from studies.replicates import ConfiguredFront
 from studies.storage import Heartbeat, StorageSpec, enable_wal, open_storage, parse_storage
 
 __all__ = ["METRIC_NAMES", "OpenedStudy", "RunRequest", "RunSummary", "check_compile",
@@ -79,6 +80,7 @@ class RunSummary:
     noisy_trials: list[int] = field(default_factory=list)
     reused_throughputs: int = 0  # trials that took an earlier trial's figure ([measure] reuse)
     lock_wait_s: float = 0.0  # the study's measurements waited this long for the machine lock
+    confident: ConfiguredFront | None = None  # the noise-aware front over configurations
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,7 +91,21 @@ class RunSummary:
             "reused_throughput_trials": self.reused_throughputs,
             "measure_lock_wait_s": round(self.lock_wait_s, 3),
             "front": [front_row(t) for t in sorted(self.front, key=lambda t: t.values[1])],
+            **({} if self.confident is None else {"confident_front": confident_dict(
+                self.confident)}),
         }
+
+
+def confident_dict(front: ConfiguredFront) -> dict[str, Any]:
+    """The noise-aware front as JSON: noise, hypervolume, the plausible configurations."""
+    noisy = front.front
+    return {
+        "configurations": len(front.configs), "replicates": front.replicates,
+        "noise": noisy.noise.to_dict(), "hypervolume": noisy.hypervolume,
+        "hypervolume_interval": [noisy.hypervolume_low, noisy.hypervolume_high],
+        "dominated": len(noisy.dominated),
+        "plausible": [front.row(c) for c in front.ordered(noisy.plausible)],
+    }
 
 
 def front_row(t: FrozenTrial) -> dict[str, Any]:
@@ -237,6 +253,7 @@ def _continue(study: optuna.Study, spec: StorageSpec, name: str,
 _AS_BEFORE_ADDED: dict[tuple[str, str], Any] = {
     ("measure", "cuda_graph"): False,  # eager forwards were timed before CUDA graph replays
     ("measure", "reuse"): False,  # every trial measured its own throughput before
+    ("study", "replicates"): 1,  # every configuration was trained once before racing
 }
 
 

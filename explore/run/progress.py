@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from explore.engine.train import EpochResult
-from studies.record import ATTR_FAIL, ATTR_INTERRUPTED, ATTR_PRUNE
+from studies.record import ATTR_FAIL, ATTR_INTERRUPTED, ATTR_PRUNE, ATTR_REPLICATE
 
 __all__ = ["PlainReporter", "Reporter", "RichReporter", "describe_params", "make_reporter"]
 
@@ -77,6 +77,9 @@ class PlainReporter(Reporter):
 def trial_line(trial: optuna.trial.FrozenTrial, front: list[optuna.trial.FrozenTrial],
                finished: int, target: int) -> str:
     desc = describe_params(trial.params)
+    replicate = trial.user_attrs.get(ATTR_REPLICATE, 0)
+    if replicate:  # racing's extra runs of a configuration
+        desc += f" run {replicate + 1}"
     state = trial.state.name
     secs = trial.duration.total_seconds() if trial.duration else 0.0
     head = f"[{finished}/{target}] trial {trial.number} {state:8s} {desc}"

@@ -24,7 +24,14 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
-from studies.record import ATTR_RETRIED, ATTR_RETRY_COUNT, ATTR_RETRY_OF, ATTR_WORKER
+from studies.record import (
+    ATTR_CONFIGURATION,
+    ATTR_REPLICATE,
+    ATTR_RETRIED,
+    ATTR_RETRY_COUNT,
+    ATTR_RETRY_OF,
+    ATTR_WORKER,
+)
 
 __all__ = ["MAX_RETRY", "WorkerIdentity", "recover_orphans", "requeue", "stop_on_signals"]
 
@@ -74,9 +81,12 @@ def requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
     if count > MAX_RETRY:
         return False
     origin = trial.user_attrs.get(ATTR_RETRY_OF, trial.number)
+    # A replicate stays that replicate of its configuration (racing asked for it).
+    identity = {k: trial.user_attrs[k] for k in (ATTR_CONFIGURATION, ATTR_REPLICATE)
+                if k in trial.user_attrs}
     study.enqueue_trial(trial.params, user_attrs={
         ATTR_RETRY_OF: origin, ATTR_RETRIED: trial.number, ATTR_RETRY_COUNT: count,
-        "retry_reason": reason}, skip_if_exists=False)
+        "retry_reason": reason, **identity}, skip_if_exists=False)
     return True
 
 

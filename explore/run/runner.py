@@ -28,7 +28,7 @@ from explore.run.artifacts import CheckpointKeeper, prune_checkpoints
 from explore.run.opening import OpenedStudy, RunRequest, RunSummary, open_study
 from explore.run.progress import Reporter
 from explore.run.recovery import WorkerIdentity, recover_orphans, requeue, stop_on_signals
-from explore.search import warmstart
+from explore.search import racing, warmstart
 from explore.search.budget import (
     count_finished,
     count_running,
@@ -97,6 +97,7 @@ def finish_summary(opened: OpenedStudy, summary: RunSummary) -> RunSummary:
     trials = study.get_trials(deepcopy=False)
     summary.reused_throughputs = sum(ATTR_MEASURED_BY in t.user_attrs for t in trials)
     summary.lock_wait_s = sum(float(t.user_attrs.get(ATTR_LOCK_WAIT, 0.0)) for t in trials)
+    summary.confident = racing.front_of(trials, opened.settings)
     return summary
 
 
@@ -158,13 +159,32 @@ def _stop_reason(study: optuna.Study, settings: Settings, request: RunRequest,
         return WAIT  # the last slots are taken; one may still fail
     if state.deadline is not None and time.monotonic() >= state.deadline:
         return "timeout", 0
-    if finite is not None and distinct_finished(study) >= finite:
-        return "search space exhausted", 0
+    explored = finite is not None and distinct_finished(study) >= finite
+    if (explored or state.repeats >= MAX_REPEATS) and _race_on(study, settings):
+        return None  # the sampler has nothing new: the rest of the budget goes to replicates
+    if explored:
+        return _exhausted(settings), 0
     if state.repeats >= MAX_REPEATS:
         return (f"the sampler proposed {state.repeats} evaluated configurations in a row", 0)
     if state.failures >= request.max_failures:
         return f"{state.failures} consecutive failed trials", 1
     return None
+
+
+def _race_on(study: optuna.Study, settings: Settings) -> bool:
+    """Queue replicates for a search that has nothing new to propose; whether any is queued
+    (or was queued before and still waits)."""
+    if settings.study.replicates == 1:
+        return False
+    racing.enqueue(study, settings, exhausted=True)
+    return any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False))
+
+
+def _exhausted(settings: Settings) -> str:
+    if settings.study.replicates == 1:
+        return "search space exhausted"
+    return ("search space exhausted and every configuration's place on the front decided "
+            "(or raced to its limit)")
 
 
 def _after_trial(settings: Settings, name: str, snapshots: SnapshotStore, request: RunRequest,
@@ -182,8 +202,13 @@ def _after_trial(settings: Settings, name: str, snapshots: SnapshotStore, reques
         front = study.best_trials
         if trial.state == TrialState.COMPLETE:
             snapshots.record(name, finished, [(t.number, *t.values) for t in front])
+            trials = study.get_trials(deepcopy=False)
+            snapshots.record_confident(name, finished, racing.front_of(trials, settings))
             if request.keep_checkpoints == "pareto" and store is not None:
                 prune_checkpoints(study, front, store, directory)
+        for queued in racing.enqueue(study, settings):
+            reporter.message(f"racing: queued replicate {queued.replicate} of "
+                             f"{_params_text(queued.params)} ({queued.why})")
         if trial.state == TrialState.FAIL:
             if trial.user_attrs.get(ATTR_INTERRUPTED):
                 requeue(study, trial, reason="interrupted")
@@ -195,6 +220,10 @@ def _after_trial(settings: Settings, name: str, snapshots: SnapshotStore, reques
         reporter.trial_end(trial, front, finished, settings.study.trials)
 
     return after_trial
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
 
 
 def _make_objective(study: optuna.Study, settings: Settings, data: Any, device: torch.device,
@@ -245,6 +274,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
             if state.deadline is None or time.monotonic() < state.deadline:
                 # --timeout 0 creates only: the first worker that trains probes, on its device
                 _warm_start(study, settings, data, device, request, reporter, identity)
+            racing.enqueue(study, settings)  # a race an earlier run left unfinished
             while True:
                 if stop.is_set():
                     sig = received.get("signal", signal.SIGINT)

@@ -34,6 +34,7 @@ from explore.search.pruning import decide, rungs
 from extattn import count_flops, count_params, create_model
 from studies.record import (
     ATTR_CONFIG_KEY,
+    ATTR_CONFIGURATION,
     ATTR_DUPLICATE,
     ATTR_FAIL,
     ATTR_HISTORY,
@@ -44,6 +45,7 @@ from studies.record import (
     ATTR_OVER_BUDGET,
     ATTR_PRUNE,
     ATTR_PRUNED_AT,
+    ATTR_REPLICATE,
     ATTR_RUNG_RANK,
     ATTR_THROUGHPUT,
     ATTR_WORKER,
@@ -112,8 +114,13 @@ class Objective:
         return self.state_dir / f"{plan.key[:32]}.pt"
 
     def measure_key(self, plan: TrialPlan) -> str:
+        """What the trial's throughput depends on ([measure] reuse). Each replicate measures
+        anew, at another moment, unless the figure is stable (CUDA graph replays, 0.2% apart
+        on an H200): a reused figure would make N replicates one measurement."""
+        stable = self.device.type == "cuda" and self.settings.measure.cuda_graph
         return reuse.measure_key(plan, self.settings, self.device, self.worker.measure_threads,
-                                 self.worker.identity.host)
+                                 self.worker.identity.host,
+                                 replicate=0 if stable else plan.replicate)
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         """Run the trial; failures leave their reason in the trial's user attrs."""
@@ -155,14 +162,17 @@ class Objective:
         params = self.settings.space.suggest(trial, self.settings.model)
         if self.hooks.on_trial_start is not None:
             self.hooks.on_trial_start(trial.number, params)
+        replicate = trial.user_attrs.get(ATTR_REPLICATE, 0)  # racing queues replicates r > 0
         try:
-            plan = plan_trial(params, self.settings, self.data_shape)
+            plan = plan_trial(params, self.settings, self.data_shape, replicate)
         except ValueError as exc:
             trial.set_user_attr(ATTR_PRUNE, f"impossible configuration: {exc}")
             raise optuna.TrialPruned(str(exc)) from exc
         if self.stop.is_set():
             raise Interrupted("stop requested before training")
         trial.set_user_attr(ATTR_CONFIG_KEY, plan.key)
+        trial.set_user_attr(ATTR_CONFIGURATION, plan.config_key)
+        trial.set_user_attr(ATTR_REPLICATE, plan.replicate)
         return plan
 
     def _compiled(self, trial: optuna.Trial, model: torch.nn.Module, plan: TrialPlan

@@ -44,9 +44,10 @@ COPIED_ATTRS = ("model_config", "seed", "params_count", "flops_per_image", "thro
 
 
 def measure_key(plan: TrialPlan, settings: Settings, device: torch.device, threads: int,
-                host: str) -> str:
+                host: str, replicate: int = 0) -> str:
     """What an inference throughput depends on: the model, its numerics and compilation,
-    how it is timed, and where (device, host, threads, torch); not how it is trained."""
+    how it is timed, and where (device, host, threads, torch); not how it is trained.
+    ``replicate`` > 0 keeps a replicate's figure its own (its own moment)."""
     measure = dataclasses.asdict(settings.measure)
     for how_often in ("retries", "reuse", "threads"):
         measure.pop(how_often)
@@ -58,6 +59,7 @@ def measure_key(plan: TrialPlan, settings: Settings, device: torch.device, threa
         "measure": measure, "threads": threads or torch.get_num_threads(),
         "device": [device.type, device_name(device)], "host": host,
         "torch": torch.__version__,
+        **({"replicate": replicate} if replicate else {}),
     }, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

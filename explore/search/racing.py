@@ -1,0 +1,154 @@
+"""Racing: training runs (replicates) spent where they change the answer.
+
+A configuration's first run comes from the sampler. From the study's replicates,
+:func:`studies.replicates.configured_front` estimates every configuration with the seed noise
+pooled across configurations, and the probability that it is Pareto-optimal. Then, after every
+trial (in whichever worker finished it, on any machine: the study is the only state):
+
+- ``[study] replicates = K``: every configuration is trained K times (a designed experiment).
+- ``"race"``: a configuration that is not confidently dominated (P(Pareto) above
+  1 - confidence) earns more runs, doubling (2, then 4, ...) up to ``max_replicates``; one that
+  is confidently dominated gets no more. While the noise is still unknown (no configuration has
+  two runs yet) the observed front's members get their second run first. Replicates and new
+  configurations alternate: at most one extra run per configuration explored so far is queued,
+  so the search keeps exploring; once the sampler has nothing new (a finite space exhausted),
+  the remaining budget goes to the configurations whose place on the front is still undecided,
+  beyond ``max_replicates``.
+
+Replicates are queued with ``study.enqueue_trial`` (their params, ``configuration`` and
+``replicate`` user attrs), so every worker of the study takes them. Two workers queuing the same
+replicate at once cost nothing: the second run is answered from the first by the duplicate
+cache (equal experiment keys).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from explore.config import Settings
+from explore.search.budget import count_finished, count_running
+from studies.record import ATTR_CONFIGURATION, ATTR_DUPLICATE, ATTR_REPLICATE, TrialRecord
+from studies.replicates import ConfiguredFront, configuration_of, configured_front
+
+__all__ = ["Replicate", "enqueue", "front_of", "plan", "record_of"]
+
+DRAWS = 1000
+EXHAUSTED_CAP = 4  # a finished search gives undecided configurations up to 4 x max_replicates
+_PENDING = (TrialState.WAITING, TrialState.RUNNING)
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One training run racing asks for."""
+
+    configuration: str
+    replicate: int
+    params: dict[str, Any]
+    why: str
+
+
+def record_of(t: FrozenTrial) -> TrialRecord:
+    """A FrozenTrial as the torch-free readers see it."""
+    values = tuple(t.values) if t.state == TrialState.COMPLETE and t.values else None
+    return TrialRecord(number=t.number, state=t.state.name, values=values,
+                       params=dict(t.params), user_attrs=dict(t.user_attrs),
+                       datetime_start=t.datetime_start, datetime_complete=t.datetime_complete)
+
+
+def front_of(trials: Iterable[FrozenTrial], settings: Settings) -> ConfiguredFront:
+    return configured_front([record_of(t) for t in trials], settings.study.confidence,
+                            seed=settings.study.seed, draws=DRAWS)
+
+
+def _taken(trials: Iterable[FrozenTrial]) -> dict[str, set[int]]:
+    """Replicate indices of every configuration that ran, runs or is queued (failed ones too:
+    a replicate that failed is not asked for again)."""
+    out: dict[str, set[int]] = {}
+    for t in trials:
+        if t.user_attrs.get(ATTR_DUPLICATE) is not None:
+            continue
+        key = t.user_attrs.get(ATTR_CONFIGURATION)
+        if key is None and t.state == TrialState.WAITING:
+            continue  # queued by the warm start or a retry: not yet a configuration
+        replicate = t.user_attrs.get(ATTR_REPLICATE, 0)
+        out.setdefault(str(key) if key else configuration_of(record_of(t)), set()).add(
+            int(replicate))
+    return out
+
+
+def _pending(trials: Iterable[FrozenTrial]) -> set[str]:
+    return {str(t.user_attrs[ATTR_CONFIGURATION]) for t in trials
+            if t.state in _PENDING and ATTR_CONFIGURATION in t.user_attrs}
+
+
+def _target(n: int, probability: float, known: bool, settings: Settings, exhausted: bool) -> int:
+    """How many runs a configuration with ``n`` completed ones should have by now."""
+    study = settings.study
+    if isinstance(study.replicates, int):
+        return study.replicates
+    if not known:  # no noise estimate yet: the observed front learns it first
+        return 2 if probability >= 1.0 else 1
+    if probability <= 1.0 - study.confidence:
+        return n  # confidently dominated: no more
+    doubled = 1
+    while doubled <= n:
+        doubled *= 2
+    target = min(study.max_replicates, doubled)
+    if exhausted and target <= n and probability < study.confidence:
+        target = min(n + 1, EXHAUSTED_CAP * study.max_replicates)  # still undecided
+    return target
+
+
+def plan(trials: list[FrozenTrial], settings: Settings, exhausted: bool = False
+         ) -> list[Replicate]:
+    """The replicates to queue now, most useful first (see the module docstring)."""
+    if settings.study.replicates == 1:
+        return []
+    racing = front_of(trials, settings)
+    taken = _taken(trials)
+    pending = _pending(trials)
+    known = racing.front.noise.known
+    wanted: list[tuple[float, int, Replicate]] = []
+    for config in racing.configs:
+        if config.key in pending and settings.study.replicates == "race":
+            continue  # wait for its running or queued runs before doubling again
+        n = len(config.trials)
+        p = racing.front.probability[config.key]
+        need = _target(n, p, known, settings, exhausted) - len(taken.get(config.key, ()))
+        used = taken.get(config.key, set())
+        fresh = (r for r in range(10_000) if r not in used)
+        for _ in range(max(0, need)):
+            r = next(fresh)
+            why = f"P(front) {p:.2f} after {n} run(s)" if known else "noise not yet known"
+            wanted.append((-p, n, Replicate(config.key, r, dict(config.params), why)))
+    wanted.sort(key=lambda w: (w[0], w[1]))
+    return [w[2] for w in wanted]
+
+
+def _extra_runs(trials: Iterable[FrozenTrial]) -> int:
+    return sum(1 for t in trials if int(t.user_attrs.get(ATTR_REPLICATE, 0)) > 0
+               and t.user_attrs.get(ATTR_DUPLICATE) is None)
+
+
+def enqueue(study: optuna.Study, settings: Settings, exhausted: bool = False) -> list[Replicate]:
+    """Queue what :func:`plan` asks for, within the budget and, while the search still explores,
+    at most one extra run per configuration explored. Returns what was queued."""
+    if settings.study.replicates == 1:
+        return []
+    trials = study.get_trials(deepcopy=False)
+    asked = plan(trials, settings, exhausted)
+    waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
+    room = settings.study.trials - count_finished(study) - count_running(study) - waiting
+    if settings.study.replicates == "race" and not exhausted:
+        room = min(room, len(_taken(trials)) - _extra_runs(trials))
+    queued = asked[:max(0, room)]
+    for want in queued:
+        study.enqueue_trial(want.params, user_attrs={ATTR_CONFIGURATION: want.configuration,
+                                                     ATTR_REPLICATE: want.replicate},
+                            skip_if_exists=False)
+    return queued

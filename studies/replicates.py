@@ -1,0 +1,131 @@
+"""A study's trials grouped into configurations and their replicates, and the noise-aware front
+over them (:mod:`studies.confidence`).
+
+A trial is one training run (a replicate) of a configuration. It names both in its user attrs
+(``configuration``, ``replicate``); a trial from before replicates names neither and reads as
+replicate 0 of a configuration of its own (its ``config_key``). Only COMPLETE trials with values
+count, each experiment once: a duplicate repeats another trial's values and adds no evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from studies.confidence import ConfigEstimate, NoisyFront, Replicate, noisy_front
+from studies.record import (
+    ATTR_CONFIG_KEY,
+    ATTR_CONFIGURATION,
+    ATTR_DUPLICATE,
+    ATTR_MODEL_CONFIG,
+    ATTR_REPLICATE,
+    TrialRecord,
+)
+
+__all__ = ["ConfiguredFront", "Configuration", "configuration_of", "configurations",
+           "configured_front", "replicate_of"]
+
+DRAWS = 2000  # Monte Carlo draws of P(Pareto-optimal): its error is at most 0.011
+
+
+def configuration_of(t: TrialRecord) -> str:
+    """The configuration a trial is a replicate of."""
+    value = t.user_attrs.get(ATTR_CONFIGURATION) or t.user_attrs.get(ATTR_CONFIG_KEY)
+    return str(value) if value else f"trial-{t.number}"
+
+
+def replicate_of(t: TrialRecord) -> int:
+    value = t.user_attrs.get(ATTR_REPLICATE, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One configuration and its completed replicates."""
+
+    key: str
+    params: dict[str, Any]  # the searched params (equal for all its replicates)
+    model_config: dict[str, Any]  # the stored model config overlaid with the params
+    trials: tuple[TrialRecord, ...]  # its replicates, by replicate index
+
+    @property
+    def label(self) -> str:
+        return self.key[:12]
+
+
+def _counts(t: TrialRecord) -> bool:
+    return (t.state == "COMPLETE" and t.values is not None and len(t.values) >= 2
+            and t.user_attrs.get(ATTR_DUPLICATE) is None)
+
+
+def configurations(trials: Iterable[TrialRecord]) -> list[Configuration]:
+    """COMPLETE trials grouped by configuration (first appearance first); of two trials of the
+    same replicate of a configuration (a race between workers) the first is kept."""
+    groups: dict[str, dict[int, TrialRecord]] = {}
+    for t in sorted(trials, key=lambda t: t.number):
+        if _counts(t):
+            groups.setdefault(configuration_of(t), {}).setdefault(replicate_of(t), t)
+    out = []
+    for key, by_index in groups.items():
+        reps = tuple(by_index[i] for i in sorted(by_index))
+        first = reps[0]
+        stored = first.user_attrs.get(ATTR_MODEL_CONFIG)
+        config = {**(stored if isinstance(stored, dict) else {}), **first.params}
+        out.append(Configuration(key, dict(first.params), config, reps))
+    return out
+
+
+def replicates(configs: Sequence[Configuration]) -> list[Replicate]:
+    out = []
+    for c in configs:
+        for t in c.trials:
+            assert t.values is not None
+            out.append(Replicate(c.key, replicate_of(t), float(t.values[0]),
+                                 float(t.values[1]), t.number))
+    return out
+
+
+@dataclass(frozen=True)
+class ConfiguredFront:
+    """The noise-aware front of a study, with each configuration's params and trials."""
+
+    configs: list[Configuration]  # every configuration, first appearance first
+    front: NoisyFront
+
+    def estimate(self, key: str) -> ConfigEstimate:
+        return next(e for e in self.front.estimates if e.config == key)
+
+    def config(self, key: str) -> Configuration:
+        return next(c for c in self.configs if c.key == key)
+
+    @property
+    def replicates(self) -> int:
+        return sum(len(c.trials) for c in self.configs)
+
+    def ordered(self, keys: Iterable[str]) -> list[Configuration]:
+        """``keys`` as configurations, by mean throughput (the front from slow to fast)."""
+        wanted = set(keys)
+        chosen = [c for c in self.configs if c.key in wanted]
+        return sorted(chosen, key=lambda c: self.estimate(c.key).throughput.mean)
+
+    def row(self, c: Configuration) -> dict[str, Any]:
+        """One configuration as ``study pareto -f json`` writes it."""
+        e = self.estimate(c.key)
+        return {
+            "configuration": c.key, "params": c.params, "replicates": e.n,
+            "trials": list(e.trials),
+            "accuracy": e.accuracy.to_dict(), "throughput": e.throughput.to_dict(),
+            "probability_pareto": round(self.front.probability[c.key], 4),
+            "plausible": c.key in self.front.plausible,
+            "dominated": c.key in self.front.dominated,
+            "params_count": c.trials[0].user_attrs.get("params_count"),
+        }
+
+
+def configured_front(trials: Iterable[TrialRecord], confidence: float = 0.95, seed: int = 0,
+                     draws: int = DRAWS) -> ConfiguredFront:
+    """Group ``trials`` into configurations and compute their noise-aware front (seeded: the
+    same trials give the same probabilities)."""
+    configs = configurations(trials)
+    return ConfiguredFront(configs, noisy_front(replicates(configs), confidence, draws, seed))
