@@ -134,6 +134,10 @@ def study_run(
         help="tpe (default), nsga2, nsga3, random, grid, gp or bruteforce."
     )] = None,
     seed: Annotated[int | None, typer.Option(help="Study seed (sampler and training).")] = None,
+    replicates: Annotated[str | None, typer.Option(
+        help='Training runs per configuration: "race" (seeds where they change the answer, '
+             "the default) or K (every configuration K times; 1: one seed each)."
+    )] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
     max_failures: Annotated[int, typer.Option(
         help="Stop after this many consecutive failed trials."
@@ -184,7 +188,8 @@ def study_run(
                                 ("study", "seed", seed), ("study", "prune", prune),
                                 ("study", "dedup", dedup), ("study", "warm_start", warm_start),
                                 ("train", "compile", compile_),
-                                ("train", "precision", precision)):
+                                ("train", "precision", precision),
+                                ("study", "replicates", _replicates_value(replicates))):
         if value is not None:
             explicit.setdefault(section, {})[key] = value
 
@@ -244,16 +249,24 @@ def study_worker(
         raise typer.Exit(code=summary.exit_code)
 
 
+def _replicates_value(text: str | None) -> str | int | None:
+    """``--replicates``: "race" or an integer (the settings check the range)."""
+    if text is None:
+        return None
+    return int(text) if text.strip().isdigit() else text.strip()
+
+
 def _print_summary(summary: Any, fmt: str) -> None:
     if fmt == "json":
         _print_json(summary.to_dict())
     else:
         from studies.render import confident_table, honest_line
+        from studies.views import show_table
 
         front = summary.confident
-        out.print(confident_table(front, front.front.plausible,
-                                  title=f"Pareto front of {summary.study_name}: the plausible "
-                                  "configurations (P(front) >= 0.5)"))
+        show_table(confident_table(front, sorted(front.front.plausible),
+                                   title=f"Pareto front of {summary.study_name}: the plausible "
+                                   "configurations (P(front) >= 0.5)"), out)
         out.print(honest_line(front))
         out.print(f"{summary.finished}/{summary.target} trials finished "
                   f"({summary.new_trials} this run, {summary.elapsed:.1f} s; {summary.stopped})")
@@ -428,30 +441,47 @@ def study_list(storage: StorageOpt = None, fmt: DataFormatOpt = "table") -> None
 
 
 @study_app.command("show")
-def study_show(name: StudyArg, storage: StorageOpt = None, fmt: FormatOpt = "table") -> None:
-    """A study's stored settings, trials by state, Pareto front and failures with reasons."""
+def study_show(
+    name: StudyArg,
+    storage: StorageOpt = None,
+    settings: Annotated[bool, typer.Option(
+        "--settings", help="Also list every stored setting.")] = False,
+    fmt: FormatOpt = "table",
+) -> None:
+    """A study's trials by state, its noise-aware Pareto front, failures with reasons (and with
+    --settings its stored settings)."""
     from studies.catalog import show_study
     from studies.views import print_show
 
     detail = _fetch(fmt, lambda: show_study(storage, name), ("table", "json"))
-    print_show(detail, fmt, out)
+    print_show(detail, fmt, out, settings)
 
 
 @study_app.command("pareto")
 def study_pareto(
     name: StudyArg,
     storage: StorageOpt = None,
-    all_trials: Annotated[bool, typer.Option(
-        "--all", help="Add the dominated COMPLETE trials, with a pareto column."
+    all_rows: Annotated[bool, typer.Option(
+        "--all", help="Every configuration with its status (plausible, undecided, dominated); "
+                      "with --observed, every COMPLETE trial with a pareto column."
+    )] = False,
+    observed: Annotated[bool, typer.Option(
+        "--observed", help="Optuna's observed front instead (study.best_trials): single "
+                           "trials, no noise model."
     )] = False,
     fmt: DataFormatOpt = "table",
 ) -> None:
-    """The Pareto-optimal trials (exactly Optuna's study.best_trials)."""
-    from studies.catalog import pareto_front
-    from studies.views import print_front
+    """The noise-aware Pareto front: each configuration's replicates pooled into means with 95%
+    intervals and P(Pareto-optimal); the plausible ones (P >= 0.5) by default."""
+    from studies.catalog import configured_study, pareto_front
+    from studies.views import print_configured, print_front
 
-    front = _fetch(fmt, lambda: pareto_front(storage, name, include_dominated=all_trials))
-    print_front(front, fmt, out, with_flag=all_trials)
+    if observed:
+        front = _fetch(fmt, lambda: pareto_front(storage, name, include_dominated=all_rows))
+        print_front(front, fmt, out, with_flag=all_rows)
+        return
+    result = _fetch(fmt, lambda: configured_study(storage, name))
+    print_configured(result, fmt, out, every=all_rows)
 
 
 @study_app.command("history")
@@ -611,6 +641,28 @@ def study_dashboard(
         err.print("serving optuna-dashboard; Ctrl-C stops it")
 
     guarded(lambda: serve_dashboard(storage, host, port, ready))
+
+
+@study_app.command("confirm")
+def study_confirm(
+    name: StudyArg,
+    storage: StorageOpt = None,
+    seeds: Annotated[int, typer.Option(
+        help="Fresh seeds per plausible configuration (never used by the search).")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")] = False,
+    fmt: FormatOpt = "table",
+) -> None:
+    """Train the plausible front again on fresh seeds and set the search's estimates against
+    theirs (the winner's optimism); the runs are kept in study NAME-confirm."""
+    from explore.run.confirm import confirm_study
+    from explore.run.progress import make_reporter
+    from studies.views import print_confirm
+
+    result = _fetch(fmt, lambda: confirm_study(storage, name, seeds, device,
+                                               make_reporter(quiet or fmt == "json")),
+                    ("table", "json"))
+    print_confirm(result, fmt, out)
 
 
 @study_app.command("models")

@@ -33,10 +33,12 @@ from studies.record import (
     problem_reason,
     trial_json,
 )
+from studies.replicates import ConfiguredFront, study_front
 from studies.storage import StorageSpec, parse_storage
 
 __all__ = [
     "Catalog",
+    "ConfiguredStudy",
     "Front",
     "StudyDetail",
     "StudyMeta",
@@ -45,6 +47,7 @@ __all__ = [
     "front_numbers",
     "list_studies",
     "open_catalog",
+    "configured_study",
     "pareto_front",
     "read_front",
     "show_study",
@@ -241,14 +244,41 @@ def pareto_front(storage: str | StorageSpec | None, name: str,
 
 
 @dataclass(frozen=True)
+class ConfiguredStudy:
+    """A study's configurations and their noise-aware front (``study pareto``)."""
+
+    study: StudyMeta
+    front: ConfiguredFront
+
+
+def read_configured(catalog: Catalog, meta: StudyMeta) -> ConfiguredFront:
+    """The noise-aware front over the COMPLETE trials of ``meta`` (an explore study: two
+    objectives, accuracy then throughput, both maximized), at the study's stored confidence."""
+    if not meta.is_explore:
+        raise ExploreError(
+            f"study {meta.name!r} was not made by explore (objectives "
+            f"{', '.join(meta.objective_names) or 'none'}): it has no configurations to "
+            "estimate; `explore study pareto --observed` shows its observed front")
+    return study_front(catalog.trials(meta, states=("COMPLETE",)), meta.settings)
+
+
+def configured_study(storage: str | StorageSpec | None, name: str) -> ConfiguredStudy:
+    """Study ``name``'s configurations with intervals and P(Pareto-optimal)."""
+    with open_catalog(storage) as catalog:
+        meta = catalog.study(name)
+        return ConfiguredStudy(meta, read_configured(catalog, meta))
+
+
+@dataclass(frozen=True)
 class StudyDetail:
     """``explore study show``: settings, counts by state, the front, failures with reasons."""
 
     study: StudyMeta
     where: str
     stats: TrialStats
-    front: list[TrialRecord]
+    front: list[TrialRecord]  # Optuna's observed front (study.best_trials)
     problems: list[TrialRecord]  # FAIL and PRUNED trials (reasons in user attrs)
+    configured: ConfiguredFront | None = None  # the noise-aware front (explore studies)
 
     def to_dict(self) -> dict[str, Any]:
         names = self.study.objective_names
@@ -262,6 +292,8 @@ class StudyDetail:
             "created": iso(self.stats.first_start),
             "last_activity": iso(self.stats.last_activity),
             "front": [trial_json(t, names) for t in self.front],
+            **({} if self.configured is None else {"noise_aware_front":
+                                                   self.configured.to_dict()}),
             "failures": [{"number": t.number, "state": t.state, "reason": problem_reason(t)}
                          for t in self.problems],
         }
@@ -274,4 +306,5 @@ def show_study(storage: str | None, name: str) -> StudyDetail:
         front = read_front(catalog, meta, include_dominated=False).trials
         problems = catalog.trials(meta, states=("FAIL", "PRUNED"))
         stats = catalog.stats().get(meta.study_id, TrialStats({}, None, None))
-        return StudyDetail(meta, catalog.spec.display, stats, front, problems)
+        configured = read_configured(catalog, meta) if meta.is_explore else None
+        return StudyDetail(meta, catalog.spec.display, stats, front, problems, configured)

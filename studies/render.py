@@ -11,7 +11,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from studies.replicates import ConfiguredFront
 
-__all__ = ["confident_table", "front_table", "honest_line", "status_of"]
+__all__ = ["confident_table", "design", "front_table", "honest_line", "status_of"]
 
 
 def _fmt_int(value: Any) -> str:
@@ -54,7 +54,7 @@ def front_table(rows: Sequence[dict[str, Any]], title: str = "Pareto front",
     return table
 
 
-def _design(config: dict[str, Any]) -> str:
+def design(config: dict[str, Any]) -> str:
     """``S32/h4/double`` (EA) or ``SA/h4``: the searched design in a few characters."""
     if config.get("attention", "external") == "self":
         return f"SA/h{config.get('heads', '-')}"
@@ -67,13 +67,13 @@ def _interval(mean: float, low: float | None, high: float | None, spec: str) -> 
     return f"{format(mean, spec)} [{format(low, spec)}, {format(high, spec)}]"
 
 
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
 def status_of(front: ConfiguredFront, key: str) -> str:
     """plausible (P(front) >= 0.5), dominated (confidently), or undecided."""
-    if key in front.front.plausible:
-        return "plausible"
-    if key in front.front.dominated:
-        return "dominated"
-    return "undecided"
+    return front.status(key)
 
 
 def confident_table(front: ConfiguredFront, keys: Sequence[str], title: str) -> Table:
@@ -84,7 +84,7 @@ def confident_table(front: ConfiguredFront, keys: Sequence[str], title: str) -> 
                     - {"attention", "mem_size", "heads", "norm"})
     table = Table(title=title)
     level = f"{front.front.noise.confidence:.0%}"
-    for col in ("design", *others, "runs", "trials", f"accuracy [{level}]",
+    for col in ("design", *others, "runs", "trials", f"accuracy % [{level}]",
                 f"img/s [{level}]", "P(front)", "status"):
         table.add_column(col, justify="left" if col in ("design", "status", "trials")
                          else "right")
@@ -92,11 +92,11 @@ def confident_table(front: ConfiguredFront, keys: Sequence[str], title: str) -> 
         e = front.estimate(c.key)
         trials = ",".join(str(n) for n in e.trials)
         table.add_row(
-            _design(c.model_config),
+            design(c.model_config),
             *[f"{c.params[k]:.4g}" if isinstance(c.params.get(k), float)
               else str(c.params.get(k, "-")) for k in others],
             str(e.n), trials if len(trials) <= 16 else trials[:15] + "…",
-            _interval(e.accuracy.mean, e.accuracy.low, e.accuracy.high, ".4f"),
+            _interval(100 * e.accuracy.mean, _pct(e.accuracy.low), _pct(e.accuracy.high), ".2f"),
             _interval(e.throughput.mean, e.throughput.low, e.throughput.high, ",.0f"),
             f"{front.front.probability[c.key]:.2f}", status_of(front, c.key))
     return table

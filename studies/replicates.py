@@ -9,7 +9,7 @@ count, each experiment once: a duplicate repeats another trial's values and adds
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from studies.record import (
 )
 
 __all__ = ["ConfiguredFront", "Configuration", "configuration_of", "configurations",
-           "configured_front", "replicate_of"]
+           "configured_front", "front_settings", "replicate_of", "study_front"]
 
 DRAWS = 2000  # Monte Carlo draws of P(Pareto-optimal): its error is at most 0.011
 
@@ -109,11 +109,33 @@ class ConfiguredFront:
         chosen = [c for c in self.configs if c.key in wanted]
         return sorted(chosen, key=lambda c: self.estimate(c.key).throughput.mean)
 
+    def to_dict(self, keys: Iterable[str] | None = None) -> dict[str, Any]:
+        """The noise-aware front as JSON: noise, hypervolume, the configurations of ``keys``
+        (default: the plausible ones) as :meth:`row` writes them."""
+        noisy = self.front
+        return {
+            "configurations": len(self.configs), "replicates": self.replicates,
+            "noise": noisy.noise.to_dict(), "hypervolume": noisy.hypervolume,
+            "hypervolume_interval": [noisy.hypervolume_low, noisy.hypervolume_high],
+            "dominated": len(noisy.dominated),
+            "plausible": [self.row(c) for c in self.ordered(
+                noisy.plausible if keys is None else keys)],
+        }
+
+    def status(self, key: str) -> str:
+        """plausible (P(front) >= 0.5), dominated (confidently), or undecided."""
+        if key in self.front.plausible:
+            return "plausible"
+        if key in self.front.dominated:
+            return "dominated"
+        return "undecided"
+
     def row(self, c: Configuration) -> dict[str, Any]:
         """One configuration as ``study pareto -f json`` writes it."""
         e = self.estimate(c.key)
         return {
-            "configuration": c.key, "params": c.params, "replicates": e.n,
+            "configuration": c.key, "status": self.status(c.key), "params": c.params,
+            "replicates": e.n,
             "trials": list(e.trials),
             "accuracy": e.accuracy.to_dict(), "throughput": e.throughput.to_dict(),
             "probability_pareto": round(self.front.probability[c.key], 4),
@@ -129,3 +151,23 @@ def configured_front(trials: Iterable[TrialRecord], confidence: float = 0.95, se
     same trials give the same probabilities)."""
     configs = configurations(trials)
     return ConfiguredFront(configs, noisy_front(replicates(configs), confidence, draws, seed))
+
+
+def front_settings(settings: Mapping[str, Any] | None) -> tuple[float, int]:
+    """The confidence level and seed a study's stored settings give its noise-aware front
+    (0.95 and 0 for a study without them): every reader and the run itself use the same, so
+    they print the same probabilities."""
+    study = (settings or {}).get("study")
+    study = study if isinstance(study, Mapping) else {}
+    confidence = study.get("confidence", 0.95)
+    seed = study.get("seed", 0)
+    if not isinstance(confidence, (int, float)) or not 0.5 <= confidence < 1.0:
+        confidence = 0.95
+    return float(confidence), seed if isinstance(seed, int) and seed >= 0 else 0
+
+
+def study_front(trials: Iterable[TrialRecord], settings: Mapping[str, Any] | None
+                ) -> ConfiguredFront:
+    """:func:`configured_front` at the confidence and seed of a study's stored settings."""
+    confidence, seed = front_settings(settings)
+    return configured_front(trials, confidence, seed)

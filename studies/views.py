@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -12,16 +13,17 @@ from rich.console import Console
 from rich.table import Table
 
 from studies.record import ATTR_SETTINGS, ATTR_WARM
-from studies.render import front_table
+from studies.render import confident_table, front_table, honest_line
 
 if TYPE_CHECKING:
-    from studies.catalog import Front, StudyDetail, StudySummary
+    from studies.catalog import ConfiguredStudy, Front, StudyDetail, StudySummary
     from studies.compare import Comparison
+    from studies.confirm import Confirmation
     from studies.history import History
     from studies.record import TrialRecord
 
-__all__ = ["FORMATS", "print_compare", "print_front", "print_history", "print_list",
-           "print_show", "show_table"]
+__all__ = ["FORMATS", "print_compare", "print_configured", "print_confirm", "print_front",
+           "print_history", "print_list", "print_show", "show_table"]
 
 FORMATS = ("table", "json", "csv")
 
@@ -105,7 +107,9 @@ def print_front(front: Front, fmt: str, console: Console, with_flag: bool) -> No
     name = front.study.name
 
     def table() -> Table:
-        title = f"{'Trials' if with_flag else 'Pareto front'} of {name}"
+        title = (f"Trials of {name} (pareto: Optuna's observed front, study.best_trials)"
+                 if with_flag else
+                 f"Observed Pareto front of {name} (Optuna's study.best_trials, single runs)")
         if not front.study.is_explore:
             return _generic_table(front.trials, front.study.objective_names, title,
                                   front.pareto if with_flag else None)
@@ -113,6 +117,24 @@ def print_front(front: Front, fmt: str, console: Console, with_flag: bool) -> No
                            pareto=front.pareto if with_flag else None)
 
     _emit(front.to_json(with_flag), fmt, table, console)
+
+
+def print_configured(result: ConfiguredStudy, fmt: str, console: Console,
+                     every: bool) -> None:
+    """``explore study pareto``: the plausible configurations (``every``: all of them, with
+    their status) with intervals and P(Pareto-optimal), and one line on what is told apart."""
+    front = result.front
+    keys = [c.key for c in front.configs] if every else sorted(front.front.plausible)
+    records = [front.row(c) for c in front.ordered(keys)]
+    if fmt != "table":
+        _emit(records, fmt, lambda: Table(), console)
+        return
+    level = f"{front.front.noise.confidence:.0%}"
+    title = (f"Configurations of {result.study.name}" if every else
+             f"Pareto front of {result.study.name}: the plausible configurations "
+             f"(P(front) >= 0.5, {level} intervals)")
+    show_table(confident_table(front, keys, title=title), console)
+    console.print(honest_line(front))
 
 
 def _generic_table(trials: Sequence[TrialRecord], names: Sequence[str], title: str,
@@ -131,32 +153,13 @@ def _generic_table(trials: Sequence[TrialRecord], names: Sequence[str], title: s
     return t
 
 
-def print_show(detail: StudyDetail, fmt: str, console: Console) -> None:
-    """``explore study show``: settings, counts, the front, failures."""
+def print_show(detail: StudyDetail, fmt: str, console: Console, settings: bool = False) -> None:
+    """``explore study show``: counts, the front, failures; the settings with ``settings``."""
     if fmt == "json":
         _json(detail.to_dict())
         return
     meta = detail.study
     console.print(f"[bold]{meta.name}[/] in {detail.where}")
-    settings = meta.settings
-    if settings:
-        t = Table(title="Stored settings", show_header=True)
-        t.add_column("setting")
-        t.add_column("value")
-        for section, values in settings.items():
-            for key, value in (values or {}).items():
-                text = value if isinstance(value, str) else json.dumps(value)
-                t.add_row(f"{section}.{key}", text)
-        show_table(t, console)
-    else:
-        console.print("no explore settings stored (not created by explore study run)")
-    others = {k: v for k, v in meta.user_attrs.items()
-              if k not in (ATTR_SETTINGS, ATTR_WARM)}
-    if others:
-        console.print("user attrs: " + ", ".join(f"{k}={v}" for k, v in sorted(others.items())))
-    warm = meta.user_attrs.get(ATTR_WARM)
-    if isinstance(warm, dict):
-        console.print(_warm_line(warm))
     states = detail.stats.states
     counts = ", ".join(f"{s.lower()} {n}" for s, n in sorted(states.items())) or "none yet"
     objectives = zip(meta.objective_names, meta.directions, strict=True)
@@ -164,8 +167,19 @@ def print_show(detail: StudyDetail, fmt: str, console: Console) -> None:
     console.print(f"trials: {sum(states.values())} ({counts}); "
                   f"first started {_when(detail.stats.first_start)}, "
                   f"last activity {_when(detail.stats.last_activity)}")
-    if meta.is_explore:
-        show_table(front_table([_row(t) for t in detail.front], title="Pareto front"), console)
+    warm = meta.user_attrs.get(ATTR_WARM)
+    if isinstance(warm, dict):
+        console.print(_warm_line(warm))
+    if detail.configured is not None:
+        front = detail.configured
+        level = f"{front.front.noise.confidence:.0%}"
+        show_table(confident_table(front, sorted(front.front.plausible),
+                                   title=f"Pareto front: the plausible configurations "
+                                         f"(P(front) >= 0.5, {level} intervals)"), console)
+        console.print(honest_line(front))
+        console.print(f"Optuna's observed front (study.best_trials, single runs): trials "
+                      f"{', '.join(str(t.number) for t in detail.front) or 'none'}; "
+                      "`explore study pareto --observed` shows it")
     else:
         show_table(_generic_table(detail.front, meta.objective_names, "Pareto front", None),
                    console)
@@ -179,8 +193,24 @@ def print_show(detail: StudyDetail, fmt: str, console: Console) -> None:
         for tr in detail.problems:
             t.add_row(str(tr.number), tr.state, problem_reason(tr))
         show_table(t, console)
-
-
+    others = {k: v for k, v in meta.user_attrs.items()
+              if k not in (ATTR_SETTINGS, ATTR_WARM)}
+    if others:
+        console.print("user attrs: " + ", ".join(f"{k}={v}" for k, v in sorted(others.items())))
+    if not meta.settings:
+        console.print("no explore settings stored (not created by explore study run)")
+    elif settings:
+        t = Table(title="Stored settings", show_header=True)
+        t.add_column("setting")
+        t.add_column("value")
+        for section, values in meta.settings.items():
+            for key, value in (values or {}).items():
+                text = value if isinstance(value, str) else json.dumps(value)
+                t.add_row(f"{section}.{key}", text)
+        show_table(t, console)
+    else:
+        console.print(f"settings: {sum(len(v or {}) for v in meta.settings.values())} stored "
+                      "(`--settings` lists them)")
 
 
 def _warm_line(warm: dict[str, Any]) -> str:
@@ -235,3 +265,52 @@ def print_compare(result: Comparison, fmt: str, console: Console) -> None:
         return t
 
     _emit(result.to_records(), fmt, table, console)
+
+
+def _span(low: float | None, high: float | None, spec: str, scale: float = 1.0) -> str:
+    if low is None or high is None:
+        return "[?]"
+    return f"[{format(scale * low, spec)}, {format(scale * high, spec)}]"
+
+
+def print_confirm(result: Confirmation, fmt: str, console: Console) -> None:
+    """``explore study confirm``: the search's estimates against the fresh seeds'."""
+    if fmt == "json":
+        _json(result.to_dict())
+        return
+    from studies.render import design
+
+    level = f"{result.confidence:.0%}"
+    t = Table(title=f"{result.study}: the plausible front on {result.seeds} fresh seed(s) per "
+                    f"configuration ({level} intervals; runs in study {result.companion})")
+    for col in ("design", "search runs", "search accuracy %", "fresh runs", "fresh accuracy %",
+                "optimism (points)", "search img/s", "fresh img/s", "search/fresh img/s"):
+        t.add_column(col, justify="left" if col == "design" else "right")
+    for r in result.rows:
+        s_acc, f = r.search.accuracy, r.fresh
+        cells = [design(r.model_config), str(r.search.n),
+                 f"{100 * s_acc.mean:.2f} {_span(s_acc.low, s_acc.high, '.2f', 100)}"]
+        if f is None or r.accuracy is None or r.throughput is None:
+            cells += ["0", "-", "-", f"{r.search.throughput.mean:,.0f}", "-", "-"]
+        else:
+            a, th = r.accuracy, r.throughput
+            cells += [str(f.n),
+                      f"{100 * f.accuracy.mean:.2f} "
+                      f"{_span(f.accuracy.low, f.accuracy.high, '.2f', 100)}",
+                      f"{100 * a.difference:+.2f} {_span(a.low, a.high, '+.2f', 100)}",
+                      f"{r.search.throughput.mean:,.0f}", f"{f.throughput.mean:,.0f}",
+                      f"{math.exp(th.difference):.2f}x "
+                      + ("[?]" if th.low is None or th.high is None
+                         else f"[{math.exp(th.low):.2f}, {math.exp(th.high):.2f}]")]
+        t.add_row(*cells)
+    show_table(t, console)
+    mean = result.mean_optimism
+    if mean is None:
+        console.print("no fresh run has finished yet")
+        return
+    outside = [r for r in result.rows if r.accuracy is not None and r.accuracy.low is not None
+               and r.accuracy.high is not None and not r.accuracy.low <= 0 <= r.accuracy.high]
+    side = "above" if mean >= 0 else "below"
+    console.print(f"the search's accuracy estimates are {100 * abs(mean):.2f} points {side} the "
+                  f"fresh seeds' on average (the winner's optimism); {len(outside)} of "
+                  f"{len(result.rows)} configuration(s) differ beyond the noise")

@@ -72,8 +72,8 @@ def test_list_in_every_format(run: Run, studies: Studies) -> None:
 @pytest.mark.parametrize("name", ["grid", "easa"])
 def test_pareto_json_is_best_trials_in_optuna_cli_form(run: Run, studies: Studies,
                                                        name: str) -> None:
-    records = json.loads(ok(run("study", "pareto", name, "--storage", studies.url, "-f",
-                                "json")))
+    records = json.loads(ok(run("study", "pareto", name, "--observed", "--storage",
+                                studies.url, "-f", "json")))
     best = load(studies, name).best_trials
     assert [r["number"] for r in records] == [t.number for t in best]
     for r, t in zip(records, best, strict=True):
@@ -83,15 +83,59 @@ def test_pareto_json_is_best_trials_in_optuna_cli_form(run: Run, studies: Studie
 
 
 def test_pareto_all_csv_and_table(run: Run, studies: Studies) -> None:
-    out = ok(run("study", "pareto", "grid", "--all", "--storage", studies.url, "-f", "csv"))
+    out = ok(run("study", "pareto", "grid", "--observed", "--all", "--storage", studies.url,
+                 "-f", "csv"))
     rows = list(csv.DictReader(io.StringIO(out)))
     study = load(studies, "grid")
     best = {t.number for t in study.best_trials}
     assert len(rows) == len(study.trials)
     assert {int(r["number"]) for r in rows if r["pareto"] == "true"} == best
     assert {float(r["values.accuracy"]) for r in rows} == {t.values[0] for t in study.trials}
-    table = ok(run("study", "pareto", "grid", "--all", "--storage", studies.url))
+    table = ok(run("study", "pareto", "grid", "--observed", "--all", "--storage", studies.url))
     assert "pareto" in table and table.count("*") == len(best)
+    assert "observed front" in table
+
+
+def test_pareto_is_over_configurations_with_intervals(run: Run, studies: Studies) -> None:
+    """The default front is the noise-aware one: one row per configuration, its replicates
+    pooled, P(front) and the status; the same figures studies.replicates computes."""
+    from explore.search.racing import record_of
+    from studies.replicates import study_front
+
+    study = load(studies, "grid")
+    expected = study_front([record_of(t) for t in study.trials],
+                           study.user_attrs["explore_settings"])
+    every = json.loads(ok(run("study", "pareto", "grid", "--all", "--storage", studies.url,
+                              "-f", "json")))
+    assert sorted(r["configuration"] for r in every) == sorted(c.key for c in expected.configs)
+    for r in every:
+        assert r["status"] == expected.status(r["configuration"])
+        assert r["probability_pareto"] == round(
+            expected.front.probability[r["configuration"]], 4)
+        assert r["replicates"] == len(r["trials"]) >= 1
+    plausible = json.loads(ok(run("study", "pareto", "grid", "--storage", studies.url, "-f",
+                                  "json")))
+    assert {r["configuration"] for r in plausible} == set(expected.front.plausible)
+    assert all(r["status"] == "plausible" for r in plausible)
+    rows = list(csv.DictReader(io.StringIO(ok(run(
+        "study", "pareto", "grid", "--all", "--storage", studies.url, "-f", "csv")))))
+    assert len(rows) == len(every) and "accuracy.low" in rows[0] and "status" in rows[0]
+    table = ok(run("study", "pareto", "grid", "--storage", studies.url))
+    assert "plausible configurations" in table and "P(front)" in table
+    assert "configuration" in table.splitlines()[-1]  # the honest line
+
+
+def test_pareto_of_a_study_explore_did_not_make_points_to_observed(
+        run: Run, tmp_path: Path) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'plain.db'}"
+    plain = optuna.create_study(study_name="plain", storage=url)
+    plain.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=1.0))
+    one_line_error(run("study", "pareto", "plain", "--storage", url), 1,
+                   "not made by explore")
+    observed = ok(run("study", "pareto", "plain", "--observed", "--storage", url))
+    assert "Observed Pareto front of plain" in observed and "value" in observed
 
 
 def test_show_table_and_json(run: Run, studies: Studies) -> None:
@@ -100,8 +144,13 @@ def test_show_table_and_json(run: Run, studies: Studies) -> None:
     assert data["user_attrs"]["explore_settings"] == study.user_attrs["explore_settings"]
     assert data["states"] == {"COMPLETE": 4}
     assert [t["number"] for t in data["front"]] == [t.number for t in study.best_trials]
+    assert set(data["noise_aware_front"]["noise"]) >= {"accuracy_sd", "df", "known"}
     text = ok(run("study", "show", "easa", "--storage", studies.url))
-    assert "Stored settings" in text and "space.attention" in text and "Pareto front" in text
+    assert "Pareto front" in text and "plausible" in text and "Stored settings" not in text
+    assert "--settings" in text.splitlines()[-1]
+    text = ok(run("study", "show", "easa", "--settings", "--storage", studies.url))
+    assert "Stored settings" in text and "space.attention" in text
+    assert text.index("Pareto front") < text.index("Stored settings")  # the answer first
     one_line_error(run("study", "show", "easa", "--storage", studies.url, "-f", "csv"), 2,
                    "unknown format 'csv'")
 

@@ -62,6 +62,7 @@ class RunRequest:
     # nothing else of explore on the machine to wait for (benchmarks isolating one run).
     shared_lock: bool = True
     join_only: bool = False  # `study worker`: the study must exist; never create it
+    queued_only: bool = False  # run only queued trials, never the sampler's (`study confirm`)
 
 
 @dataclass
@@ -98,14 +99,7 @@ class RunSummary:
 
 def confident_dict(front: ConfiguredFront) -> dict[str, Any]:
     """The noise-aware front as JSON: noise, hypervolume, the plausible configurations."""
-    noisy = front.front
-    return {
-        "configurations": len(front.configs), "replicates": front.replicates,
-        "noise": noisy.noise.to_dict(), "hypervolume": noisy.hypervolume,
-        "hypervolume_interval": [noisy.hypervolume_low, noisy.hypervolume_high],
-        "dominated": len(noisy.dominated),
-        "plausible": [front.row(c) for c in front.ordered(noisy.plausible)],
-    }
+    return front.to_dict()
 
 
 def front_row(t: FrozenTrial) -> dict[str, Any]:

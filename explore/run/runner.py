@@ -159,6 +159,9 @@ def _stop_reason(study: optuna.Study, settings: Settings, request: RunRequest,
         return WAIT  # the last slots are taken; one may still fail
     if state.deadline is not None and time.monotonic() >= state.deadline:
         return "timeout", 0
+    if request.queued_only and not any(
+            t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+        return ("every queued run finished", 0) if not count_running(study) else WAIT
     explored = finite is not None and distinct_finished(study) >= finite
     if (explored or state.repeats >= MAX_REPEATS) and _race_on(study, settings):
         return None  # the sampler has nothing new: the rest of the budget goes to replicates

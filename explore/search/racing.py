@@ -37,7 +37,6 @@ from studies.replicates import ConfiguredFront, configuration_of, configured_fro
 
 __all__ = ["Replicate", "enqueue", "front_of", "plan", "record_of"]
 
-DRAWS = 1000
 EXHAUSTED_CAP = 4  # a finished search gives undecided configurations up to 4 x max_replicates
 _PENDING = (TrialState.WAITING, TrialState.RUNNING)
 
@@ -61,8 +60,10 @@ def record_of(t: FrozenTrial) -> TrialRecord:
 
 
 def front_of(trials: Iterable[FrozenTrial], settings: Settings) -> ConfiguredFront:
+    # The readers' draws and seed (studies.replicates.study_front): the run, its summary and
+    # every browsing command give the same probabilities for the same trials.
     return configured_front([record_of(t) for t in trials], settings.study.confidence,
-                            seed=settings.study.seed, draws=DRAWS)
+                            seed=settings.study.seed)
 
 
 def _taken(trials: Iterable[FrozenTrial]) -> dict[str, set[int]]:

@@ -18,7 +18,8 @@ for args in json.loads(sys.argv[1]):
     try:
         app(args, prog_name="explore")
     except SystemExit as exc:
-        results[" ".join(args[:2])] = [exc.code, "torch" in sys.modules]
+        key = " ".join(args[:2] + [a for a in args if a == "--observed"])
+        results[key] = [exc.code, "torch" in sys.modules]
 sys.stderr.write("RESULT " + json.dumps(results) + "\\n")
 """
 
@@ -29,6 +30,7 @@ def test_browsing_commands_do_not_import_torch(studies: Studies, tmp_path: Path)
     commands = [
         ["study", "list", "--storage", url],
         ["study", "pareto", "grid", "--storage", url, "-f", "json"],
+        ["study", "pareto", "grid", "--observed", "--storage", url, "-f", "json"],
         ["study", "show", "grid", "--storage", url],
         ["study", "history", "grid", "--storage", url],
         ["study", "export", "grid", "--storage", url, "--out", str(tmp_path / "t.csv")],
