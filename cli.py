@@ -669,33 +669,38 @@ def study_confirm(
 def study_models(
     name: StudyArg,
     out_dir: Annotated[Path, typer.Option(
-        "--out", "-o", help="Directory for one checkpoint per Pareto-optimal trial + index.json.",
+        "--out", "-o", help="Directory for one checkpoint per plausible configuration (its most "
+                            "accurate replicate) + index.json.",
         show_default=False,
     )],
     storage: StorageOpt = None,
     retrain: Annotated[bool, typer.Option(
         "--retrain/--no-retrain",
-        help="Retrain a front trial whose checkpoint was not kept (same config and seed).",
+        help="Retrain a trial whose checkpoint was not kept (same config and seed).",
     )] = True,
+    observed: Annotated[bool, typer.Option(
+        "--observed", help="One per trial of Optuna's observed front (study.best_trials) "
+                           "instead.")] = False,
     device: Annotated[str, typer.Option(help="Device for retraining: auto, cpu, cuda.")] = "cpu",
     fmt: FormatOpt = "table",
 ) -> None:
-    """Checkpoints of the Pareto-optimal trials, loadable with extattn.load_checkpoint."""
+    """Checkpoints of the plausible front, loadable with extattn.load_checkpoint."""
     from explore.run.export_models import export_models
 
     def note(message: str) -> None:
         err.print(message, highlight=False)
 
     result = _fetch(fmt, lambda: export_models(storage, name, out_dir, retrain=retrain,
-                                               device=device, on_note=note),
+                                               device=device, on_note=note, observed=observed),
                     ("table", "json"))
     if fmt == "json":
         _print_json(result.index)
         return
     for entry in result.index["models"]:
-        out.print(f"trial {entry['trial']}: {entry['file']} ({entry['source']}, accuracy "
-                  f"{entry['values']['accuracy']:.4f}, {entry['values']['throughput']:,.0f} img/s)",
-                  highlight=False)
+        runs = (f"best of {entry['replicates']} run(s), " if "replicates" in entry else "")
+        out.print(f"trial {entry['trial']}: {entry['file']} ({entry['source']}, {runs}accuracy "
+                  f"{100 * entry['values']['accuracy']:.2f}%, "
+                  f"{entry['values']['throughput']:,.0f} img/s)", highlight=False)
     out.print(f"index: {result.index_path}", highlight=False)
 
 

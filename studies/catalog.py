@@ -49,6 +49,7 @@ __all__ = [
     "open_catalog",
     "configured_study",
     "pareto_front",
+    "read_configured",
     "read_front",
     "show_study",
     "trial_json",

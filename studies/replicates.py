@@ -122,6 +122,16 @@ class ConfiguredFront:
                 noisy.plausible if keys is None else keys)],
         }
 
+    def best_replicate(self, key: str) -> TrialRecord:
+        """The configuration's most accurate replicate (the earliest of equals): the weights
+        ``study models`` exports for it."""
+        return max(self.config(key).trials,
+                   key=lambda t: (t.values[0] if t.values else 0.0, -t.number))
+
+    def kept_trials(self) -> set[int]:
+        """Trial numbers whose checkpoints the plausible front needs (its best replicates)."""
+        return {self.best_replicate(k).number for k in self.front.plausible}
+
     def status(self, key: str) -> str:
         """plausible (P(front) >= 0.5), dominated (confidently), or undecided."""
         if key in self.front.plausible:

@@ -1,4 +1,5 @@
-"""``explore study models``: one loadable checkpoint per Pareto-optimal trial, plus index.json.
+"""``explore study models``: one loadable checkpoint per plausible configuration (its most
+accurate replicate; with ``--observed`` per trial of Optuna's observed front), plus index.json.
 
 Checkpoints come from the study's artifact store, where ``explore study run`` keeps the weights
 of front trials (``--keep-checkpoints pareto``, the default) or of all trials. When a front
@@ -21,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studies.catalog import open_catalog, read_front
+from studies.catalog import open_catalog, read_configured, read_front
 from studies.errors import ExploreError, UsageError
-from studies.record import ATTR_CHECKPOINT, StudyMeta, TrialRecord
+from studies.record import ATTR_CHECKPOINT, Catalog, StudyMeta, TrialRecord
+from studies.replicates import replicate_of
 from studies.storage import mask_url, parse_storage
 
 __all__ = ["ModelsResult", "export_models"]
@@ -72,7 +74,7 @@ class _Retrainer:
                                       device=device)
         data = self._data
         c, h, _ = data.image_shape
-        plan = plan_trial(t.params, self.settings, (h, c, data.num_classes))
+        plan = plan_trial(t.params, self.settings, (h, c, data.num_classes), replicate_of(t))
         if plan.key != t.user_attrs.get("config_key", plan.key):
             note(f"trial {t.number}: its configuration no longer maps to the same experiment "
                  "(the code changed?); the retrained weights may differ")
@@ -98,10 +100,47 @@ class _Retrainer:
         return {"retrained_accuracy": result.accuracy}
 
 
+def _observed(catalog: Catalog, meta: StudyMeta
+              ) -> tuple[dict[int, TrialRecord], dict[int, dict[str, Any]]]:
+    """Optuna's observed front, each experiment once (a duplicate names its original)."""
+    front = read_front(catalog, meta).front
+    originals = {t.number: t for t in front if not t.is_duplicate}
+    wanted = {int(t.user_attrs["duplicate_of"]) for t in front if t.is_duplicate}
+    missing = sorted(wanted - set(originals))
+    if missing:
+        for t in catalog.trials(meta, states=("COMPLETE",)):
+            if t.number in missing:
+                originals[t.number] = t
+    extra: dict[int, dict[str, Any]] = {}
+    for t in front:
+        if t.is_duplicate:
+            extra.setdefault(int(t.user_attrs["duplicate_of"]), {"repeated_by": []})[
+                "repeated_by"].append(t.number)
+    return originals, extra
+
+
+def _plausible(catalog: Catalog, meta: StudyMeta
+               ) -> tuple[dict[int, TrialRecord], dict[int, dict[str, Any]]]:
+    """The plausible configurations' most accurate replicates, with their estimates."""
+    configured = read_configured(catalog, meta)
+    chosen: dict[int, TrialRecord] = {}
+    extra: dict[int, dict[str, Any]] = {}
+    for c in configured.ordered(configured.front.plausible):
+        t = configured.best_replicate(c.key)
+        row = configured.row(c)
+        chosen[t.number] = t
+        extra[t.number] = {"configuration": c.key, "replicate": replicate_of(t),
+                           "replicates": row["replicates"], "estimate": {
+                               "accuracy": row["accuracy"], "throughput": row["throughput"],
+                               "probability_pareto": row["probability_pareto"]}}
+    return chosen, extra
+
+
 def export_models(storage: str | None, name: str, out_dir: Path, *, retrain: bool = True,
-                  device: str = "cpu", on_note: Callable[[str], None] | None = None
-                  ) -> ModelsResult:
-    """Write a checkpoint per Pareto-optimal trial of study ``name`` into ``out_dir`` and an
+                  device: str = "cpu", on_note: Callable[[str], None] | None = None,
+                  observed: bool = False) -> ModelsResult:
+    """Write a checkpoint per plausible configuration of study ``name`` (its most accurate
+    replicate; ``observed``: per trial of Optuna's observed front) into ``out_dir`` and an
     ``index.json`` describing them (trial, params, values, file, where it came from)."""
     from extattn import CheckpointError, load_checkpoint
 
@@ -114,27 +153,16 @@ def export_models(storage: str | None, name: str, out_dir: Path, *, retrain: boo
         if not meta.is_explore or not meta.settings:
             raise ExploreError(f"study {name!r} was not created by explore study run: its "
                                "trials have no models")
-        front = read_front(catalog, meta).front
-        if not front:
+        originals, extra = (_observed if observed else _plausible)(catalog, meta)
+        if not originals:
             raise ExploreError(f"study {name!r} has no COMPLETE trials yet")
-        originals = {t.number: t for t in front if not t.is_duplicate}
-        wanted = {int(t.user_attrs["duplicate_of"]) for t in front if t.is_duplicate}
-        missing = sorted(wanted - set(originals))
-        if missing:
-            for t in catalog.trials(meta, states=("COMPLETE",)):
-                if t.number in missing:
-                    originals[t.number] = t
-    repeats: dict[int, list[int]] = {}
-    for t in front:
-        if t.is_duplicate:
-            repeats.setdefault(int(t.user_attrs["duplicate_of"]), []).append(t.number)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     store_dir = spec.artifact_dir() / "checkpoints"
     retrainer: _Retrainer | None = None
     names = meta.objective_names
     models = []
-    for number, t in sorted(originals.items()):
+    for number, t in (sorted(originals.items()) if observed else originals.items()):
         target = out_dir / f"trial-{number:04d}.pt"
         source = _checkpoint_file(store_dir, t)
         entry: dict[str, Any] = {}
@@ -161,13 +189,14 @@ def export_models(storage: str | None, name: str, out_dir: Path, *, retrain: boo
         assert t.values is not None
         models.append({
             "trial": number, "file": target.name, "source": origin,
-            "repeated_by": repeats.get(number, []),
+            **({"repeated_by": []} if observed else {}), **extra.get(number, {}),
             "params": t.params, "values": dict(zip(names, t.values, strict=True)),
             "model_config": t.user_attrs.get("model_config"), "seed": t.user_attrs.get("seed"),
             "params_count": t.user_attrs.get("params_count"),
             "flops_per_image": t.user_attrs.get("flops_per_image"), **entry,
         })
     index = {"study": name, "storage": mask_url(spec.url), "metric_names": names,
+             "front": "observed" if observed else "plausible",
              "data": meta.settings.get("data"), "models": models}
     index_path = out_dir / INDEX_NAME
     index_path.write_text(json.dumps(index, indent=2, default=str) + "\n", encoding="utf-8")

@@ -206,9 +206,13 @@ def _after_trial(settings: Settings, name: str, snapshots: SnapshotStore, reques
         if trial.state == TrialState.COMPLETE:
             snapshots.record(name, finished, [(t.number, *t.values) for t in front])
             trials = study.get_trials(deepcopy=False)
-            snapshots.record_confident(name, finished, racing.front_of(trials, settings))
+            confident = racing.front_of(trials, settings)
+            snapshots.record_confident(name, finished, confident)
             if request.keep_checkpoints == "pareto" and store is not None:
-                prune_checkpoints(study, front, store, directory)
+                # the observed front's and the plausible configurations' best replicates
+                keep = {t.number for t in front} | confident.kept_trials()
+                prune_checkpoints(study, [t for t in trials if t.number in keep], store,
+                                  directory)
         for queued in racing.enqueue(study, settings):
             reporter.message(f"racing: queued replicate {queued.replicate} of "
                              f"{_params_text(queued.params)} ({queued.why})")

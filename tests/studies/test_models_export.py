@@ -28,7 +28,7 @@ def val_accuracy(studies: Studies, name: str, path: Path) -> float:
 
 
 def test_front_checkpoints_load_and_reproduce_accuracy(studies: Studies, tmp_path: Path) -> None:
-    result = export_models(studies.url, "grid", tmp_path / "models")
+    result = export_models(studies.url, "grid", tmp_path / "models", observed=True)
     best = load(studies, "grid").best_trials
     index = json.loads(result.index_path.read_text())
     assert index == result.index
@@ -48,8 +48,9 @@ def test_missing_checkpoints_are_retrained_to_the_same_accuracy(studies_copy: St
         path.unlink()
     notes: list[str] = []
     with pytest.raises(ExploreError, match="drop --no-retrain"):
-        export_models(studies_copy.url, "easa", tmp_path / "none", retrain=False)
-    result = export_models(studies_copy.url, "easa", tmp_path / "models", on_note=notes.append)
+        export_models(studies_copy.url, "easa", tmp_path / "none", retrain=False, observed=True)
+    result = export_models(studies_copy.url, "easa", tmp_path / "models", on_note=notes.append,
+                           observed=True)
     best = load(studies_copy, "easa").best_trials
     assert [m["trial"] for m in result.index["models"]] == [t.number for t in best]
     for entry, t in zip(result.index["models"], best, strict=True):
@@ -58,6 +59,66 @@ def test_missing_checkpoints_are_retrained_to_the_same_accuracy(studies_copy: St
         assert val_accuracy(studies_copy, "easa", tmp_path / "models" / entry["file"]) == \
             t.values[0]
     assert all("retraining" in n for n in notes), notes
+
+
+def test_plausible_front_exports_each_configurations_best_replicate(studies: Studies,
+                                                                   tmp_path: Path) -> None:
+    from explore.search.racing import record_of
+    from studies.replicates import study_front
+
+    study = load(studies, "grid")
+    front = study_front([record_of(t) for t in study.trials], study.user_attrs["explore_settings"])
+    result = export_models(studies.url, "grid", tmp_path / "models")
+    models = result.index["models"]
+    assert result.index["front"] == "plausible"
+    assert {m["configuration"] for m in models} == set(front.front.plausible)
+    for m in models:
+        best = front.best_replicate(m["configuration"])
+        assert m["trial"] == best.number and m["values"]["accuracy"] == best.values[0]
+        assert m["replicates"] == len(front.config(m["configuration"]).trials)
+        assert m["source"] == "artifact"  # the run kept the plausible front's best replicates
+        assert val_accuracy(studies, "grid", tmp_path / "models" / m["file"]) == best.values[0]
+
+
+def test_a_later_replicate_is_retrained_with_its_own_seed(tmp_path: Path) -> None:
+    """Replicate r > 0 trains with the seed of (configuration, r): retraining it must use that
+    seed, or the weights are another replicate's."""
+    import subprocess
+
+    from browse_helpers import EXPLORE, clean_env
+
+    from tests.conftest import TINY_MEASURE
+
+    (tmp_path / "r.toml").write_text(
+        "[study]\ntrials = 4\nwarm_start = 0\nreplicates = 2\n[model]\ndim = 16\n"
+        "depth = 1\n[train]\nepochs = 1\n" + TINY_MEASURE + "[space]\nmem_size = [8, 16]\n"
+        "heads = [1]\n", encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    proc = subprocess.run([str(EXPLORE), "study", "run", "--name", "r", "--storage", url, "-c",
+                           "r.toml", "--keep-checkpoints", "none", "-q"], cwd=tmp_path,
+                          env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import optuna
+
+    trials = optuna.load_study(study_name="r", storage=url).trials
+    later = [t for t in trials if t.user_attrs["replicate"] == 1]
+    assert len(later) == 2
+    from explore.run.export_models import _Retrainer
+    from explore.search.racing import record_of
+    from studies.catalog import open_catalog
+
+    with open_catalog(url) as catalog:
+        retrain = _Retrainer(catalog.study("r"), "cpu")
+    for t in later:  # every later replicate, whether or not a front exports it
+        assert retrain(record_of(t), tmp_path / f"t{t.number}.pt", print)[
+            "retrained_accuracy"] == t.values[0]
+    by_number = {t.number: t for t in trials}
+    for observed in (False, True):
+        result = export_models(url, "r", tmp_path / f"m{observed}", observed=observed)
+        for m in result.index["models"]:
+            t = by_number[m["trial"]]
+            assert m["source"] == "retrained" and m["retrained_accuracy"] == t.values[0]
+            assert m["seed"] == t.user_attrs["seed"]
 
 
 def test_models_errors(studies: Studies, tmp_path: Path) -> None:
