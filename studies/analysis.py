@@ -1,292 +1,436 @@
-"""The questions the paper raises, answered from a study's trials (pure Python, no numpy).
+"""The questions the paper raises, answered over configurations and their replicates, with
+confidence (pure Python apart from the front's draws; no torch).
 
-- Double normalization vs plain softmax: trials paired by equal everything-but-``norm``; the mean
-  accuracy difference, how many pairs favour each, and the throughput ratio.
-- Memory size S and heads: per value, trials, mean and best accuracy, median throughput; and the
-  Spearman rank correlation of the value with accuracy and with throughput.
-- External vs self-attention (when both were searched): paired by equal settings other than the
-  attention kind and its own fields (S, norm); plus per-kind summaries.
+- Double normalization vs plain softmax, and external vs self-attention: configurations paired by
+  equal everything-else (for EA vs SA also ignoring S and norm, which self-attention has not);
+  the paired effect of :func:`studies.effects.paired_effect` (replicate r of both sides shares its
+  seed), on accuracy in points and on throughput as a ratio, each with its interval.
+- Memory size S and heads: the change per doubling (:func:`studies.effects.trend`) within groups
+  of configurations equal except that factor, and per value the mean over those configurations.
 
-Only COMPLETE trials count, each experiment once (a duplicate repeats another trial's values).
-Every finding carries a plain verdict, which says so when the data are too few to conclude.
+A difference or a trend is claimed only when its interval excludes 0. Every question also states
+the power of the study: the smallest effect it could detect, and how many seeds per pair would
+resolve 0.2 points (the paper's scale). While every configuration has one run the seed noise is
+unknown: nothing is claimed, the observed numbers are shown as such (a t interval over single-run
+pairs could be formed, but its seed part cannot be told from the pairs' real differences and no
+power can be given; the report waits for replicates).
+
+Only COMPLETE trials count, each experiment once (see :mod:`studies.replicates`).
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from studies.confidence import Estimate
+from studies.effects import Effect, Trend, paired_effect, trend, trend_verdict, verdict
 from studies.record import TrialRecord
+from studies.replicates import (
+    Configuration,
+    ConfiguredFront,
+    configured_front,
+    replicate_of,
+)
 
-__all__ = ["FactorEffect", "Findings", "LevelStats", "Observation", "PairedEffect", "analyze",
-           "observations", "spearman"]
+__all__ = ["RESOLVE", "Findings", "KindStats", "Level", "Question", "analyze", "finding_lines"]
 
-MIN_PAIRS = 3  # fewer pairs than this: report the numbers, conclude nothing
-MIN_TRIALS_TREND = 5  # fewer trials than this: no trend is claimed
-CLEAR_RHO = 0.3  # |Spearman ρ| below this: "no clear trend"
+RESOLVE = 0.002  # the accuracy difference the power line sizes seeds for: 0.2 points
+UNKNOWN = ("the seed noise is unknown (every configuration has one run): no interval, nothing "
+           "claimed")
+REPLICATE_HINT = ("replicates (`[study] replicates = 2` or `\"race\"`) would measure the seed "
+                  "noise")
+
+Key = tuple[tuple[str, str], ...]
+Runs = dict[int, float]  # replicate index -> value
+
+
+# ---- results ---------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Observation:
-    number: int
-    config: dict[str, Any]  # stored model config overlaid with the searched params
-    accuracy: float
-    throughput: float
+class Level:
+    """One value of a numeric factor over the configurations that have it (in a usable group).
+
+    Attributes:
+        value: the factor's value (S = 32).
+        configs: configurations with this value.
+        runs: their replicates in all.
+        accuracy: mean over those configurations of their mean accuracy, with its interval.
+        throughput: the same for img/s (geometric means).
+    """
+
+    value: float
+    configs: int
+    runs: int
+    accuracy: Estimate
+    throughput: Estimate
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "configs": self.configs, "runs": self.runs,
+                "accuracy": self.accuracy.to_dict(), "throughput": self.throughput.to_dict()}
+
+
+@dataclass(frozen=True)
+class Question:
+    """One of the paper's questions and what the study can say about it.
+
+    Attributes:
+        title: "Double normalization vs softmax".
+        verdict: the accuracy sentence, phrased from the interval ("double is 0.4 points more
+            accurate than softmax [0.1, 0.7]"), or why nothing can be said.
+        throughput: the throughput sentence (a ratio with its interval); "" when none.
+        details: further sentences: the probability that one is better, the power.
+        kind: "paired" (a vs b: ``accuracy``/``throughput`` are a minus b) or "trend" (per
+            doubling of the factor).
+        a: side a of a paired question ("double"), or the factor of a trend ("S").
+        b: side b ("softmax"); "" for a trend.
+        accuracy: the accuracy effect (accuracy units: 0.004 = 0.4 points); None when the study
+            has no pair (or group) to compute it from.
+        speed: the throughput effect (a log-ratio).
+        levels: per value of the factor (trends only).
+    """
+
+    title: str
+    verdict: str
+    throughput: str = ""
+    details: list[str] = field(default_factory=list)
+    kind: str = "paired"
+    a: str = ""
+    b: str = ""
+    accuracy: Effect | None = None
+    speed: Effect | None = None
+    levels: list[Level] = field(default_factory=list)
 
     @property
-    def attention(self) -> str:
-        return str(self.config.get("attention", "external"))
-
-
-def observations(trials: Iterable[TrialRecord]) -> list[Observation]:
-    """COMPLETE trials with both values, duplicates of another trial left out."""
-    out = []
-    for t in trials:
-        if t.state != "COMPLETE" or t.values is None or len(t.values) < 2 or t.is_duplicate:
-            continue
-        stored = t.user_attrs.get("model_config")
-        config = {**(stored if isinstance(stored, dict) else {}), **t.params}
-        out.append(Observation(t.number, config, float(t.values[0]), float(t.values[1])))
-    return out
-
-
-def _key(config: dict[str, Any], drop: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    skip = set(drop)
-    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in skip))
-
-
-def _geomean(values: Sequence[float]) -> float:
-    return math.exp(statistics.fmean(math.log(v) for v in values))
-
-
-@dataclass(frozen=True)
-class PairedEffect:
-    """``a`` against ``b`` over pairs of trials equal in every other setting."""
-
-    question: str
-    a: str
-    b: str
-    pairs: int
-    mean_accuracy_diff: float | None  # mean of (accuracy a − accuracy b), in accuracy units
-    min_accuracy_diff: float | None
-    max_accuracy_diff: float | None
-    a_better: int  # pairs where a is more accurate
-    b_better: int
-    throughput_ratio: float | None  # geometric mean of throughput a / throughput b
-    verdict: str
+    def line(self) -> str:
+        """The finding in one line: title, verdict and the throughput sentence."""
+        text = f"{self.title}: {self.verdict}"
+        return f"{text}; {self.throughput}" if self.throughput else text
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def paired(obs: Sequence[Observation], factor: str, a: Any, b: Any, question: str,
-           ignore: Iterable[str] = (), a_name: str | None = None, b_name: str | None = None
-           ) -> PairedEffect:
-    """Pair cells of equal settings (except ``factor`` and ``ignore``) where ``factor`` is
-    ``a`` in one and ``b`` in the other; repeated configurations are averaged within a cell."""
-    a_name, b_name = a_name or str(a), b_name or str(b)
-    cells: dict[tuple[Any, ...], dict[str, list[Observation]]] = {}
-    for o in obs:
-        value = o.config.get(factor)
-        if value not in (a, b):
-            continue
-        side = "a" if value == a else "b"
-        cells.setdefault(_key(o.config, {factor, *ignore}), {}).setdefault(side, []).append(o)
-    diffs: list[float] = []
-    ratios: list[float] = []
-    for cell in cells.values():
-        if "a" in cell and "b" in cell:
-            acc_a = statistics.fmean(o.accuracy for o in cell["a"])
-            acc_b = statistics.fmean(o.accuracy for o in cell["b"])
-            diffs.append(acc_a - acc_b)
-            tp_a = _geomean([o.throughput for o in cell["a"]])
-            tp_b = _geomean([o.throughput for o in cell["b"]])
-            ratios.append(tp_a / tp_b)
-    n = len(diffs)
-    a_better = sum(d > 0 for d in diffs)
-    b_better = sum(d < 0 for d in diffs)
-    mean = statistics.fmean(diffs) if diffs else None
-    ratio = _geomean(ratios) if ratios else None
-    if n == 0:
-        verdict = (f"no pairs: no two trials differ only in {a_name} vs {b_name}, so the data "
-                   "cannot answer this")
-    else:
-        assert mean is not None and ratio is not None
-        numbers = (f"{a_name} minus {b_name}: {100 * mean:+.2f} accuracy points on average "
-                   f"({a_better} of {n} pairs favour {a_name}, {b_better} favour {b_name}); "
-                   f"throughput ratio {a_name}/{b_name} ×{ratio:.2f}")
-        if n < MIN_PAIRS:
-            verdict = f"only {n} pair(s), too few to conclude. {numbers}"
-        elif a_better == n or b_better == n:
-            winner = a_name if a_better == n else b_name
-            verdict = f"{winner} was more accurate in every one of {n} pairs. {numbers}"
-        elif min(diffs) < 0 < max(diffs):
-            verdict = f"mixed: neither is consistently more accurate over {n} pairs. {numbers}"
-        else:
-            verdict = numbers
-    return PairedEffect(question, a_name, b_name, n, mean, min(diffs, default=None),
-                        max(diffs, default=None), a_better, b_better, ratio, verdict)
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1  # ties share their average rank
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rank correlation (None when either side is constant or n < 2)."""
-    if len(x) < 2:
-        return None
-    rx, ry = _ranks(x), _ranks(y)
-    mx, my = statistics.fmean(rx), statistics.fmean(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
-        return None
-    return sxy / math.sqrt(sxx * syy)
-
-
-@dataclass(frozen=True)
-class LevelStats:
-    value: Any
-    trials: int
-    mean_accuracy: float
-    best_accuracy: float
-    median_throughput: float
-
-
-@dataclass(frozen=True)
-class FactorEffect:
-    """How one numeric setting relates to accuracy and throughput (marginal over the rest)."""
-
-    factor: str
-    label: str
-    trials: int
-    levels: list[LevelStats]
-    rho_accuracy: float | None
-    rho_throughput: float | None
-    verdict: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "levels": [lv.__dict__ for lv in self.levels]}
-
-
-def _trend(label: str, metric: str, rho: float | None) -> str:
-    if rho is None:
-        return f"{metric} does not vary with {label} here"
-    if abs(rho) < CLEAR_RHO:
-        return f"no clear trend of {metric} with {label} (ρ = {rho:+.2f})"
-    way = "rises" if rho > 0 else "falls"
-    return f"{metric} {way} with {label} (Spearman ρ = {rho:+.2f})"
-
-
-def factor_effect(obs: Sequence[Observation], factor: str, label: str) -> FactorEffect | None:
-    """Per-value statistics and rank correlations; None when no trial has ``factor``."""
-    have = [o for o in obs if isinstance(o.config.get(factor), (int, float))]
-    if not have:
-        return None
-    by_value: dict[Any, list[Observation]] = {}
-    for o in have:
-        by_value.setdefault(o.config[factor], []).append(o)
-    levels = [LevelStats(v, len(group), statistics.fmean(o.accuracy for o in group),
-                         max(o.accuracy for o in group),
-                         statistics.median(o.throughput for o in group))
-              for v, group in sorted(by_value.items())]
-    xs = [float(o.config[factor]) for o in have]
-    rho_acc = spearman(xs, [o.accuracy for o in have])
-    rho_tp = spearman(xs, [o.throughput for o in have])
-    if len(levels) < 2:
-        verdict = (f"only one value of {label} ({levels[0].value}) among the completed trials: "
-                   "no effect can be read")
-    elif len(have) < MIN_TRIALS_TREND:
-        verdict = (f"only {len(have)} trials, too few to conclude how {label} affects accuracy "
-                   "or throughput")
-    else:
-        verdict = (f"over {len(have)} trials (marginal over the other searched settings): "
-                   f"{_trend(label, 'accuracy', rho_acc)}; "
-                   f"{_trend(label, 'throughput', rho_tp)}")
-    return FactorEffect(factor, label, len(have), levels, rho_acc, rho_tp, verdict)
+        return {"title": self.title, "verdict": self.verdict, "throughput": self.throughput,
+                "details": list(self.details), "kind": self.kind, "a": self.a, "b": self.b,
+                "accuracy": self.accuracy.to_dict() if self.accuracy else None,
+                "speed": self.speed.to_dict() if self.speed else None,
+                "levels": [lv.to_dict() for lv in self.levels]}
 
 
 @dataclass(frozen=True)
 class KindStats:
+    """Configurations of one attention kind."""
+
     kind: str
-    trials: int
-    on_front: int
-    best_accuracy: float
-    mean_accuracy: float
-    median_throughput: float
-
-
-@dataclass
-class Findings:
-    trials_used: int
-    duplicates_skipped: int
-    norm: PairedEffect | None = None
-    norm_note: str = ""
-    mem_size: FactorEffect | None = None
-    heads: FactorEffect | None = None
-    attention: PairedEffect | None = None
-    attention_note: str = ""
-    kinds: list[KindStats] = field(default_factory=list)
+    configs: int
+    runs: int
+    plausible: int  # on the plausible front (P(front) >= 0.5)
+    best_accuracy: Estimate  # the most accurate configuration's mean accuracy
+    fastest: Estimate  # the fastest configuration's geometric-mean img/s
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "trials_used": self.trials_used, "duplicates_skipped": self.duplicates_skipped,
-            "norm": self.norm.to_dict() if self.norm else None, "norm_note": self.norm_note,
-            "mem_size": self.mem_size.to_dict() if self.mem_size else None,
-            "heads": self.heads.to_dict() if self.heads else None,
-            "attention": self.attention.to_dict() if self.attention else None,
-            "attention_note": self.attention_note,
-            "kinds": [k.__dict__ for k in self.kinds],
-        }
+        return {"kind": self.kind, "configs": self.configs, "runs": self.runs,
+                "plausible": self.plausible, "best_accuracy": self.best_accuracy.to_dict(),
+                "fastest": self.fastest.to_dict()}
 
 
-def analyze(trials: Sequence[TrialRecord], front: set[int]) -> Findings:
-    """All findings for one study's trials (``front``: numbers of the Pareto-optimal ones)."""
-    obs = observations(trials)
-    duplicates = sum(1 for t in trials if t.state == "COMPLETE" and t.is_duplicate)
-    findings = Findings(len(obs), duplicates)
-    ea = [o for o in obs if o.attention == "external"]
-    norms = {o.config.get("norm") for o in ea}
-    if {"double", "softmax"} <= norms:
-        findings.norm = paired(ea, "norm", "double", "softmax",
-                               "double normalization vs softmax", a_name="double",
-                               b_name="softmax")
-    elif ea:
-        fixed = ", ".join(sorted(str(n) for n in norms))
-        findings.norm_note = (f"only {fixed} normalization was tried: the data cannot compare "
-                              "double normalization with softmax")
+@dataclass(frozen=True)
+class Findings:
+    """The answers for one study.
+
+    Attributes:
+        configs: configurations with at least one COMPLETE run.
+        runs: their runs (replicates), repeats of an evaluated experiment left out.
+        duplicates: COMPLETE trials left out as repeats.
+        noise_known: whether some configuration has 2+ runs (else nothing is claimed).
+        confidence: level of every interval.
+        norm, mem_size, heads, attention: the four questions.
+        kinds: per attention kind.
+    """
+
+    configs: int
+    runs: int
+    duplicates: int
+    noise_known: bool
+    confidence: float
+    norm: Question
+    mem_size: Question
+    heads: Question
+    attention: Question
+    kinds: list[KindStats]
+
+    @property
+    def questions(self) -> list[Question]:
+        return [self.norm, self.mem_size, self.heads, self.attention]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"configs": self.configs, "runs": self.runs, "duplicates": self.duplicates,
+                "noise_known": self.noise_known, "confidence": self.confidence,
+                "norm": self.norm.to_dict(), "mem_size": self.mem_size.to_dict(),
+                "heads": self.heads.to_dict(), "attention": self.attention.to_dict(),
+                "kinds": [k.to_dict() for k in self.kinds]}
+
+
+# ---- grouping configurations into pairs and groups -------------------------------------------
+
+
+def _attention(c: Configuration) -> str:
+    return str(c.model_config.get("attention", "external"))
+
+
+def _key(config: dict[str, Any], drop: Iterable[str]) -> Key:
+    skip = set(drop)
+    return tuple(sorted((k, repr(v)) for k, v in config.items() if k not in skip))
+
+
+def _runs(configs: Sequence[Configuration], objective: int) -> Runs:
+    """Replicate index -> value. Configurations that fall in one cell (EA of several S against
+    one SA) are averaged per index: arithmetic for accuracy, geometric for throughput."""
+    by_index: dict[int, list[float]] = {}
+    for c in configs:
+        for t in c.trials:
+            assert t.values is not None
+            by_index.setdefault(replicate_of(t), []).append(float(t.values[objective]))
+    if objective == 0:
+        return {i: math.fsum(v) / len(v) for i, v in by_index.items()}
+    return {i: math.exp(math.fsum(math.log(x) for x in v) / len(v))
+            for i, v in by_index.items()}
+
+
+def _pairs(configs: Sequence[Configuration], factor: str, a: Any, b: Any,
+           ignore: Iterable[str] = ()) -> list[tuple[list[Configuration], list[Configuration]]]:
+    """Cells of configurations equal except ``factor`` (and ``ignore``) with both sides."""
+    cells: dict[Key, tuple[list[Configuration], list[Configuration]]] = {}
+    for c in configs:
+        value = c.model_config.get(factor)
+        if value in (a, b):
+            cell = cells.setdefault(_key(c.model_config, {factor, *ignore}), ([], []))
+            cell[0 if value == a else 1].append(c)
+    return [cell for cell in cells.values() if cell[0] and cell[1]]
+
+
+def _level(c: Configuration, factor: str) -> float | None:
+    """The configuration's value of a numeric factor (> 0), or None."""
+    value = c.model_config.get(factor)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def _groups(configs: Sequence[Configuration], factor: str
+            ) -> list[dict[float, list[Configuration]]]:
+    """Groups of configurations equal except ``factor``, by value, with 2+ values."""
+    groups: dict[Key, dict[float, list[Configuration]]] = {}
+    for c in configs:
+        value = _level(c, factor)
+        if value is not None:
+            group = groups.setdefault(_key(c.model_config, {factor}), {})
+            group.setdefault(value, []).append(c)
+    return [g for g in groups.values() if len(g) >= 2]
+
+
+# ---- sentences -------------------------------------------------------------------------------
+
+
+def _num(points: float) -> str:
+    """A number of points (or percent) with the decimals its size needs, minus as U+2212."""
+    text = f"{points:.1f}" if abs(points) >= 0.95 else f"{points:.2f}"
+    if len(text) > 3 and text.endswith("0") and abs(points) < 0.95:
+        text = text[:-1]  # 0.20 -> 0.2, but 0.15 stays
+    return text.replace("-", "\u2212")
+
+
+def _signed(points: float) -> str:
+    return ("+" if points >= 0 else "") + _num(points)
+
+
+def _seeds_now(e: Effect) -> str:
+    now = e.differences / e.pairs
+    return f"{now:.0f}" if now == int(now) else f"{now:.1f}"
+
+
+def _power(e: Effect, unit: str, per: str, units: str) -> list[str]:
+    """What the study could detect, and the seeds (or pairs) that would resolve RESOLVE.
+
+    Args:
+        e: the effect.
+        unit: "points" or "points per doubling".
+        per: what seeds are counted per: "pair" or "configuration".
+        units: what the interval is over: "pairs" or "groups".
+    """
+    if e.detectable is None:
+        return [f"power: unknown until there is an interval (2+ {units}, or one with 2+ runs "
+                "sharing seeds on each side)"]
+    out = [f"power: the smallest difference this study could detect (80% power, "
+           f"{e.confidence:.0%} interval) is \u00b1{_num(100 * e.detectable)} {unit}"]
+    target = f"{_num(100 * RESOLVE)} {unit}"
+    seeds = e.seeds_needed(RESOLVE)
+    if seeds is not None:
+        plural = "s" if seeds > 1 else ""
+        out.append(f"resolving {target} would need {seeds} seed{plural} per {per} (this study "
+                   f"has {_seeds_now(e)})")
+    elif e.within_var is None:
+        out.append(f"the seeds per {per} that would resolve {target} are unknown: no {per} has "
+                   "two runs with shared seeds")
     else:
-        findings.norm_note = "no external-attention trial completed"
-    findings.mem_size = factor_effect(ea, "mem_size", "S (memory size)")
-    findings.heads = factor_effect(obs, "heads", "heads")
-    kinds = {o.attention for o in obs}
-    for kind in sorted(kinds):
-        group = [o for o in obs if o.attention == kind]
-        findings.kinds.append(KindStats(
-            kind, len(group), sum(o.number in front for o in group),
-            max(o.accuracy for o in group), statistics.fmean(o.accuracy for o in group),
-            statistics.median(o.throughput for o in group)))
+        m = max(2, round(e.differences / e.pairs))
+        more = f"more seeds alone cannot resolve {target}: the effect differs between {units}"
+        needed = e.pairs_needed(RESOLVE, seeds=m)
+        out.append(more + (f"; about {needed} {units} of {m} seeds each would"
+                           if needed is not None else ""))
+    return out
+
+
+def _p_better(e: Effect, a: str, b: str, what: str) -> str:
+    assert e.p_better is not None
+    return f"P({a} {what} than {b}) = {e.p_better:.2f}"
+
+
+def _observed_pair(acc: Effect, speed: Effect, a: str, b: str) -> str:
+    ratio = math.exp(speed.mean)
+    return (f"{UNKNOWN}; observed {a} \u2212 {b}: {_signed(100 * acc.mean)} points, img/s "
+            f"\u00d7{ratio:.2f}, over {acc.pairs} pair(s)")
+
+
+# ---- the questions ---------------------------------------------------------------------------
+
+
+def _compare(configs: Sequence[Configuration], title: str, factor: str,
+             sides: tuple[Any, Any, str, str], noise_known: bool, confidence: float,
+             ignore: Iterable[str] = ()) -> Question:
+    a, b, a_name, b_name = sides
+    cells = _pairs(configs, factor, a, b, ignore)
+    if not cells:
+        return Question(title, f"no pairs: no two configurations differ only in {a_name} vs "
+                        f"{b_name}, so the study cannot answer this", a=a_name, b=b_name)
+    acc = paired_effect({i: (_runs(x, 0), _runs(y, 0)) for i, (x, y) in enumerate(cells)},
+                        confidence)
+    speed = paired_effect({i: (_runs(x, 1), _runs(y, 1)) for i, (x, y) in enumerate(cells)},
+                          confidence, log=True)
+    if not noise_known:
+        return Question(title, _observed_pair(acc, speed, a_name, b_name), a=a_name, b=b_name,
+                        accuracy=acc, speed=speed)
+    details = []
+    if acc.p_better is not None and speed.p_better is not None:
+        details += [_p_better(acc, a_name, b_name, "is more accurate"),
+                    _p_better(speed, a_name, b_name, "is faster")]
+    details += _power(acc, "points", "pair", "pairs")
+    return Question(title, verdict(acc, a_name, b_name), verdict(speed, a_name, b_name),
+                    details, "paired", a_name, b_name, acc, speed)
+
+
+def _levels(groups: Sequence[dict[float, list[Configuration]]], confidence: float
+            ) -> tuple[Trend, Trend, list[Level]]:
+    """Both trends over the groups and the levels they share."""
+    acc = trend({i: {v: _runs(cs, 0) for v, cs in g.items()} for i, g in enumerate(groups)},
+                confidence)
+    speed = trend({i: {v: _runs(cs, 1) for v, cs in g.items()} for i, g in enumerate(groups)},
+                  confidence, log=True)
+    levels = []
+    for x, y in zip(acc.levels, speed.levels, strict=True):
+        here = [c for g in groups for c in g.get(x.value, [])]
+        levels.append(Level(x.value, len(here), sum(len(c.trials) for c in here), x.estimate,
+                            y.estimate))
+    return acc, speed, levels
+
+
+def _slope(configs: Sequence[Configuration], title: str, factor: str, label: str,
+           noise_known: bool, confidence: float) -> Question:
+    values = sorted({v for c in configs if (v := _level(c, factor)) is not None})
+    if not values:
+        return Question(title, f"no configuration records {label}: nothing to say about it",
+                        kind="trend", a=label)
+    if len(values) == 1:
+        return Question(title, f"only {label} = {values[0]:g} was tried: no effect of {label} "
+                        "can be read", kind="trend", a=label)
+    groups = _groups(configs, factor)
+    if not groups:
+        return Question(title, f"no two configurations differ only in {label}: the study "
+                        "cannot separate its effect from the other settings", kind="trend",
+                        a=label)
+    acc, speed, levels = _levels(groups, confidence)
+    e, s = acc.per_doubling, speed.per_doubling
+    if not noise_known:
+        text = (f"{UNKNOWN}; observed per doubling of {label}: {_signed(100 * e.mean)} points, "
+                f"img/s \u00d7{math.exp(s.mean):.2f}, over {e.pairs} group(s)")
+        return Question(title, text, kind="trend", a=label, accuracy=e, speed=s, levels=levels)
+    details = []
+    if e.p_better is not None:
+        details.append(f"P(accuracy rises with {label}) = {e.p_better:.2f}")
+    details += _power(e, "points per doubling", "configuration", "groups")
+    # Without an accuracy interval there is none for throughput either: one sentence says so.
+    speed_text = trend_verdict(speed, label) if e.known else ""
+    return Question(title, trend_verdict(acc, label), speed_text, details, "trend", label, "",
+                    e, s, levels)
+
+
+def _kinds(front: ConfiguredFront) -> list[KindStats]:
+    out = []
+    for kind in sorted({_attention(c) for c in front.configs}):
+        group = [c for c in front.configs if _attention(c) == kind]
+        ests = [front.estimate(c.key) for c in group]
+        out.append(KindStats(
+            kind, len(group), sum(e.n for e in ests),
+            sum(c.key in front.front.plausible for c in group),
+            max((e.accuracy for e in ests), key=lambda x: x.mean),
+            max((e.throughput for e in ests), key=lambda x: x.mean)))
+    return out
+
+
+def _attention_question(configs: Sequence[Configuration], noise_known: bool,
+                        confidence: float) -> Question:
+    title = "External vs self-attention"
+    kinds = {_attention(c) for c in configs}
     if {"external", "self"} <= kinds:
-        findings.attention = paired(obs, "attention", "external", "self",
-                                    "external vs self-attention", ignore=("mem_size", "norm"),
-                                    a_name="EA", b_name="SA")
-    else:
-        only = ", ".join(sorted(kinds)) or "none"
-        findings.attention_note = (f"only {only} attention was searched: external and "
-                                   "self-attention cannot be compared from this study")
-    return findings
+        return _compare(configs, title, "attention", ("external", "self", "EA", "SA"),
+                        noise_known, confidence, ignore=("mem_size", "norm"))
+    only = ", ".join(sorted(kinds)) or "no"
+    return Question(title, f"only {only}-attention configurations completed: external and "
+                    "self-attention cannot be compared from this study", a="EA", b="SA")
+
+
+def _norm_question(configs: Sequence[Configuration], noise_known: bool,
+                   confidence: float) -> Question:
+    title = "Double normalization vs softmax"
+    ea = [c for c in configs if _attention(c) == "external"]
+    norms = {str(c.model_config.get("norm")) for c in ea}
+    if not ea:
+        return Question(title, "no external-attention configuration completed",
+                        a="double", b="softmax")
+    if not {"double", "softmax"} <= norms:
+        return Question(title, f"only {', '.join(sorted(norms))} normalization was tried: the "
+                        "study cannot compare double normalization with softmax",
+                        a="double", b="softmax")
+    return _compare(ea, title, "norm", ("double", "softmax", "double", "softmax"), noise_known,
+                    confidence)
+
+
+def analyze(trials: Sequence[TrialRecord], confidence: float = 0.95,
+            front: ConfiguredFront | None = None) -> Findings:
+    """All findings for one study's trials.
+
+    Args:
+        trials: the study's trials (any state; only COMPLETE non-duplicates count).
+        confidence: level of every interval (the study's ``[study] confidence``).
+        front: the noise-aware front of the same trials, when the caller has it already
+            (:func:`studies.replicates.configured_front`); computed otherwise.
+    """
+    front = front or configured_front(trials, confidence)
+    configs = front.configs
+    known = front.front.noise.known
+    ea = [c for c in configs if _attention(c) == "external"]
+    return Findings(
+        configs=len(configs), runs=front.replicates,
+        duplicates=sum(1 for t in trials if t.state == "COMPLETE" and t.is_duplicate),
+        noise_known=known, confidence=confidence,
+        norm=_norm_question(configs, known, confidence),
+        mem_size=_slope(ea, "Memory size S", "mem_size", "S", known, confidence),
+        heads=_slope(configs, "Heads", "heads", "heads", known, confidence),
+        attention=_attention_question(configs, known, confidence),
+        kinds=_kinds(front))
+
+
+def finding_lines(trials: Sequence[TrialRecord], confidence: float = 0.95) -> list[str]:
+    """The findings as short plain lines, one per question (for a study note)."""
+    return [q.line for q in analyze(trials, confidence).questions]

@@ -1,9 +1,13 @@
 """``explore study report``: a findings report in Markdown or HTML.
 
-The report holds the study's settings and counts, the Pareto front (table and plot), the
-hypervolume history, and the answers :mod:`studies.analysis` gives to the paper's questions. A
-Markdown report refers to PNG files written beside it (``NAME-front.png``,
-``NAME-history.png``); an HTML report embeds them and is one self-contained file.
+The report holds the study's settings and counts; the noise-aware front over configurations (the
+plausible ones with runs, 95% intervals and P(front), or, while every configuration has one run,
+the observed front said to be so); Optuna's observed per-trial front (``study.best_trials``,
+table and plot) as a secondary view; the hypervolume history; and the answers
+:mod:`studies.analysis` gives to the paper's questions, each with its interval and power.
+Accuracy is in percent throughout, differences in points. A Markdown report refers to PNG files
+written beside it (``NAME-front.png``, ``NAME-history.png``); an HTML report embeds them and is
+one self-contained file.
 """
 
 from __future__ import annotations
@@ -11,23 +15,27 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from studies.analysis import (
-    MIN_PAIRS,
-    MIN_TRIALS_TREND,
-    FactorEffect,
-    Findings,
-    PairedEffect,
-    analyze,
-)
+from studies.analysis import REPLICATE_HINT, RESOLVE, Findings, Question, analyze
 from studies.catalog import Front, open_catalog, read_front
+from studies.confidence import Estimate
 from studies.errors import ExploreError
 from studies.pareto import hypervolume_2d
-from studies.record import StudyMeta, TrialStats
+from studies.record import (
+    ATTR_FLOPS,
+    ATTR_MODEL_CONFIG,
+    ATTR_PARAMS_COUNT,
+    StudyMeta,
+    TrialRecord,
+    TrialStats,
+)
+from studies.render import design
+from studies.replicates import ConfiguredFront, front_settings, study_front
 from studies.storage import parse_storage
 
 __all__ = ["write_report"]
@@ -122,34 +130,150 @@ def to_html(blocks: list[Block], images: dict[str, bytes], title: str) -> str:
 
 # ---- the content -----------------------------------------------------------------------------
 
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+SEARCHED = ("attention", "mem_size", "heads", "norm")  # shown as the design (S32/h4/double)
 
 
-def _config(t: Any) -> dict[str, Any]:
-    stored = t.user_attrs.get("model_config")
+def _pct(est: Estimate) -> str:
+    """An accuracy (a fraction) in percent, with its interval when known."""
+    if est.low is None or est.high is None:
+        return f"{100 * est.mean:.2f}%"
+    return f"{100 * est.mean:.2f}% [{100 * est.low:.2f}%, {100 * est.high:.2f}%]"
+
+
+def _rate(est: Estimate) -> str:
+    """img/s, with its interval when known."""
+    if est.low is None or est.high is None:
+        return f"{est.mean:,.0f}"
+    return f"{est.mean:,.0f} [{est.low:,.0f}, {est.high:,.0f}]"
+
+
+def _n(count: int, word: str) -> str:
+    """``3 configurations``, ``1 configuration``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _minus(text: str) -> str:
+    return text.replace("-", "\u2212")
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:] + "."
+
+
+def _param(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _others(params: list[dict[str, Any]]) -> list[str]:
+    return sorted({k for p in params for k in p} - set(SEARCHED))
+
+
+def _config(t: TrialRecord) -> dict[str, Any]:
+    """The trial's stored model config overlaid with its searched params."""
+    stored = t.user_attrs.get(ATTR_MODEL_CONFIG)
     return {**(stored if isinstance(stored, dict) else {}), **t.params}
 
 
-def _front_table(front: Front) -> Table:
-    others = sorted({k for t in front.front for k in t.params}
-                    - {"attention", "mem_size", "heads", "norm"})
-    headers = ["trial", "attention", "S", "heads", "norm", *others, "accuracy", "img/s",
-               "params", "FLOPs/image"]
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "-"
+
+
+def _confident_table(cf: ConfiguredFront) -> Table:
+    """The plausible configurations by mean throughput, with intervals when the noise is known."""
+    configs = cf.ordered(cf.front.plausible)
+    others = _others([c.params for c in configs])
+    known = cf.front.noise.known
+    level = f"{cf.front.noise.confidence:.0%}"
+    values = ([f"accuracy [{level}]", f"img/s [{level}]", "P(front)"] if known
+              else ["accuracy", "img/s"])
     rows = []
-    for t in sorted(front.front, key=lambda t: t.values[1] if t.values else 0.0):
-        cfg = _config(t)
-        ea = cfg.get("attention", "external") == "external"
+    for c in configs:
+        e = cf.estimate(c.key)
+        cells = [_pct(e.accuracy), _rate(e.throughput)]
+        if known:
+            cells.append(f"{cf.front.probability[c.key]:.2f}")
+        first = c.trials[0].user_attrs
+        rows.append([design(c.model_config), *[_param(c.params.get(k, "-")) for k in others],
+                     str(e.n), ",".join(str(n) for n in e.trials), *cells,
+                     _count(first.get(ATTR_PARAMS_COUNT)), _count(first.get(ATTR_FLOPS))])
+    return Table(["design", *others, "runs", "trials", *values, "params", "FLOPs/image"], rows)
+
+
+def _noise_line(cf: ConfiguredFront) -> str:
+    noise = cf.front.noise
+    assert noise.accuracy_sd is not None and noise.log_throughput_sd is not None
+    return (f"Seed noise, pooled over all configurations: ±{100 * noise.accuracy_sd:.2f} "
+            f"accuracy points and ±{100 * math.expm1(noise.log_throughput_sd):.0f}% img/s per "
+            f"run (df {noise.df}).")
+
+
+def _front_blocks(cf: ConfiguredFront) -> list[Block]:
+    """The noise-aware front: the plausible configurations, and what is decided about the rest."""
+    noisy = cf.front
+    n = len(cf.configs)
+    if not n:
+        return [Heading(2, "Pareto front over configurations"),
+                Para("No COMPLETE trial has both an accuracy and a throughput.")]
+    counts = sorted(len(c.trials) for c in cf.configs)
+    spread = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]}-{counts[-1]}"
+    blocks: list[Block] = [
+        Heading(2, "Pareto front over configurations"),
+        Para(f"{_n(n, 'configuration')}, {_n(cf.replicates, 'run')} ({spread} per "
+             "configuration). A run is one training and one throughput measurement; replicate r "
+             "of every configuration shares its seed."),
+    ]
+    if not noisy.noise.known:
+        blocks += [
+            Para(f"Every configuration has one run: the seed noise is unknown, so no interval "
+                 "can be given and the front below is the observed one (the configurations no "
+                 "other beats in both accuracy and img/s). It cannot yet be told apart from "
+                 f"noise; {REPLICATE_HINT}."),
+            _confident_table(cf),
+        ]
+        return blocks
+    undecided = n - len(noisy.plausible) - len(noisy.dominated)
+    level = f"{noisy.noise.confidence:.0%}"
+    blocks += [
+        Para(f"The plausible front: {_n(len(noisy.plausible), 'configuration')} with "
+             "P(Pareto-optimal) >= 0.5, by throughput. Accuracy is the mean of a "
+             f"configuration's runs, img/s their geometric mean, each with its {level} interval; "
+             "P(front) is the probability that the configuration is Pareto-optimal given the "
+             "noise. " + _noise_line(cf)),
+        _confident_table(cf),
+        Para(f"Of the other {_n(n - len(noisy.plausible), 'configuration')}, "
+             f"{len(noisy.dominated)} confidently dominated (P(front) <= "
+             f"{1 - noisy.noise.confidence:.2f}) and {undecided} undecided (neither plausible nor "
+             "confidently dominated)."
+             + (f" Hypervolume of the plausible front: {noisy.hypervolume:,.1f} "
+                f"[{noisy.hypervolume_low:,.1f}, {noisy.hypervolume_high:,.1f}] (accuracy as a "
+                "fraction × img/s above (0, 0))."
+                if noisy.hypervolume_low is not None and noisy.hypervolume_high is not None
+                else "")),
+    ]
+    return blocks
+
+
+def _observed_blocks(front: Front) -> list[Block]:
+    """Optuna's per-trial front, kept as the secondary, observed view."""
+    trials = sorted(front.front, key=lambda t: t.values[1] if t.values else 0.0)
+    others = _others([t.params for t in trials])
+    values = [t.values for t in trials if t.values]
+    rows = []
+    for t in trials:
         assert t.values is not None
-        rows.append([str(t.number), str(cfg.get("attention", "external")),
-                     str(cfg.get("mem_size", "-")) if ea else "-", str(cfg.get("heads", "-")),
-                     str(cfg.get("norm", "-")) if ea else "-",
-                     *[str(t.params.get(k, "-")) for k in others],
-                     f"{t.values[0]:.4f}", f"{t.values[1]:,.0f}",
-                     f"{t.user_attrs.get('params_count', 0):,}",
-                     f"{t.user_attrs.get('flops_per_image', 0):,}"])
-    return Table(headers, rows)
+        rows.append([str(t.number), design(_config(t)),
+                     *[_param(t.params.get(k, "-")) for k in others],
+                     f"{100 * t.values[0]:.2f}%", f"{t.values[1]:,.0f}"])
+    return [
+        Heading(3, "Optuna's observed front (study.best_trials), single runs"),
+        Para(f"{len(front.pareto)} of {len(front.trials)} COMPLETE trials that no other single "
+             "run beats in both accuracy and img/s (hypervolume "
+             f"{hypervolume_2d([(v[0], v[1]) for v in values]):,.1f}). Each is one run: a "
+             "lucky seed or a quiet moment can put a trial here."),
+        Table(["trial", "design", *others, "accuracy", "img/s"], rows),
+        Image("front", "accuracy against throughput, every run; Optuna's observed front "
+              "connected, dominated runs in grey"),
+    ]
 
 
 def _summary(meta: StudyMeta, stats: TrialStats, front: Front, where: str) -> list[Block]:
@@ -167,7 +291,8 @@ def _summary(meta: StudyMeta, stats: TrialStats, front: Front, where: str) -> li
         f"dataset: {data.get('dataset', '?')} (accuracy on the {data.get('eval_split', 'val')} "
         f"split after {train.get('epochs', '?')} epochs)",
         f"sampler: {study.get('sampler', '?')}, seed {study.get('seed', '?')}, "
-        f"budget {study.get('trials', '?')} finished trials",
+        f"budget {study.get('trials', '?')} finished trials, replicates "
+        f"{study.get('replicates', 1)}",
         "searched: " + ("; ".join(f"{k} = {v}" for k, v in space.items()) or "nothing"),
         f"trials: {sum(stats.states.values())} ({states})",
         "throughput measured on: " + (", ".join(devices) or "unknown"),
@@ -179,66 +304,88 @@ def _summary(meta: StudyMeta, stats: TrialStats, front: Front, where: str) -> li
     return [Heading(2, "Summary"), Bullets(items)]
 
 
-def _paired_blocks(title: str, effect: PairedEffect | None, note: str, paper: str = ""
-                   ) -> list[Block]:
-    blocks: list[Block] = [Heading(3, title)]
-    if effect is None:
-        blocks.append(Para(note))
-        return blocks
-    blocks.append(Para(effect.verdict[0].upper() + effect.verdict[1:] + "."))
-    if effect.pairs:
+def _effect_rows(q: Question) -> list[list[str]]:
+    """The effect table's rows: accuracy in points, throughput as a ratio."""
+    rows = []
+    per = " per doubling" if q.kind == "trend" else ""
+    acc, speed = q.accuracy, q.speed
+    if acc is not None and acc.low is not None and acc.high is not None:
+        assert acc.detectable is not None and acc.p_better is not None
+        name = (f"accuracy {q.a} − {q.b}" if q.kind == "paired"
+                else f"accuracy per doubling of {q.a}")
+        rows.append([name, _minus(f"{100 * acc.mean:+.2f} pts"),
+                     _minus(f"[{100 * acc.low:+.2f}, {100 * acc.high:+.2f}]"),
+                     f"{acc.p_better:.2f}", f"±{100 * acc.detectable:.2f} pts{per}",
+                     str(acc.pairs), str(acc.differences)])
+    if speed is not None and speed.low is not None and speed.high is not None:
+        assert speed.detectable is not None and speed.p_better is not None
+        name = f"img/s {q.a}/{q.b}" if q.kind == "paired" else f"img/s per doubling of {q.a}"
+        rows.append([name, f"×{math.exp(speed.mean):.3f}",
+                     f"[×{math.exp(speed.low):.3f}, ×{math.exp(speed.high):.3f}]",
+                     f"{speed.p_better:.2f}", f"×{math.exp(speed.detectable):.3f}{per}",
+                     str(speed.pairs), str(speed.differences)])
+    return rows
+
+
+def _question_blocks(q: Question, f: Findings, paper: str = "") -> list[Block]:
+    """One question: its verdict, the throughput sentence, details, and its tables (intervals
+    only where the noise is known: otherwise nothing is claimed, not even in a table)."""
+    blocks: list[Block] = [Heading(3, q.title), Para(_sentence(q.verdict))]
+    if q.throughput:
+        blocks.append(Para(_sentence(q.throughput)))
+    if q.details:
+        blocks.append(Bullets(q.details))
+    rows = _effect_rows(q) if f.noise_known else []
+    level = f"{f.confidence:.0%}"
+    if rows:
+        units = "pairs" if q.kind == "paired" else "groups"
+        better = "P(a better)" if q.kind == "paired" else "P(rises)"
+        blocks.append(Table(["effect", "estimate", f"{level} interval", better,
+                             "80% power for", units, "paired runs"], rows))
+    if q.levels:
+        tag = f" [{level}]" if f.noise_known else ""
         blocks.append(Table(
-            ["pairs", f"mean accuracy {effect.a} − {effect.b}", "smallest", "largest",
-             f"{effect.a} better", f"{effect.b} better", f"throughput {effect.a}/{effect.b}"],
-            [[str(effect.pairs), _points(effect.mean_accuracy_diff),
-              _points(effect.min_accuracy_diff), _points(effect.max_accuracy_diff),
-              str(effect.a_better), str(effect.b_better),
-              f"×{effect.throughput_ratio:.2f}" if effect.throughput_ratio else "-"]]))
+            [q.a, "configurations", "runs", f"accuracy{tag}", f"img/s{tag}"],
+            [[f"{lv.value:g}", str(lv.configs), str(lv.runs), _pct(lv.accuracy),
+              _rate(lv.throughput)] for lv in q.levels]))
     if paper:
         blocks.append(Para(paper))
     return blocks
 
 
-def _points(diff: float | None) -> str:
-    return "-" if diff is None else f"{100 * diff:+.2f} pts"
-
-
-def _factor_blocks(title: str, effect: FactorEffect | None, missing: str) -> list[Block]:
-    blocks: list[Block] = [Heading(3, title)]
-    if effect is None:
-        return [*blocks, Para(missing)]
-    blocks.append(Para(effect.verdict[0].upper() + effect.verdict[1:] + "."))
-    blocks.append(Table(
-        [effect.label, "trials", "mean accuracy", "best accuracy", "median img/s"],
-        [[str(lv.value), str(lv.trials), _pct(lv.mean_accuracy), _pct(lv.best_accuracy),
-          f"{lv.median_throughput:,.0f}"] for lv in effect.levels]))
-    return blocks
-
-
 def _findings(f: Findings) -> list[Block]:
-    blocks: list[Block] = [
-        Heading(2, "Findings"),
-        Para(f"From {f.trials_used} COMPLETE trials"
-             + (f" ({f.duplicates_skipped} repeats of an evaluated configuration left out)"
-                if f.duplicates_skipped else "")
-             + f". A conclusion needs at least {MIN_PAIRS} pairs or {MIN_TRIALS_TREND} trials; "
-               "below that the numbers are "
-               "shown but nothing is concluded. Accuracy differences are in percentage points."),
-    ]
-    blocks += _paired_blocks(
-        "Double normalization vs softmax", f.norm, f.norm_note,
+    level = f"{f.confidence:.0%}"
+    intro = (f"From {_n(f.configs, 'configuration')} and {_n(f.runs, 'run')}"
+             + (f" ({f.duplicates} repeats of an evaluated experiment left out)"
+                if f.duplicates else "")
+             + ". Each question compares configurations equal in everything else, replicate r "
+               "of both sides sharing its seed (a paired design). With several pairs the "
+               f"{level} interval is a t interval over the pairs' mean differences, with one "
+               "pair over its paired runs; S and heads are slopes per doubling within groups of "
+               "configurations equal except that factor. A difference or a trend is claimed only "
+               "when its interval excludes 0. Accuracy differences are in percentage points, "
+               f"throughput as ratios; the power is what the study could detect with 80% power, "
+               f"and the seeds that would resolve {100 * RESOLVE:.1f} points.")
+    blocks: list[Block] = [Heading(2, "Findings"), Para(intro)]
+    if not f.noise_known:
+        blocks.append(Para("Every configuration has one run, so the seed noise is unknown: no "
+                           "interval can be given and nothing below is claimed; the numbers are "
+                           f"what was observed. {REPLICATE_HINT[:1].upper()}{REPLICATE_HINT[1:]}."))
+    blocks += _question_blocks(
+        f.norm, f,
         "For scale: the paper's author reports differences of 0.1-0.3 points between double "
-        "normalization and softmax; a difference below the pairs' spread is not a finding.")
-    blocks += _factor_blocks("Memory size S", f.mem_size,
-                             "No external-attention trial completed: nothing to say about S.")
-    blocks += _factor_blocks("Heads", f.heads, "No trial records its number of heads.")
-    blocks += _paired_blocks("External vs self-attention", f.attention, f.attention_note)
+        "normalization and softmax.")
+    blocks += _question_blocks(f.mem_size, f)
+    blocks += _question_blocks(f.heads, f)
+    blocks += _question_blocks(f.attention, f)
     if f.kinds:
+        tag = f" [{level}]" if f.noise_known else ""
         blocks.append(Table(
-            ["attention", "trials", "on the front", "best accuracy", "mean accuracy",
-             "median img/s"],
-            [[k.kind, str(k.trials), str(k.on_front), _pct(k.best_accuracy),
-              _pct(k.mean_accuracy), f"{k.median_throughput:,.0f}"] for k in f.kinds]))
+            ["attention", "configurations", "runs",
+             "on the plausible front" if f.noise_known else "on the observed front",
+             f"best accuracy{tag}", f"fastest img/s{tag}"],
+            [[k.kind, str(k.configs), str(k.runs), str(k.plausible), _pct(k.best_accuracy),
+              _rate(k.fastest)] for k in f.kinds]))
     return blocks
 
 
@@ -247,9 +394,9 @@ def _history_blocks(snapshots: list[Any]) -> list[Block]:
     if not snapshots:
         return [*blocks, Para("No Pareto snapshots were recorded for this study.")]
     blocks.append(Para(
-        f"{len(snapshots)} snapshots, one each time a finished trial changed the front. "
-        "Hypervolume is the area dominated by the front in accuracy × images/s above the "
-        "reference point (0, 0)."))
+        f"{len(snapshots)} snapshots of Optuna's observed front, one each time a finished trial "
+        "changed it. Hypervolume is the area dominated by the front in accuracy (as a fraction) "
+        "× images/s above the reference point (0, 0)."))
     shown = snapshots if len(snapshots) <= 25 else snapshots[:5] + snapshots[-20:]
     blocks.append(Table(
         ["snapshot", "finished trials", "time (UTC)", "hypervolume", "front size"],
@@ -259,25 +406,19 @@ def _history_blocks(snapshots: list[Any]) -> list[Block]:
     return blocks
 
 
-def build_report(meta: StudyMeta, stats: TrialStats, front: Front, trials: list[Any],
+def build_report(meta: StudyMeta, stats: TrialStats, front: Front, trials: list[TrialRecord],
                  snapshots: list[Any], where: str) -> list[Block]:
+    confidence, _ = front_settings(meta.settings)
+    cf = study_front(trials, meta.settings)  # the probabilities `study pareto` prints
     blocks: list[Block] = [
         Heading(1, f"Study {meta.name}: accuracy against throughput"),
         Para(f"Generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by explore."),
     ]
     blocks += _summary(meta, stats, front, where)
-    values = [t.values for t in front.front if t.values]
-    blocks += [
-        Heading(2, "Pareto front"),
-        Para(f"{len(front.pareto)} Pareto-optimal of {len(front.trials)} COMPLETE trials "
-             f"(hypervolume {hypervolume_2d([(v[0], v[1]) for v in values]):,.1f} in accuracy "
-             "× img/s above (0, 0)). No listed trial is beaten by another in both accuracy and "
-             "throughput."),
-        _front_table(front),
-        Image("front", "accuracy against throughput; the front connected, dominated in grey"),
-    ]
+    blocks += _front_blocks(cf)
+    blocks += _observed_blocks(front)
     blocks += _history_blocks(snapshots)
-    blocks += _findings(analyze(trials, front.pareto))
+    blocks += _findings(analyze(trials, confidence, cf))
     return blocks
 
 
