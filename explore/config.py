@@ -52,11 +52,11 @@ class StudySettings:
     prune_min_trials: int = 4  # no pruning at a rung until this many trials reached it
     dedup: bool = True  # answer an already evaluated configuration from the study (free)
     warm_start: int = 3  # a new study trains the N fastest configurations first (0: off)
-    # Training runs per configuration: 1 (each configuration once, as before replicates);
-    # "race" gives a new configuration one run and more (doubling, up to max_replicates)
-    # while it is not confidently dominated; an integer K trains every configuration K times
-    # (a designed experiment). docs/replicates.md.
-    replicates: str | int = 1
+    # Training runs per configuration: "race" (the default) gives a new configuration one run
+    # and more (doubling, up to max_replicates) while it is not confidently dominated; an
+    # integer K trains every configuration K times (a designed experiment; 1: each once, as
+    # before replicates). docs/replicates.md.
+    replicates: str | int = "race"
     max_replicates: int = 4  # racing: the most runs one configuration gets
     confidence: float = 0.95  # of every interval, and of "confidently dominated"
 
@@ -94,8 +94,18 @@ class DataSettings:
     augment: bool = False  # random crop with padding + horizontal flip, on tensors
     image_size: int = 0  # resize imagefolder images to this side (0: 32)
     max_train: int = 0  # use at most this many training images (0: all)
+    # The validation hold-out: "fixed" (one, chosen by the study seed) or "replicate" (replicate
+    # r > 0 holds out another one, the same for every configuration's replicate r: a paired
+    # design over splits as well as seeds; replicate 0 keeps the study's split).
+    split: str = "fixed"
 
     def __post_init__(self) -> None:
+        if self.split not in ("fixed", "replicate"):
+            raise ValueError(f"split must be 'fixed' or 'replicate'; got {self.split!r}")
+        if self.split == "replicate" and self.eval_split == "test":
+            raise ValueError("split = 'replicate' draws another validation hold-out per "
+                             "replicate; with eval_split = 'test' there is none: use one of "
+                             "the two")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1); got {self.val_fraction}")
         if self.eval_split not in ("val", "test"):

@@ -16,7 +16,7 @@ from explore.config import Settings, TrainSettings
 from explore.space import HOW_NOT_WHAT
 from extattn import ModelConfig
 
-__all__ = ["TrialPlan", "experiment_key", "plan_trial", "replicate_seed"]
+__all__ = ["TrialPlan", "experiment_key", "plan_trial", "replicate_seed", "split_seed"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ def experiment_key(model: dict[str, Any], train: dict[str, Any], settings: Setti
     data = dataclasses.asdict(settings.data)
     for machine_specific in ("data_dir", "download"):
         data.pop(machine_specific)
+    if data.get("split") == "fixed":  # keys from before the option stay
+        data.pop("split")
     blob = json.dumps({"model": model, "train": train, "data": data,
                        "seed": settings.study.seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -59,6 +61,16 @@ def replicate_seed(config_key: str, replicate: int) -> int:
     if replicate == 0:
         return int(config_key[:8], 16)
     digest = hashlib.sha256(f"{config_key}:replicate:{replicate}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def split_seed(study_seed: int, replicate: int, split: str) -> int:
+    """The seed of replicate ``replicate``'s validation hold-out (``[data] split``): the study
+    seed for "fixed" and for replicate 0; otherwise one per replicate index, shared by every
+    configuration (replicate r of two configurations sees the same split: paired)."""
+    if split == "fixed" or replicate == 0:
+        return study_seed
+    digest = hashlib.sha256(f"{study_seed}:split:{replicate}".encode()).hexdigest()
     return int(digest[:8], 16)
 
 

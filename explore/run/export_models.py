@@ -65,16 +65,19 @@ class _Retrainer:
         from explore.engine.data import load_dataset
         from explore.engine.device import resolve_device
         from explore.engine.train import train_model
-        from explore.plan import plan_trial
+        from explore.plan import plan_trial, split_seed
         from extattn import create_model, save_checkpoint
 
         device = resolve_device(self.device_name)
         if self._data is None:
             self._data = load_dataset(self.settings.data, seed=self.settings.study.seed,
                                       device=device)
-        data = self._data
-        c, h, _ = data.image_shape
-        plan = plan_trial(t.params, self.settings, (h, c, data.num_classes), replicate_of(t))
+        c, h, _ = self._data.image_shape
+        plan = plan_trial(t.params, self.settings, (h, c, self._data.num_classes),
+                          replicate_of(t))
+        seed = split_seed(self.settings.study.seed, plan.replicate, self.settings.data.split)
+        data = self._data if seed == self.settings.study.seed else load_dataset(
+            self.settings.data, seed=seed, device=device)  # the replicate's own hold-out
         if plan.key != t.user_attrs.get("config_key", plan.key):
             note(f"trial {t.number}: its configuration no longer maps to the same experiment "
                  "(the code changed?); the retrained weights may differ")

@@ -21,13 +21,13 @@ import torch
 import extattn
 from explore.config import Settings
 from explore.engine import allocator
-from explore.engine.data import Dataset
+from explore.engine.data import Dataset, load_dataset
 from explore.engine.device import device_name, resolve_precision, torch_threads
 from explore.engine.locks import MachineLock
 from explore.engine.measure import Throughput, measure_throughput
 from explore.engine.train import EpochResult, NonFiniteLoss, compile_for_trial, train_model
 from explore.engine.trainstate import peek_state
-from explore.plan import TrialPlan, plan_trial
+from explore.plan import TrialPlan, plan_trial, split_seed
 from explore.run.recovery import WorkerIdentity
 from explore.search import reuse
 from explore.search.pruning import decide, rungs
@@ -107,6 +107,17 @@ class Objective:
         self.worker = worker or WorkerContext()
         c, h, _ = data.image_shape
         self.data_shape = (h, c, data.num_classes)
+        self._split: tuple[int, Dataset] | None = None  # the last replicate's own split
+
+    def data_for(self, plan: TrialPlan) -> Dataset:
+        """The data a trial trains and validates on: the study's, or with ``[data] split =
+        "replicate"`` its replicate's hold-out (loaded once per replicate index in a row)."""
+        seed = split_seed(self.settings.study.seed, plan.replicate, self.settings.data.split)
+        if seed == self.settings.study.seed:
+            return self.data
+        if self._split is None or self._split[0] != seed:
+            self._split = (seed, load_dataset(self.settings.data, seed=seed, device=self.device))
+        return self._split[1]
 
     def state_path(self, plan: TrialPlan) -> Path:
         """The mid-trial training state: named by the experiment key, so any retry of the same
@@ -230,7 +241,7 @@ class Objective:
         started = time.perf_counter()
         try:
             result = train_model(
-                model, self.data, plan.train, plan.seed,
+                model, self.data_for(plan), plan.train, plan.seed,
                 augment=self.settings.data.augment, on_epoch=epoch_done,
                 state_path=state_path, extra_state={"throughput": throughput.to_dict()},
                 epoch_guard=self.worker.lock.shared, net=net, save_at=rung_epochs,
