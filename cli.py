@@ -9,18 +9,46 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from studies.errors import ExploreError, UsageError
 
 __version__ = "0.1.0"
 
+class _Group(TyperGroup):
+    """The top command, with every parse error (a value a typed option cannot take, an unknown
+    option or choice) as one line on stderr, exit code 2, like the errors the commands raise."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:  # the caller handles errors itself
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            sys.stderr.write("Aborted!\n")
+            sys.exit(1)
+        except typer.exceptions.TyperException as exc:  # the usage errors of Typer's click
+            fmt = getattr(exc, "format_message", None)
+            message = fmt() if callable(fmt) else str(exc)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `explore study`: the help
+                sys.stdout.write(f"{message}\n")
+                sys.exit(2)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (`{ctx.command_path} --help` lists the options)" if ctx else ""
+            sys.stderr.write(f"error: {' '.join(str(message).split())}{hint}\n")
+            sys.exit(getattr(exc, "exit_code", 2))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="explore",
+    cls=_Group,
     help="Find the best external-attention designs for a dataset and a device.",
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
@@ -39,7 +67,20 @@ StorageOpt = Annotated[str | None, typer.Option(
     "--storage", envvar="EXPLORE_STORAGE", show_envvar=True,
     help="Study database: sqlite:///FILE.db (default explore.db here), postgresql+psycopg://…, "
          "mysql+pymysql://…, journal:FILE.log or redis://…")]
-FormatOpt = Annotated[str, typer.Option("-f", "--format", help="table or json")]
+class Format(StrEnum):
+    """``-f``: checked when the options are parsed (``-f yaml`` is refused by every command)."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+class DataFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    CSV = "csv"
+
+
+FormatOpt = Annotated[Format, typer.Option("-f", "--format", help="table or json")]
 CompileOpt = Annotated[bool, typer.Option(
     "--compile/--no-compile",
     help="torch.compile the model first (as a study with [train] compile = true does)."
@@ -173,7 +214,7 @@ def study_run(
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="Print only the final summary."
     )] = False,
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Create a study, or continue it, and run trials until it has --trials finished ones."""
     from explore.run.opening import RunRequest
@@ -227,7 +268,7 @@ def study_worker(
         help="Keep trained weights of: pareto (front trials), all or none."
     )] = "pareto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Join an existing study (from any machine) with its stored settings and budget."""
     from explore.run.opening import RunRequest
@@ -314,7 +355,7 @@ def _train_options(compile_: bool, precision: str | None) -> dict[str, Any]:
 
 
 @model_app.command("list")
-def model_list(fmt: FormatOpt = "table") -> None:
+def model_list(fmt: FormatOpt = Format.TABLE) -> None:
     """The registered model presets."""
     from rich.table import Table
 
@@ -342,7 +383,7 @@ def model_bench(
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default).")] = 0,
     compile_: CompileOpt = False,
     precision: PrecisionOpt = None,
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Inference throughput, FLOPs and parameters of one configuration."""
     from explore.run.single import bench_model
@@ -376,7 +417,7 @@ def model_train(
     )] = None,
     compile_: CompileOpt = False,
     precision: PrecisionOpt = None,
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Train one configuration exactly as a study trial would (same seed, same result)."""
     from explore.run.single import train_one
@@ -413,7 +454,8 @@ def _front_row(t: Any) -> dict[str, Any]:
 # ---- compare, report, delete, copy, dashboard, models) ----
 
 BROWSE_FORMATS = ("table", "json", "csv")
-DataFormatOpt = Annotated[str, typer.Option("-f", "--format", help="table, json or csv")]
+DataFormatOpt = Annotated[DataFormat, typer.Option("-f", "--format",
+                                                   help="table, json or csv")]
 StudyArg = Annotated[str, typer.Argument(help="Study name.", show_default=False)]
 
 
@@ -428,7 +470,7 @@ def _fetch(fmt: str, fn: Callable[[], T], formats: tuple[str, ...] = BROWSE_FORM
 
 
 @study_app.command("list")
-def study_list(storage: StorageOpt = None, fmt: DataFormatOpt = "table") -> None:
+def study_list(storage: StorageOpt = None, fmt: DataFormatOpt = DataFormat.TABLE) -> None:
     """Every study: trials by state, front size, best accuracy and throughput, activity."""
     from studies.catalog import list_studies
     from studies.views import print_list
@@ -446,7 +488,7 @@ def study_show(
     storage: StorageOpt = None,
     settings: Annotated[bool, typer.Option(
         "--settings", help="Also list every stored setting.")] = False,
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """A study's trials by state, its noise-aware Pareto front, failures with reasons (and with
     --settings its stored settings)."""
@@ -469,7 +511,7 @@ def study_pareto(
         "--observed", help="Optuna's observed front instead (study.best_trials): single "
                            "trials, no noise model."
     )] = False,
-    fmt: DataFormatOpt = "table",
+    fmt: DataFormatOpt = DataFormat.TABLE,
 ) -> None:
     """The noise-aware Pareto front: each configuration's replicates pooled into means with 95%
     intervals and P(Pareto-optimal); the plausible ones (P >= 0.5) by default."""
@@ -491,7 +533,7 @@ def study_history_cmd(
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also draw hypervolume against trials and time into this PNG file."
     )] = None,
-    fmt: DataFormatOpt = "table",
+    fmt: DataFormatOpt = DataFormat.TABLE,
 ) -> None:
     """The recorded Pareto-front snapshots: finished trials, time, hypervolume, front size."""
     from studies.history import study_history
@@ -546,7 +588,7 @@ def study_compare(
     out_path: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Also draw the fronts overlaid into FILE.png or FILE.html."
     )] = None,
-    fmt: DataFormatOpt = "table",
+    fmt: DataFormatOpt = DataFormat.TABLE,
 ) -> None:
     """Hypervolume against one common reference point, front sizes and best values.
 
@@ -651,7 +693,7 @@ def study_confirm(
         help="Fresh seeds per plausible configuration (never used by the search).")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")] = False,
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Train the plausible front again on fresh seeds and set the search's estimates against
     theirs (the winner's optimism); the runs are kept in study NAME-confirm."""
@@ -682,7 +724,7 @@ def study_models(
         "--observed", help="One per trial of Optuna's observed front (study.best_trials) "
                            "instead.")] = False,
     device: Annotated[str, typer.Option(help="Device for retraining: auto, cpu, cuda.")] = "cpu",
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Checkpoints of the plausible front, loadable with extattn.load_checkpoint."""
     from explore.run.export_models import export_models

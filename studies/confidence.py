@@ -416,7 +416,10 @@ def noisy_front(replicates: Sequence[Replicate], confidence: float = 0.95, draws
     plausible = _plausible(probability)
     dominated = [c for c, p in probability.items() if p <= 1.0 - confidence]
     chosen = [i for i, c in enumerate(names) if c in set(plausible)]
-    areas = _hypervolume_rows(acc[:, chosen], np.exp(log_thr[:, chosen]), reference)
+    # With 1-2 degrees of freedom the sigma draws are heavy-tailed (a few are huge): the
+    # hypervolume interval is then very wide, but finite (exp overflows past log 709).
+    areas = _hypervolume_rows(acc[:, chosen], np.exp(np.clip(log_thr[:, chosen], -700, 700)),
+                              reference)
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(areas, [tail, 1.0 - tail])
     area = hypervolume_2d(_points(estimates, plausible), reference)

@@ -105,7 +105,21 @@ CASES = [
     case(*RUN, "--device", "cuda", says=("CUDA is not available",), id="cuda-without-cuda"),
     case(*RUN, "--max-failures", "0", says=("--max-failures",), id="max-failures-zero"),
     case(*RUN, "--keep-checkpoints", "some", says=("--keep-checkpoints",), id="keep-unknown"),
-    case(*RUN, "-f", "yaml", says=("unknown format 'yaml'",), id="unknown-format"),
+    case(*RUN, "-f", "yaml", says=("'yaml' is not one of",), id="unknown-format"),
+    # Values a typed option cannot take, unknown options and commands: one line, not a panel.
+    case(*RUN, "--seed", "abc", says=("--seed", "valid integer", "--help"), id="seed-abc"),
+    case("study", "run", "--trials", "many", says=("--trials",), id="trials-many"),
+    case(*RUN, "--timeout", "soon", says=("--timeout",), id="timeout-soon"),
+    case(*RUN, "--bogus", says=("no such option: --bogus",), id="unknown-option"),
+    case("study", "frobnicate", says=("no such command 'frobnicate'",), id="unknown-command"),
+    case("model", "list", "-f", "yaml", says=("'yaml' is not one of",), id="model-list-yaml"),
+    case("study", "show", "x", "-f", "csv", says=("'csv' is not one of",), id="show-csv"),
+    case(*RUN, "--replicates", "sometimes", says=("replicates", '"race"'),
+         id="replicates-sometimes"),
+    case(*RUN, "--config", "bad.toml", toml="[study]\nmax_replicates = 0\n",
+         says=("max_replicates",), id="max-replicates-zero"),
+    case(*RUN, "--config", "bad.toml", toml="[study]\nconfidence = 1.5\n",
+         says=("confidence",), id="confidence-1.5"),
     case(*RUN, "--config", "bad.toml", toml="[space]\ncuda_graph = [true, false]\n",
          says=("bad.toml:2", "[space] cuda_graph", "how training runs", "[train]"),
          id="space-searches-how-not-what"),
@@ -235,7 +249,7 @@ def run(args: list[str], cwd: Path, timeout: float = 120) -> subprocess.Complete
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bad", [p for p in CASES if p.id in (
-    "show-no-study", "old-schema", "unreachable-server")],
+    "show-no-study", "old-schema", "unreachable-server", "seed-abc", "unknown-command")],
     ids=lambda c: " ".join(c.args[:2]))
 def test_a_real_process_prints_one_line(bad: Case, arena: Path) -> None:
     """What Optuna or the drivers might log goes to the real stderr: still one line."""

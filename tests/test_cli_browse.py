@@ -152,7 +152,7 @@ def test_show_table_and_json(run: Run, studies: Studies) -> None:
     assert "Stored settings" in text and "space.attention" in text
     assert text.index("Pareto front") < text.index("Stored settings")  # the answer first
     one_line_error(run("study", "show", "easa", "--storage", studies.url, "-f", "csv"), 2,
-                   "unknown format 'csv'")
+                   "'csv' is not one of")
 
 
 def test_history_json_and_plot(run: Run, studies: Studies, tmp_path: Path) -> None:
@@ -239,11 +239,19 @@ def test_delete_asks_and_copy(run: Run, studies: Studies, tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_models(run: Run, studies: Studies, tmp_path: Path) -> None:
     index = json.loads(ok(run("study", "models", "easa", "--storage", studies.url, "--out",
-                              tmp_path / "m", "-f", "json")))
+                              tmp_path / "m", "-f", "json", "--observed")))
     assert [m["trial"] for m in index["models"]] == [t.number for t in
                                                      load(studies, "easa").best_trials]
     assert all((tmp_path / "m" / m["file"]).is_file() for m in index["models"])
     assert json.loads((tmp_path / "m" / "index.json").read_text()) == index
+    plausible = json.loads(ok(run("study", "pareto", "easa", "--storage", studies.url, "-f",
+                                  "json")))
+    index = json.loads(ok(run("study", "models", "easa", "--storage", studies.url, "--out",
+                              tmp_path / "p", "-f", "json")))
+    assert sorted(m["configuration"] for m in index["models"]) == sorted(
+        r["configuration"] for r in plausible)
+    text = ok(run("study", "models", "easa", "--storage", studies.url, "--out", tmp_path / "t"))
+    assert "run(s)" in text and "%" in text
 
 
 @pytest.mark.parametrize("command", [
@@ -275,4 +283,4 @@ def test_missing_database_is_not_created(run: Run, tmp_path: Path,
 
 def test_bad_format_is_a_usage_error(run: Run, studies: Studies) -> None:
     one_line_error(run("study", "list", "--storage", studies.url, "-f", "yaml"), 2,
-                   "unknown format 'yaml'")
+                   "'yaml' is not one of")

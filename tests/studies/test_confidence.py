@@ -361,3 +361,21 @@ def test_tiny_exhaustive_front_of_identical_points() -> None:
         b = np.array([points[i][1] for i in perm])
         kept = {perm[i] for i in np.flatnonzero(pareto_mask(a, b))}
         assert kept == {0, 1, 2, 3}
+
+
+def test_one_degree_of_freedom_gives_a_finite_front_without_warnings() -> None:
+    """With df = 1 a few sigma draws are huge (s² / chi²_1): no overflow warning (a run prints
+    every warning on stderr), a finite hypervolume interval, probabilities in [0, 1]."""
+    import warnings
+
+    from studies.confidence import Replicate, noisy_front
+
+    reps = [Replicate("a", 0, 0.50, 1000.0, 0), Replicate("a", 1, 0.52, 1500.0, 1),
+            Replicate("b", 0, 0.60, 900.0, 2), Replicate("c", 0, 0.40, 3000.0, 3)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for seed in range(100):
+            front = noisy_front(reps, seed=seed)
+            assert front.hypervolume_low is not None and front.hypervolume_high is not None
+            assert math.isfinite(front.hypervolume_high)
+            assert all(0.0 <= p <= 1.0 for p in front.probability.values())
