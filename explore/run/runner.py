@@ -24,6 +24,7 @@ from explore.config import Settings
 from explore.engine.data import Dataset, load_dataset
 from explore.engine.device import native_bf16, usable_cpus
 from explore.engine.locks import MachineLock
+from explore.run import board
 from explore.run.artifacts import CheckpointKeeper, prune_checkpoints
 from explore.run.opening import OpenedStudy, RunRequest, RunSummary, open_study
 from explore.run.progress import Reporter
@@ -75,6 +76,8 @@ def run_study(request: RunRequest, reporter: Reporter,
         snapshots = snapshot_store(spec, opened.storage)
         _loop(study, settings, data, opened.device, spec, snapshots, request, reporter, summary,
               name)
+        if summary.new_trials:
+            board.publish(study, settings, reporter.message)
     return finish_summary(opened, summary)
 
 
