@@ -19,7 +19,6 @@ from typer.core import TyperGroup
 
 from studies.errors import ExploreError, UsageError
 
-__version__ = "0.1.0"
 
 class _Group(TyperGroup):
     """The top command, with every parse error (a value a typed option cannot take, an unknown
@@ -97,6 +96,8 @@ PrecisionOpt = Annotated[str | None, typer.Option(
 
 def _version(value: bool) -> None:
     if value:
+        from extattn import __version__
+
         typer.echo(f"explore {__version__}")
         raise typer.Exit()
 
@@ -447,11 +448,6 @@ def model_train(
               f"trained in {result['train_seconds']:.1f}s{graphed} (seed {result['seed']})")
     if out_path is not None:
         out.print(f"checkpoint: {out_path}")
-
-
-def _front_row(t: Any) -> dict[str, Any]:
-    return {"number": t.number, "params": t.params, "values": list(t.values),
-            "user_attrs": t.user_attrs}
 
 
 # ---- browsing commands: thin wrappers over studies/ (list, show, pareto, history, export, plot,

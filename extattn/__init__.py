@@ -14,7 +14,18 @@ from extattn.layers import (
 )
 from extattn.models import AttentionClassifier, Block, create_model, list_models, register_model
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml is the one place it is written)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("explore")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "ATTENTIONS",

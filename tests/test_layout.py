@@ -155,3 +155,23 @@ def _documented_keys(section: str) -> list[str]:
 def test_docs_record_lists_every_key_of_the_record() -> None:
     assert _documented_keys("Study user attrs") == [a.key for a in STUDY_ATTRS]
     assert _documented_keys("Trial user attrs") == [a.key for a in TRIAL_ATTRS]
+
+
+def test_the_version_is_written_once_in_pyproject() -> None:
+    """pyproject.toml holds the version; the package and `explore --version` read it."""
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    import extattn
+
+    root = Path(__file__).resolve().parent.parent
+    declared = tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert extattn.__version__ == declared
+    explore = Path(sys.executable).with_name("explore")
+    shown = subprocess.run([str(explore), "--version"], capture_output=True, text=True,
+                           timeout=60).stdout.strip()
+    assert shown == f"explore {declared}"
+    for path in (root / "cli.py", root / "extattn" / "__init__.py"):
+        assert f'"{declared}"' not in path.read_text(), path  # not hard-coded again
