@@ -5,9 +5,11 @@ Pure Python: browsing commands use it without torch or numpy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
-__all__ = ["dominates", "front_numbers", "hypervolume_2d", "pareto_indices"]
+__all__ = ["crowding_distances", "dominates", "front_numbers", "hypervolume_2d",
+           "hypervolume_contributions", "nondominated_ranks", "pareto_indices"]
 
 Point = tuple[float, float]
 
@@ -67,3 +69,66 @@ def front_numbers(points: Sequence[tuple[int, tuple[float, ...]]],
                 if not any(all(x >= y for x, y in zip(q, p, strict=True)) and q != p
                            for q in scaled)]
     return [points[i][0] for i in keep]
+
+
+def nondominated_ranks(points: Sequence[Point]) -> list[int]:
+    """Front index of every point (0 = Pareto front), both objectives maximized."""
+    n = len(points)
+    dominated_by = [0] * n
+    beats: list[list[int]] = [[] for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            if dominates(points[i], points[j]):
+                beats[i].append(j)
+                dominated_by[j] += 1
+            elif dominates(points[j], points[i]):
+                beats[j].append(i)
+                dominated_by[i] += 1
+    ranks = [0] * n
+    current = [i for i in range(n) if dominated_by[i] == 0]
+    level = 0
+    while current:
+        nxt = []
+        for i in current:
+            ranks[i] = level
+            for j in beats[i]:
+                dominated_by[j] -= 1
+                if dominated_by[j] == 0:
+                    nxt.append(j)
+        current = nxt
+        level += 1
+    return ranks
+
+
+def crowding_distances(points: Sequence[Point]) -> list[float]:
+    """NSGA-II crowding distance within one front (boundary points get infinity)."""
+    n = len(points)
+    dist = [0.0] * n
+    if n <= 2:
+        return [math.inf] * n
+    for k in range(2):
+        order = sorted(range(n), key=lambda i: points[i][k])
+        lo, hi = points[order[0]][k], points[order[-1]][k]
+        dist[order[0]] = dist[order[-1]] = math.inf
+        if hi == lo:
+            continue
+        for pos in range(1, n - 1):
+            dist[order[pos]] += (points[order[pos + 1]][k] - points[order[pos - 1]][k]) / (hi - lo)
+    return dist
+
+
+def hypervolume_contributions(points: Sequence[Point]) -> list[float]:
+    """Hypervolume (reference (0, 0)) that each point of one front alone adds.
+
+    Scaling an objective scales every contribution alike, so their order needs no
+    normalization. Equal points add nothing that the other does not already cover.
+    """
+    n = len(points)
+    order = sorted(range(n), key=lambda i: (points[i][1], -points[i][0]))  # throughput ↑
+    out = [0.0] * n
+    for pos, i in enumerate(order):
+        acc, thr = points[i]
+        prev_thr = points[order[pos - 1]][1] if pos > 0 else 0.0
+        next_acc = points[order[pos + 1]][0] if pos + 1 < n else 0.0
+        out[i] = max(0.0, thr - prev_thr) * max(0.0, acc - next_acc)
+    return out
