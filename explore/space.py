@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from extattn.config import NORMS
 from studies.errors import UsageError
 
 # Training settings that change how training runs, not what it trains (same results, same
@@ -93,7 +94,7 @@ class SearchSpace:
             ParamSpec("attention", choices=("external",)),
             ParamSpec("mem_size", choices=(8, 16, 32, 64, 128)),
             ParamSpec("heads", choices=(1, 2, 4, 8)),
-            ParamSpec("norm", choices=("softmax", "double")),
+            ParamSpec("norm", choices=NORMS),
         ))
 
     @property

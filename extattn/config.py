@@ -9,6 +9,7 @@ from typing import Any
 __all__ = ["ATTENTIONS", "ModelConfig"]
 
 ATTENTIONS = ("external", "self")
+NORMS = ("softmax", "double")  # softmax only, or the paper's double normalization
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,8 @@ class ModelConfig:
             raise ValueError(
                 f"attention must be one of {', '.join(ATTENTIONS)}; got {self.attention!r}"
             )
-        if self.norm not in ("softmax", "double"):
-            raise ValueError(f"norm must be 'softmax' or 'double'; got {self.norm!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be {' or '.join(map(repr, NORMS))}; got {self.norm!r}")
         if self.image_size % self.patch_size:
             raise ValueError(
                 f"patch_size ({self.patch_size}) must divide image_size ({self.image_size})"

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from extattn.config import NORMS
+
 __all__ = [
     "NORMS",
     "ExternalAttention",
@@ -23,7 +25,6 @@ __all__ = [
     "double_normalize",
 ]
 
-NORMS = ("softmax", "double")
 # The paper's L1 step divides by (eps + sum over memory slots); the official code uses 1e-9.
 L1_EPS = 1e-9
 

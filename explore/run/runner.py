@@ -56,6 +56,7 @@ __all__ = ["run_study"]
 
 MAX_REPEATS = 100  # consecutive duplicates before the search counts as converged
 POLL_S = 1.0
+STALE_BEATS = 10  # journal storages: a RUNNING trial this many heartbeat periods silent is dead
 WAIT = ("", -1)  # _stop_reason: not now, but no trial to start either
 
 
@@ -269,7 +270,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     finite = finite_size(settings)
     # Journal storages have no heartbeat: a trial of another host counts as dead when its
     # per-epoch beat is this old (RDB storages leave that to Optuna's heartbeat).
-    stale_after = None if spec.is_rdb else float(request.heartbeat.grace_period * 10)
+    stale_after = None if spec.is_rdb else float(request.heartbeat.grace_period * STALE_BEATS)
     unowned: dict[int, float] = {}  # RUNNING trials no worker named itself on, first seen
     state = _LoopState(deadline=None if request.timeout is None
                        else time.monotonic() + request.timeout)
