@@ -41,6 +41,7 @@ MAX_RETRY = 3  # re-queues of one experiment after interruptions or crashes
 # skips trials that never beat), which nothing else would ever end: a run waiting for the last
 # slot of the budget would wait forever.
 UNOWNED_AFTER_S = 60.0
+FIXED_PARAMS = "fixed_params"  # Optuna's system attr: the params ``enqueue_trial`` gave a trial
 
 
 def _process_start(pid: int) -> str | None:
@@ -84,7 +85,11 @@ def requeue(study: optuna.Study, trial: FrozenTrial, reason: str) -> bool:
     # A replicate stays that replicate of its configuration (racing asked for it).
     identity = {k: trial.user_attrs[k] for k in (ATTR_CONFIGURATION, ATTR_REPLICATE)
                 if k in trial.user_attrs}
-    study.enqueue_trial(trial.params, user_attrs={
+    # A queued trial (a replicate, a warm-start anchor, a retry) killed before it suggested
+    # its params has none yet: it keeps the ones it was queued with, or its retry would be
+    # whatever the sampler picks, still named as the queued configuration's replicate.
+    params = {**trial.system_attrs.get(FIXED_PARAMS, {}), **trial.params}
+    study.enqueue_trial(params, user_attrs={
         ATTR_RETRY_OF: origin, ATTR_RETRIED: trial.number, ATTR_RETRY_COUNT: count,
         "retry_reason": reason, **identity}, skip_if_exists=False)
     return True

@@ -16,9 +16,10 @@ trial (in whichever worker finished it, on any machine: the study is the only st
   beyond ``max_replicates``.
 
 Replicates are queued with ``study.enqueue_trial`` (their params, ``configuration`` and
-``replicate`` user attrs), so every worker of the study takes them. Two workers queuing the same
-replicate at once cost nothing: the second run is answered from the first by the duplicate
-cache (equal experiment keys).
+``replicate`` user attrs), so every worker of the study takes them. Just before queuing, the
+study is read again and replicates another worker queued meanwhile are left out; a replicate
+two workers queue at once all the same is answered the second time by the duplicate cache
+(equal experiment keys).
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ def enqueue(study: optuna.Study, settings: Settings, exhausted: bool = False) ->
     if settings.study.replicates == "race" and not exhausted:
         room = min(room, len(_taken(trials)) - _extra_runs(trials))
     queued = asked[:max(0, room)]
+    if queued:  # planning took a while: another worker may have queued some of them since
+        taken = _taken(study.get_trials(deepcopy=False))
+        queued = [w for w in queued if w.replicate not in taken.get(w.configuration, ())]
     for want in queued:
         study.enqueue_trial(want.params, user_attrs={ATTR_CONFIGURATION: want.configuration,
                                                      ATTR_REPLICATE: want.replicate},
