@@ -254,17 +254,34 @@ def test_no_dedup_trains_a_repeat_again(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_a_small_discrete_space_cannot_burn_the_budget(tmp_path: Path) -> None:
-    """Two configurations, a budget of 10: every configuration is trained once, the sampler
-    proposes no repeat, and the run ends when the space is exhausted instead of retraining."""
+    """Two configurations, a budget of 10, one seed each: every configuration is trained once,
+    the sampler proposes no repeat, and the run ends when the space is exhausted instead of
+    retraining."""
     write_tiny_config(tmp_path, space="mem_size = [8, 16]")
     summary = explore(tmp_path, *run_args(10, "--config", "tiny.toml", "--epochs", "1",
-                                          "--seed", "2"))
+                                          "--seed", "2", "--replicates", "1"))
     study = load(tmp_path)
     keys = [t.user_attrs["config_key"] for t in trained(study)]
     assert len(keys) == len(set(keys)) == 2
     assert summary["finished"] == 2
     assert summary["stopped"] == "search space exhausted"
     assert len(study.trials) == 2  # not even a free repeat
+
+
+@pytest.mark.slow
+def test_racing_spends_an_exhausted_space_budget_on_new_replicates(tmp_path: Path) -> None:
+    """The same space with racing (the default): the rest of the budget goes to replicates,
+    each a new experiment (its own key and seed), none a repeat of another."""
+    write_tiny_config(tmp_path, space="mem_size = [8, 16]")
+    summary = explore(tmp_path, *run_args(10, "--config", "tiny.toml", "--epochs", "1",
+                                          "--seed", "2"))
+    study = load(tmp_path)
+    runs = trained(study)
+    assert summary["finished"] == 10 == len(runs)
+    assert len({t.user_attrs["config_key"] for t in runs}) == 10  # ten experiments
+    assert len({t.user_attrs["seed"] for t in runs}) == 10
+    pairs = {(t.user_attrs["configuration"], t.user_attrs["replicate"]) for t in runs}
+    assert len(pairs) == 10 and len({c for c, _ in pairs}) == 2
 
 
 def wait_for_key(study: optuna.Study, number: int, timeout: float) -> FrozenTrial:

@@ -32,8 +32,12 @@ from tests.conftest import EXPLORE, clean_env, write_tiny_config
 
 # Four learning rates of each of two architectures. The measurement is steadier than the tiny
 # one (10 blocks of 20 ms), so that a figure is seldom flagged noisy and reuse is seen; the
-# rule itself is checked whatever the noise.
+# rule itself is checked whatever the noise. One seed each: every trial is replicate 0, and
+# replicates (racing) measure anew by design (tests/explore/test_racing.py).
 CONFIG = """\
+[study]
+replicates = 1
+
 [model]
 dim = 16
 depth = 1
