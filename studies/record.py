@@ -34,6 +34,7 @@ ATTR_WARM = "explore_warm_start"  # the warm start's state: claimed, probing, do
 
 # ---- trial user attrs: identity ------------------------------------------------------------------
 ATTR_CONFIG_KEY = "config_key"  # hash of the whole experiment: equal keys, same experiment
+ATTR_KEY_AT = "config_key_at"  # when the key was stored: of two twins, the earlier one trains
 # The configuration (what the space chose) and which training run of it this trial is: replicate
 # r of two configurations shares its seed stream's index, a paired comparison. Trials from before
 # replicates have neither: each is replicate 0 of a configuration named by its config_key.
@@ -100,6 +101,9 @@ STUDY_ATTRS = (
 TRIAL_ATTRS = (
     AttrSpec(ATTR_CONFIG_KEY, "str", "search.objective", "reuse, analysis",
              "hash of the whole experiment (model, training, data, study seed)"),
+    AttrSpec(ATTR_KEY_AT, "float", "search.objective", "reuse",
+             "Unix time the key was stored: of two running twins the earlier trains, the "
+             "other waits for it"),
     AttrSpec(ATTR_CONFIGURATION, "str", "search.objective", "pareto, report, racing",
              "the configuration's key, shared by all of its replicates"),
     AttrSpec(ATTR_REPLICATE, "int", "search.objective", "pareto, report, racing",

@@ -39,6 +39,7 @@ from studies.record import (
     ATTR_FAIL,
     ATTR_HISTORY,
     ATTR_INTERRUPTED,
+    ATTR_KEY_AT,
     ATTR_LOCK_WAIT,
     ATTR_MEASURE_KEY,
     ATTR_MEASURED_BY,
@@ -182,6 +183,7 @@ class Objective:
         if self.stop.is_set():
             raise Interrupted("stop requested before training")
         trial.set_user_attr(ATTR_CONFIG_KEY, plan.key)
+        trial.set_user_attr(ATTR_KEY_AT, time.time())  # after the key is stored (see reuse)
         trial.set_user_attr(ATTR_CONFIGURATION, plan.config_key)
         trial.set_user_attr(ATTR_REPLICATE, plan.replicate)
         return plan

@@ -28,6 +28,7 @@ from explore.run.recovery import WorkerIdentity, recover_orphans
 from studies.record import (
     ATTR_CONFIG_KEY,
     ATTR_DUPLICATE,
+    ATTR_KEY_AT,
     ATTR_MEASURE_KEY,
     ATTR_MEASURED_BY,
     ATTR_PRUNE,
@@ -76,10 +77,25 @@ def find_measured(trial: optuna.Trial, key: str) -> FrozenTrial | None:
     return None
 
 
+def _order(t: FrozenTrial) -> tuple[float, int]:
+    """Which of two running twins trains: the one that stored its key first (a twin from
+    before the time was stored: by trial number)."""
+    at = t.user_attrs.get(ATTR_KEY_AT)
+    return (float(at) if isinstance(at, (int, float)) else float("-inf"), t.number)
+
+
 def find_evaluated(trial: optuna.Trial, key: str, stop: threading.Event,
                    identity: WorkerIdentity) -> FrozenTrial | None:
-    """A finished trial of the same experiment; waits for one still running elsewhere (started
-    earlier), so that no experiment is trained twice at the same time."""
+    """A finished trial of the same experiment; waits for one still running elsewhere that
+    stored its key first, so that no experiment is trained twice at the same time.
+
+    Each trial stores its key, then the time (``config_key_at``), then looks. Of two twins the
+    one with the earlier time never waits (it may not have seen the other), and the later one
+    always sees it and waits: one order both read alike, so they never wait for each other.
+    Equal trial numbers, retries and queued replicates included, all follow it.
+    """
+    mine = trial.study._storage.get_trial(trial._trial_id)
+    me = _order(mine)
     while True:
         running = False
         for t in trial.study.get_trials(deepcopy=False, states=EVALUATED):
@@ -88,7 +104,7 @@ def find_evaluated(trial: optuna.Trial, key: str, stop: threading.Event,
             if t.user_attrs.get(ATTR_DUPLICATE) is not None:
                 continue
             if t.state == TrialState.RUNNING:
-                running = running or t.number < trial.number
+                running = running or _order(t) < me
                 continue
             return t
         if not running or stop.is_set():

@@ -99,7 +99,10 @@ class AvoidEvaluated(BaseSampler):
     # --- which configurations are still untried --------------------------------------------
 
     def _taken(self, study: Study, trial: FrozenTrial) -> set[Point]:
-        return {_point(t.params) for t in study._get_trials(deepcopy=False, states=_TAKEN)
+        # A queued trial (a replicate, a retry, an anchor) has no params yet: its queued ones
+        # are taken as well, or the sampler proposes what is already waiting to run.
+        return {_point({**t.system_attrs.get("fixed_params", {}), **t.params})
+                for t in study._get_trials(deepcopy=False, states=_TAKEN)
                 if t.number != trial.number}
 
     def _consistent(self, partial: dict[str, Any]) -> list[dict[str, Any]]:

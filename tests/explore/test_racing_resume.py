@@ -71,7 +71,9 @@ class Case:
 
 FIXED = Case("2", "mem_size = [8, 16]", 2, 4, False)  # budget = 2 x the space
 # Same model, three weight decays: equal throughputs, accuracies apart by seed noise only.
-RACE = Case("race", "weight_decay = [0.04, 0.05, 0.06]", 3, 7, True)
+# A queued replicate waits only until its worker's next loop (milliseconds): the kill waits for
+# one queued, running or finished while a worker is busy, which a loaded machine cannot miss.
+RACE = Case("race", "weight_decay = [0.04, 0.05, 0.06]", 3, 7, False)
 
 
 def _env(directory: Path) -> dict[str, str]:
