@@ -250,17 +250,24 @@ def print_history(history: History, fmt: str, console: Console) -> None:
 
 
 def print_compare(result: Comparison, fmt: str, console: Console) -> None:
-    """``explore study compare``: hypervolume with a common reference, front sizes, bests."""
+    """``explore study compare``: hypervolumes (both conventions, named), front sizes, bests."""
 
     def table() -> Table:
-        t = Table(title="Comparison (hypervolume of accuracy × throughput/"
-                        f"{result.throughput_scale:,.0f} img/s, reference 0, 0)")
-        for col in ("study", "dataset", "finished", "front size", "hypervolume",
-                    "best accuracy", "best img/s"):
+        t = Table(title=f"Comparison (hypervolume against accuracy 0, 0 img/s; normalised: "
+                        f"throughput / {result.throughput_scale:,.0f} img/s)")
+        for col in ("study", "dataset", "finished", "configurations", "observed front",
+                    "hypervolume (normalised)", "hypervolume (acc × img/s)",
+                    "plausible front", "plausible hypervolume [95%]", "best accuracy %",
+                    "best img/s"):
             t.add_column(col, justify="left" if col in ("study", "dataset") else "right")
         for r in result.rows:
-            t.add_row(r.name, r.dataset or "-", str(r.finished), str(r.front_size),
-                      f"{r.hypervolume:.4f}", _num(r.best_accuracy, ".4f"),
+            low, high = r.plausible_interval
+            span = (f" [{low:,.1f}, {high:,.1f}]" if r.noise_known and low is not None
+                    and high is not None else " (±?)")
+            t.add_row(r.name, r.dataset or "-", str(r.finished), str(r.configurations),
+                      str(r.front_size), f"{r.hypervolume:.4f}", f"{r.hypervolume_img_s:,.1f}",
+                      str(r.plausible_size), f"{r.plausible_hypervolume_img_s:,.1f}{span}",
+                      _num(None if r.best_accuracy is None else 100 * r.best_accuracy, ".2f"),
                       _num(r.best_throughput, ",.0f"))
         return t
 
