@@ -327,7 +327,8 @@ def _print_summary(summary: Any, fmt: str) -> None:
         out.print(f"database: {summary.where}")
         out.print(f"dashboard: explore study dashboard --storage {summary.storage_url}")
     if summary.exit_code:
-        err.print(f"interrupted: continue with `explore study run --name {summary.study_name}`")
+        err.print(f"interrupted: continue with `explore study run --name {summary.study_name} "
+                  f"--storage {summary.storage_url}`", highlight=False)
         raise typer.Exit(code=summary.exit_code)
 
 

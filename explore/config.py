@@ -273,6 +273,8 @@ def _coerce(where: str, value: Any, tp: Any) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{where} must be a finite number; got {value!r}")
     if tp is int and isinstance(value, bool):
         raise UsageError(f"{where} must be {_type_name(tp)}; got {value!r}")
     if not isinstance(value, tp):
@@ -369,9 +371,20 @@ class TomlSource:
 def load_toml(path: str | Path) -> tuple[dict[str, dict[str, Any]], TomlSource]:
     """Read a settings file; syntax errors name the line."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise UsageError(f"--config {path} is a directory: give a TOML file")
+    if not path.exists():
         raise UsageError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    if not path.is_file():
+        raise UsageError(f"--config {path} is not a regular file (a device or a pipe?): give a "
+                         "TOML file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}): save it as UTF-8 "
+                         "TOML") from None
+    except OSError as exc:
+        raise UsageError(f"--config {path}: cannot read it ({exc.strerror})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

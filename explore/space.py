@@ -201,6 +201,8 @@ def parse_space(
 def _check_value(where: str, value: Any, tp: type) -> Any:
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UsageError(f"{where}: values must be finite numbers; got {value!r}")
     if isinstance(value, bool) != (tp is bool) or not isinstance(value, tp):
         kind = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}[tp]
         raise UsageError(f"{where}: values must be {kind}; got {value!r}")

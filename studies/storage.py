@@ -12,6 +12,7 @@ Accepted forms:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import sqlite3
@@ -108,8 +109,16 @@ def mask_secrets(text: str) -> str:
     return _PASSWORD_RE.sub(lambda m: f"{m['head']}***{m['tail']}", text)
 
 
+# A bare scheme's default SQLAlchemy driver, and the URL scheme of the driver our extras install.
+_DRIVERS = {"mysql": ("MySQLdb", "mysql+pymysql"), "postgresql": ("psycopg2", "postgresql+psycopg")}
+
+
 def parse_storage(url: str | None) -> StorageSpec:
     """Resolve ``url`` (or ``$EXPLORE_STORAGE``, or the default file) and validate its form."""
+    if url is not None and not url.strip():
+        raise UsageError("--storage is empty: give sqlite:///FILE.db, a FILE.db path, "
+                         "postgresql+psycopg://…, mysql+pymysql://…, journal:FILE.log or "
+                         "redis://… (or leave it out for ./explore.db)")
     url = url or os.environ.get(ENV_STORAGE) or DEFAULT_DB_NAME
     if url.startswith("journal:"):
         raw = url[len("journal:"):]
@@ -136,6 +145,12 @@ def parse_storage(url: str | None) -> StorageSpec:
             f"unknown storage scheme {scheme!r} in {mask_url(url)}: use sqlite:///FILE.db, "
             "postgresql+psycopg://…, mysql+pymysql://…, journal:FILE.log or redis://…"
         )
+    if scheme in _DRIVERS and "+" not in url.split("://", 1)[0]:
+        default, ours = _DRIVERS[scheme]
+        if importlib.util.find_spec(default) is None:  # SQLAlchemy's default driver is absent
+            raise UsageError(
+                f"{mask_url(url)} asks for SQLAlchemy's default driver {default}, which is not "
+                f"installed: use {ours}://… (the driver explore installs)")
     if scheme == "sqlite":
         raw = url.split("://", 1)[1]
         if raw in ("", "/", "/:memory:"):

@@ -106,6 +106,29 @@ CASES = [
     case(*RUN, "--max-failures", "0", says=("--max-failures",), id="max-failures-zero"),
     case(*RUN, "--keep-checkpoints", "some", says=("--keep-checkpoints",), id="keep-unknown"),
     case(*RUN, "-f", "yaml", says=("'yaml' is not one of",), id="unknown-format"),
+    # Values that can never work: refused before anything is stored.
+    case(*RUN, "--timeout", "-5", says=("--timeout -5", ">= 0"), id="timeout-negative"),
+    case(*RUN, "--timeout", "nan", says=("--timeout nan",), id="timeout-nan"),
+    case(*RUN, "--workers", "1000000000", says=("--workers 1000000000", "at most"),
+         id="workers-a-billion"),
+    case(*RUN, "--storage", "", says=("--storage is empty",), id="storage-empty"),
+    case("study", "list", "--storage", "", says=("--storage is empty",), id="list-storage-empty"),
+    case(*RUN, "--storage", "mysql://root@127.0.0.1/test", says=("mysql+pymysql://",),
+         id="mysql-without-driver"),
+    case(*RUN, "--config", "bad.toml", toml="[train]\nlr = nan\n",
+         says=("bad.toml:2", "[train] lr", "finite"), id="lr-nan"),
+    case(*RUN, "--config", "bad.toml", toml="[space]\nlr = [0.001, inf]\n",
+         says=("bad.toml:2", "[space] lr", "finite"), id="space-inf"),
+    case(*RUN, "--epochs", "1", "--config", "bad.toml", toml='[train]\nepochs = "three"\n',
+         says=("bad.toml:2", "[train] epochs"), id="bad-file-value-under-an-option"),
+    case(*RUN, "--precision", "fp16", "--config", "bad.toml", toml="[train]\nepochs = 2\n",
+         says=("--precision fp16", "precision"), id="option-error-names-the-option"),
+    case(*RUN, "--warm-start", "-1", "--config", "bad.toml", toml="[train]\nepochs = 2\n",
+         says=("--warm-start -1",), id="warm-start-negative-names-the-option"),
+    case(*RUN, "--config", "adir", says=("adir is a directory",), id="config-is-a-directory"),
+    case(*RUN, "--config", "/dev/zero", says=("not a regular file",), id="config-dev-zero"),
+    case(*RUN, "--config", "latin1.toml", says=("latin1.toml", "not UTF-8"),
+         id="config-not-utf8"),
     # Values a typed option cannot take, unknown options and commands: one line, not a panel.
     case(*RUN, "--seed", "abc", says=("--seed", "valid integer", "--help"), id="seed-abc"),
     case("study", "run", "--trials", "many", says=("--trials",), id="trials-many"),
@@ -181,6 +204,8 @@ def arena_template(made_study: Any, tmp_path_factory: pytest.TempPathFactory) ->
                   {"explore_settings": settings["explore_settings"]})
     (root / "notdb.db").write_text("not a database\n", encoding="utf-8")
     (root / "adir.db").mkdir()
+    (root / "adir").mkdir()
+    (root / "latin1.toml").write_bytes("[study]\n# caf\xe9\ntrials = 2\n".encode("latin-1"))
     (root / "empty").mkdir()
     (root / "ro").mkdir()
     assert not list(root.glob("*-wal")) and not list(root.glob("*-shm"))

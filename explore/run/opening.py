@@ -9,6 +9,7 @@ at once end with one study: the loser continues the winner's.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import warnings
@@ -129,7 +130,14 @@ def _explicit_settings(request: RunRequest) -> tuple[dict[str, dict[str, Any]], 
     study = explicit.setdefault("study", {})
     name = study.pop("name", None)
     storage = study.pop("storage", None)
+    if source is not None:  # the whole file is valid, even where an option overrides it
+        resolve_settings({k: v for k, v in explicit.items() if v}, source=source)
     for section, values in request.explicit.items():
+        for key, value in values.items():  # an option's error names the option
+            try:
+                resolve_settings({section: {key: value}})
+            except UsageError as exc:
+                raise UsageError(f"--{key.replace('_', '-')} {value}: {exc}") from None
         explicit.setdefault(section, {}).update(values)
     return {k: v for k, v in explicit.items() if v}, source, name, storage
 
@@ -309,8 +317,12 @@ class OpenedStudy:
 def open_study(request: RunRequest) -> OpenedStudy:
     """Validate everything, then create the study or check it can be continued as asked."""
     started = time.monotonic()
+    if request.timeout is not None and not (math.isfinite(request.timeout)
+                                            and request.timeout >= 0):
+        raise UsageError(f"--timeout {request.timeout}: give the seconds after which no new "
+                         "trial starts, a number >= 0")
     explicit, source, file_name, file_storage = _explicit_settings(request)
-    spec = parse_storage(request.storage or file_storage)
+    spec = parse_storage(request.storage if request.storage is not None else file_storage)
     device = resolve_device(request.device)
     if request.max_failures < 1:
         raise UsageError("--max-failures must be >= 1")

@@ -149,7 +149,9 @@ def recover_orphans(study: optuna.Study, me: WorkerIdentity,
 @contextmanager
 def stop_on_signals(stop: threading.Event, message: Callable[[str], None], name: str,
                     enabled: bool) -> Iterator[dict[str, int]]:
-    """First SIGINT/SIGTERM: finish the current epoch, save, stop. Second SIGINT: exit now."""
+    """First SIGINT/SIGTERM: finish the current epoch, save, stop. Second SIGINT: exit now.
+    ``name``: what follows ``--name`` in the command that continues (the study and its
+    ``--storage``)."""
     received: dict[str, int] = {}
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield received
@@ -161,7 +163,7 @@ def stop_on_signals(stop: threading.Event, message: Callable[[str], None], name:
         stop.set()
         received["signal"] = signum
         message(f"stopping after the current epoch (state is saved); continue with: "
-                         f"explore study run --name {name}   (Ctrl-C again exits now)")
+                f"explore study run --name {name}   (Ctrl-C again exits now)")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:

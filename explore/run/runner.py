@@ -281,7 +281,8 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
                                (store, artifacts / "checkpoints"))
     reporter.start(name, spec.display, summary.finished, settings.study.trials)
     try:
-        with stop_on_signals(stop, reporter.message, name, request.handle_signals) as received:
+        with stop_on_signals(stop, reporter.message, f"{name} --storage {summary.storage_url}",
+                             request.handle_signals) as received:
             if state.deadline is None or time.monotonic() < state.deadline:
                 # --timeout 0 creates only: the first worker that trains probes, on its device
                 _warm_start(study, settings, data, device, request, reporter, identity)

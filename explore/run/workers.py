@@ -33,6 +33,8 @@ from studies.storage import ENV_STORAGE
 __all__ = ["parse_workers", "run_parallel"]
 
 SQLITE_WORKERS_WARN = 4
+PER_CORE = 4  # at most this many CPU workers per usable core (more only slow each other down)
+PER_DEVICE = 8  # at most this many workers per listed device
 POLL_S = 0.5
 
 
@@ -45,6 +47,9 @@ def parse_workers(workers: str, devices: str | None) -> tuple[int, list[str | No
         per = 1 if workers in ("auto", "1") else int(workers) if workers.isdigit() else 0
         if per < 1:
             raise UsageError("--workers must be 'auto' or an integer >= 1")
+        if per > PER_DEVICE:
+            raise UsageError(f"--workers {workers} with --devices: at most {PER_DEVICE} workers "
+                             "per device; give fewer")
         return len(listed) * per, [d for d in listed for _ in range(per)]
     if workers == "auto":
         n = torch.cuda.device_count() if torch.cuda.is_available() else usable_cpus()
@@ -53,6 +58,11 @@ def parse_workers(workers: str, devices: str | None) -> tuple[int, list[str | No
         return n, [None] * n
     if not workers.isdigit() or int(workers) < 1:
         raise UsageError(f"--workers must be 'auto' or an integer >= 1; got {workers!r}")
+    limit = PER_CORE * usable_cpus()
+    if int(workers) > limit:
+        raise UsageError(f"--workers {workers}: this machine has {usable_cpus()} usable core(s), "
+                         f"so at most {limit} workers ({PER_CORE} per core); give fewer, or "
+                         "start `explore study worker` on other machines")
     return int(workers), [None] * int(workers)
 
 
@@ -98,7 +108,7 @@ def run_parallel(request: RunRequest, reporter: Reporter, workers: str,
             if p.poll() is None and signum == signal.SIGTERM:
                 p.send_signal(signal.SIGTERM)
         reporter.message("stopping workers after their current epoch; continue with: "
-                         f"explore study run --name {opened.name}")
+                         f"explore study run --name {opened.name} --storage {summary.storage_url}")
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     seen: set[int] = {t.number for t in opened.study.get_trials(deepcopy=False, states=FINISHED)}

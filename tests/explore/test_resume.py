@@ -308,7 +308,9 @@ def test_a_signal_stops_after_the_epoch_and_the_run_continues(
     assert proc.wait(timeout=30) == code
     assert time.monotonic() - sent < 10
     stderr = Path(proc.stderr_path).read_text()  # type: ignore[attr-defined]
-    assert "continue with `explore study run --name sig`" in stderr
+    # The command as printed opens this database, wherever it is run from.
+    assert f"continue with `explore study run --name sig --storage sqlite:///{db.resolve()}`" \
+        in stderr, stderr
     assert "Traceback" not in stderr
 
     study = load(db, "sig")
