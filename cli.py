@@ -665,8 +665,11 @@ def study_copy(
     from studies.transfer import copy_study
 
     result = guarded(lambda: copy_study(storage, name, to_storage, to_name))
+    shared = (f" ({result.shared} shared with {name}: one artifact folder; deleting either "
+              "study keeps them while the other uses them)" if result.shared else "")
     err.print(f"copied {name} to {result.to_study} in {result.where}: {result.trials} trials, "
-              f"{result.snapshots} snapshots, {result.checkpoints} checkpoints")
+              f"{result.snapshots} snapshots, {result.checkpoints + result.shared} "
+              f"checkpoints{shared}")
 
 
 @study_app.command("dashboard")

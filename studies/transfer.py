@@ -12,7 +12,7 @@ from pathlib import Path
 
 from studies.catalog import open_catalog
 from studies.errors import ExploreError, UsageError
-from studies.record import ATTR_CHECKPOINT, TrialRecord
+from studies.record import ATTR_CHECKPOINT, Catalog, TrialRecord
 from studies.storage import (
     ENV_ARTIFACTS,
     StorageSpec,
@@ -44,6 +44,7 @@ class CopyResult:
     trials: int
     snapshots: int
     checkpoints: int
+    shared: int = 0  # checkpoint files the copy shares with its source (one artifact folder)
 
 
 def _checkpoint_ids(trials: list[TrialRecord]) -> list[str]:
@@ -55,6 +56,16 @@ def _checkpoint_ids(trials: list[TrialRecord]) -> list[str]:
         if isinstance(value, str) and _ARTIFACT_ID.fullmatch(value):
             ids.append(value)
     return ids
+
+
+def used_elsewhere(catalog: Catalog, study_id: int) -> set[str]:
+    """Checkpoint ids that trials of the storage's other studies refer to: a copy within one
+    artifact folder shares its source's files, so neither may remove them."""
+    used: set[str] = set()
+    for other in catalog.studies():
+        if other.study_id != study_id:
+            used.update(_checkpoint_ids(catalog.trials(other)))
+    return used
 
 
 def _checkpoint_dir(spec: StorageSpec) -> Path:
@@ -75,6 +86,7 @@ def delete_study(storage: str | None, name: str,
     with open_catalog(spec) as catalog:
         meta = catalog.study(name)
         trials = catalog.trials(meta)
+        keep = used_elsewhere(catalog, meta.study_id)
     if confirm is not None and not confirm(
             f"study {name!r} in {spec.display} with {len(trials)} trials"):
         return DeleteResult(name, spec.display, len(trials), 0, 0, deleted=False)
@@ -89,7 +101,7 @@ def delete_study(storage: str | None, name: str,
     folder = _checkpoint_dir(spec)
     for artifact_id in _checkpoint_ids(trials):
         path = folder / artifact_id
-        if path.is_file():
+        if artifact_id not in keep and path.is_file():
             path.unlink()
             removed += 1
     # Mid-trial training states live under the study id. Only a database's own artifact folder
@@ -127,15 +139,18 @@ def copy_study(storage: str | None, name: str, to_storage: str,
         raise ExploreError(f"{target.display} already has a study named {new_name!r}: "
                            "pass --to-name, or delete it first") from exc
     snapshots = _copy_snapshots(spec, source, name, target, destination, new_name)
-    copied = 0
+    copied = shared = 0
     src_dir, dst_dir = _checkpoint_dir(spec), _checkpoint_dir(target)
-    if src_dir.resolve() != dst_dir.resolve():
-        for artifact_id in _checkpoint_ids(trials):
-            if (src_dir / artifact_id).is_file():
-                dst_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src_dir / artifact_id, dst_dir / artifact_id)
-                copied += 1
-    return CopyResult(name, new_name, target.display, len(trials), snapshots, copied)
+    for artifact_id in _checkpoint_ids(trials):
+        if not (src_dir / artifact_id).is_file():
+            continue
+        if src_dir.resolve() == dst_dir.resolve():
+            shared += 1  # one file, two studies: delete and pruning keep it while either uses it
+            continue
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src_dir / artifact_id, dst_dir / artifact_id)
+        copied += 1
+    return CopyResult(name, new_name, target.display, len(trials), snapshots, copied, shared)
 
 
 def _copy_snapshots(spec: StorageSpec, source: object, name: str, target: StorageSpec,

@@ -15,7 +15,7 @@ from explore.plan import TrialPlan
 from extattn import save_checkpoint
 from studies.record import ATTR_CHECKPOINT
 
-__all__ = ["CheckpointKeeper", "prune_checkpoints"]
+__all__ = ["CheckpointKeeper", "prune_checkpoints", "used_elsewhere"]
 
 
 class CheckpointKeeper:
@@ -41,6 +41,21 @@ class CheckpointKeeper:
         trial.set_user_attr(ATTR_CHECKPOINT, artifact_id)
 
 
+def used_elsewhere(study: optuna.Study) -> set[str]:
+    """Checkpoint ids the storage's other studies refer to (``study copy`` within one artifact
+    folder shares the files): pruning keeps them."""
+    storage = study._storage
+    used: set[str] = set()
+    for other in storage.get_all_studies():
+        if other._study_id == study._study_id:
+            continue
+        for t in storage.get_all_trials(other._study_id, deepcopy=False):
+            value = t.user_attrs.get(ATTR_CHECKPOINT)
+            if isinstance(value, str):
+                used.add(value)
+    return used
+
+
 def prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
                        base: Path) -> None:
     """Remove checkpoints of trials that are no longer on the front (``--keep-checkpoints
@@ -50,9 +65,14 @@ def prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
     from optuna.artifacts.exceptions import ArtifactNotFound
 
     on_front = {t.number for t in front}
+    elsewhere: set[str] | None = None  # read once, and only when something is to be removed
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         artifact_id = t.user_attrs.get(ATTR_CHECKPOINT)
         if t.number in on_front or not artifact_id:
+            continue
+        if elsewhere is None:
+            elsewhere = used_elsewhere(study)
+        if artifact_id in elsewhere:  # a copy of this study (or its source) still uses it
             continue
         if re.fullmatch(r"[0-9a-f-]{36}", artifact_id) and (base / artifact_id).exists():
             try:

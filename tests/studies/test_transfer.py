@@ -95,3 +95,43 @@ def test_copy_of_a_missing_study_creates_nothing(studies: Studies, tmp_path: Pat
     with pytest.raises(StudyNotFound):
         copy_study(studies.url, "nope", str(target))
     assert not target.exists()
+
+
+def test_a_copy_in_the_same_storage_never_loses_the_source_weights(studies_copy: Studies,
+                                                                    tmp_path: Path) -> None:
+    """A copy inside one database shares the checkpoint files: deleting the copy keeps what the
+    source uses (and the other way round); the last study that uses a file removes it."""
+    from explore.run.export_models import export_models
+
+    url = studies_copy.url
+    ids = {i for i in checkpoint_ids(studies_copy, "easa")
+           if (studies_copy.checkpoints / i).exists()}
+    assert ids
+    copied = copy_study(url, "easa", url, to_name="easa2")
+    assert copied.shared == len(ids) and copied.checkpoints == 0
+    deleted = delete_study(url, "easa2")
+    assert deleted.checkpoints == 0
+    assert all((studies_copy.checkpoints / i).exists() for i in ids)
+    result = export_models(url, "easa", tmp_path / "m", retrain=False, observed=True)
+    assert all(m["source"] == "artifact" for m in result.index["models"])
+
+    copy_study(url, "easa", url, to_name="easa3")
+    assert delete_study(url, "easa").checkpoints == 0  # the copy still uses them
+    assert all((studies_copy.checkpoints / i).exists() for i in ids)
+    assert delete_study(url, "easa3").checkpoints == len(ids)  # the last user removes them
+    assert not any((studies_copy.checkpoints / i).exists() for i in ids)
+
+
+def test_pruning_a_continued_copy_keeps_the_checkpoints_its_source_uses(
+        studies_copy: Studies) -> None:
+    from explore.run.artifacts import prune_checkpoints, used_elsewhere
+
+    url = studies_copy.url
+    copy_study(url, "easa", url, to_name="easa2")
+    ids = {i for i in checkpoint_ids(studies_copy, "easa")
+           if (studies_copy.checkpoints / i).exists()}
+    copy = optuna.load_study(study_name="easa2", storage=url)
+    assert ids <= used_elsewhere(copy)
+    store = optuna.artifacts.FileSystemArtifactStore(str(studies_copy.checkpoints))
+    prune_checkpoints(copy, [], store, studies_copy.checkpoints)  # as if nothing were on its front
+    assert all((studies_copy.checkpoints / i).exists() for i in ids)
