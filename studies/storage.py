@@ -15,7 +15,9 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 import sqlite3
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +222,36 @@ def engine_kwargs(spec: StorageSpec) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
+def repair_torn_journal(path: Path, lock: Any) -> Path | None:
+    """Cut a journal file whose last record is incomplete (a crash or a full disk mid-write) back
+    to its last complete record, after keeping the whole file as ``FILE.torn-TIME``; say so on
+    stderr. Appending after a torn line would make the file unreadable, for Optuna too. Done
+    under the journal's own write lock, so that no writer is mid-record. Returns the backup."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    lock.acquire()
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) == b"\n":
+                return None
+            data = path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        backup = path.with_name(f"{path.name}.torn-{stamp}")
+        shutil.copy2(path, backup)
+        with open(path, "r+b") as f:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        lock.release()
+    sys.stderr.write(f"note: {path} ended in an incomplete record ({len(data) - keep} bytes, "
+                     f"a crash or a full disk mid-write): kept the whole file as {backup} and "
+                     "continued from the last complete record\n")
+    return backup
+
+
 def open_storage(
     spec: StorageSpec, *, heartbeat: Heartbeat | None = None, create: bool = True
 ) -> optuna.storages.BaseStorage:
@@ -241,7 +273,10 @@ def open_storage(
     try:
         if spec.kind == "journal":
             assert spec.path is not None
-            return JournalStorage(JournalFileBackend(str(spec.path)))
+            journal = JournalFileBackend(str(spec.path))
+            if create:  # a run appends: never after a torn record (browsing reads past it)
+                repair_torn_journal(spec.path, journal._lock)
+            return JournalStorage(journal)
         if spec.kind == "redis":
             backend = JournalRedisBackend(spec.url)
             backend._redis.ping()  # fail now, with a clear message, if the server is away
