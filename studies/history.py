@@ -52,7 +52,7 @@ def _read(spec: StorageSpec, name: str, confident: bool
           ) -> tuple[list[Snapshot], list[ConfidentSnapshot]]:
     from studies.storage import open_storage, snapshot_store
 
-    store = snapshot_store(spec, open_storage(spec, create=False))
+    store = snapshot_store(spec, open_storage(spec, create=False), create=False)
     try:
         return store.history(name), store.confident_history(name) if confident else []
     finally:

@@ -431,6 +431,11 @@ def write_report(storage: str | None, name: str, out: Path) -> Path:
     spec = parse_storage(storage)
     with open_catalog(spec) as catalog:
         meta = catalog.study(name)
+        if not meta.is_explore:
+            raise ExploreError(
+                f"study {name!r} was not made by explore (objectives "
+                f"{', '.join(meta.objective_names)}): the report asks about accuracy and "
+                "throughput; `explore study show`, `pareto --observed` and `export` work on it")
         front = read_front(catalog, meta, include_dominated=True)
         trials = catalog.trials(meta)
         stats = catalog.stats().get(meta.study_id, TrialStats({}, None, None))

@@ -185,8 +185,18 @@ def _to_snapshot(row: SnapshotRow) -> Snapshot:
 class SnapshotStore:
     """Reads and writes snapshots through one SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, create: bool = True) -> None:
+        """``create=False`` (browsing): never create the tables; a database without them reads
+        as one without snapshots."""
         self.engine = engine
+        self.has_snapshots = self.has_confident = True
+        if not create:
+            from sqlalchemy import inspect
+
+            names = set(inspect(engine).get_table_names())
+            self.has_snapshots = SnapshotRow.__tablename__ in names
+            self.has_confident = ConfidentRow.__tablename__ in names  # older: none yet
+            return
         # Workers starting together race between "does the table exist" and CREATE TABLE;
         # the loser fails ("already exists"), then finds the tables on its next look.
         for attempt in range(5):
@@ -293,6 +303,8 @@ class SnapshotStore:
             return False
 
     def confident_history(self, study_name: str) -> list[ConfidentSnapshot]:
+        if not self.has_confident:
+            return []
         with self._session() as session:
             rows = session.scalars(
                 select(ConfidentRow).where(ConfidentRow.study_name == study_name)
@@ -300,6 +312,8 @@ class SnapshotStore:
             return [_to_confident(r) for r in rows]
 
     def history(self, study_name: str) -> list[Snapshot]:
+        if not self.has_snapshots:
+            return []
         with self._session() as session:
             rows = session.scalars(
                 select(SnapshotRow)
@@ -317,12 +331,13 @@ class SnapshotStore:
         with self._session() as session:
             ids = session.scalars(
                 select(SnapshotRow.id).where(SnapshotRow.study_name == study_name)
-            ).all()
+            ).all() if self.has_snapshots else []
             if ids:
                 session.execute(delete(MemberRow).where(MemberRow.snapshot_id.in_(ids)))
                 session.execute(delete(SnapshotRow).where(SnapshotRow.id.in_(ids)))
             confident = session.scalars(
-                select(ConfidentRow.id).where(ConfidentRow.study_name == study_name)).all()
+                select(ConfidentRow.id).where(ConfidentRow.study_name == study_name)
+            ).all() if self.has_confident else []
             if confident:
                 session.execute(delete(ConfidentMemberRow)
                                 .where(ConfidentMemberRow.snapshot_id.in_(confident)))

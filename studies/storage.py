@@ -373,20 +373,26 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def snapshot_store(spec: StorageSpec, storage: optuna.storages.BaseStorage) -> SnapshotStore:
+def snapshot_store(spec: StorageSpec, storage: optuna.storages.BaseStorage,
+                   create: bool = True) -> SnapshotStore:
     """Our snapshot tables: inside the study database for RDB storages; for journal storages
     (which hold no tables) in a side SQLite file, ``<journal stem>-snapshots.db`` next to a
-    journal file or ``snapshots.db`` in the artifact directory for Redis."""
+    journal file or ``snapshots.db`` in the artifact directory for Redis. ``create=False``
+    (browsing, delete): no table or file is created; without them there are no snapshots."""
     from optuna.storages import RDBStorage
+    from sqlalchemy import create_engine
 
     from studies.snapshots import SnapshotStore  # SQLAlchemy's ORM: ~0.4 s, only when needed
 
     if isinstance(storage, RDBStorage):
-        return SnapshotStore(storage.engine)
+        return SnapshotStore(storage.engine, create=create)
     if spec.path is not None:
         side = spec.path.parent / f"{spec.path.stem}-snapshots.db"
     else:
         side = spec.artifact_dir() / "snapshots.db"
-        side.parent.mkdir(parents=True, exist_ok=True)
+    if not create:
+        url = f"sqlite:///{side}" if side.is_file() else "sqlite://"  # nothing made on disk
+        return SnapshotStore(create_engine(url), create=False)
+    side.parent.mkdir(parents=True, exist_ok=True)
     _enable_wal(side)
     return SnapshotStore.from_url(f"sqlite:///{side}")

@@ -92,7 +92,7 @@ def delete_study(storage: str | None, name: str,
         return DeleteResult(name, spec.display, len(trials), 0, 0, deleted=False)
     backend = open_storage(spec, create=False)
     optuna.delete_study(study_name=name, storage=backend)
-    store = snapshot_store(spec, backend)
+    store = snapshot_store(spec, backend, create=False)
     try:
         snapshots = store.delete_study(name)
     finally:
@@ -159,7 +159,7 @@ def _copy_snapshots(spec: StorageSpec, source: object, name: str, target: Storag
 
     from studies.snapshots import MemberRow, SnapshotRow
 
-    src = snapshot_store(spec, source)  # type: ignore[arg-type]
+    src = snapshot_store(spec, source, create=False)  # type: ignore[arg-type]
     dst = snapshot_store(target, destination)  # type: ignore[arg-type]
     try:
         snaps = src.history(name)
