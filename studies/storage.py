@@ -222,6 +222,27 @@ def engine_kwargs(spec: StorageSpec) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
+OPTUNA_TABLES = {"studies", "version_info", "alembic_version", "trials"}
+
+
+def refuse_foreign_sqlite(path: Path) -> None:
+    """An SQLite file of another application (tables of its own, none of Optuna's) is not a
+    study database: adding Optuna's tables to it is refused."""
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            names = {r[0] for r in con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return  # not a database: open_storage says so
+    if names and not names & OPTUNA_TABLES:
+        shown = ", ".join(sorted(names)[:4]) + (", …" if len(names) > 4 else "")
+        raise UsageError(f"{path} is another application's SQLite database (tables {shown}), "
+                         "not a study database: give explore its own file with --storage")
+
+
 def repair_torn_journal(path: Path, lock: Any) -> Path | None:
     """Cut a journal file whose last record is incomplete (a crash or a full disk mid-write) back
     to its last complete record, after keeping the whole file as ``FILE.torn-TIME``; say so on

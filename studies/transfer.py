@@ -18,6 +18,7 @@ from studies.storage import (
     StorageSpec,
     open_storage,
     parse_storage,
+    refuse_foreign_sqlite,
     snapshot_store,
 )
 
@@ -130,6 +131,8 @@ def copy_study(storage: str | None, name: str, to_storage: str,
     with open_catalog(spec) as catalog:
         meta = catalog.study(name)
         trials = catalog.trials(meta)
+    if target.kind == "sqlite" and target.path is not None and target.path.is_file():
+        refuse_foreign_sqlite(target.path)
     source = open_storage(spec, create=False)
     destination = open_storage(target, create=True)
     try:

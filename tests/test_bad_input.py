@@ -129,6 +129,10 @@ CASES = [
     case(*RUN, "--config", "/dev/zero", says=("not a regular file",), id="config-dev-zero"),
     case(*RUN, "--config", "latin1.toml", says=("latin1.toml", "not UTF-8"),
          id="config-not-utf8"),
+    case(*RUN, "--storage", "sqlite:///app.db", says=("another application's", "customers"),
+         id="foreign-sqlite-run"),
+    case("study", "copy", "made", "--to-storage", "sqlite:///app.db",
+         says=("another application's",), id="foreign-sqlite-copy"),
     # Values a typed option cannot take, unknown options and commands: one line, not a panel.
     case(*RUN, "--seed", "abc", says=("--seed", "valid integer", "--help"), id="seed-abc"),
     case("study", "run", "--trials", "many", says=("--trials",), id="trials-many"),
@@ -203,6 +207,11 @@ def arena_template(made_study: Any, tmp_path_factory: pytest.TempPathFactory) ->
     _optuna_study(foreign, "mimic", ["minimize", "maximize"], ["loss", "speed"],
                   {"explore_settings": settings["explore_settings"]})
     (root / "notdb.db").write_text("not a database\n", encoding="utf-8")
+    app = sqlite3.connect(root / "app.db")  # another application's database
+    with app:
+        app.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
+        app.execute("INSERT INTO customers VALUES (1, 'ada')")
+    app.close()
     (root / "adir.db").mkdir()
     (root / "adir").mkdir()
     (root / "latin1.toml").write_bytes("[study]\n# caf\xe9\ntrials = 2\n".encode("latin-1"))

@@ -31,7 +31,14 @@ from explore.search.sampling import make_sampler
 from studies.errors import StudyNotFound, UsageError
 from studies.record import ATTR_CREATED_BY, ATTR_SETTINGS, ATTR_VERSION
 from studies.replicates import ConfiguredFront
-from studies.storage import Heartbeat, StorageSpec, enable_wal, open_storage, parse_storage
+from studies.storage import (
+    Heartbeat,
+    StorageSpec,
+    enable_wal,
+    open_storage,
+    parse_storage,
+    refuse_foreign_sqlite,
+)
 
 __all__ = ["METRIC_NAMES", "OpenedStudy", "RunRequest", "RunSummary", "check_compile",
            "check_space", "open_study", "validate_name"]
@@ -206,6 +213,8 @@ def _open_or_create(spec: StorageSpec, request: RunRequest, name: str,
                     explicit: dict[str, dict[str, Any]], source: Any
                     ) -> tuple[optuna.Study, Settings, bool, Any, Dataset | None]:
     heartbeat = request.heartbeat if spec.is_rdb else None
+    if spec.kind == "sqlite" and spec.path is not None and spec.path.is_file():
+        refuse_foreign_sqlite(spec.path)
     if spec.path is not None and (not spec.path.exists() or spec.path.stat().st_size == 0):
         settings, data = _new_study(explicit, source)  # before the file exists
         storage = open_storage(spec, heartbeat=heartbeat)
