@@ -277,7 +277,7 @@ def _power(e: Effect, unit: str, per: str, units: str) -> list[str]:
         m = max(2, round(e.differences / e.pairs))
         more = f"more seeds alone cannot resolve {target}: the effect differs between {units}"
         needed = e.pairs_needed(RESOLVE, seeds=m)
-        out.append(more + (f"; about {needed} {units} of {m} seeds each would"
+        out.append(more + (f"; about {needed} {units} of {m} seeds each would resolve it"
                            if needed is not None else ""))
     return out
 
