@@ -158,8 +158,9 @@ def test_trials_complete_with_their_records(made_study: Any) -> None:
 
 def test_repeated_configurations_are_answered_from_the_study(made_study: Any) -> None:
     study = load(made_study.url, made_study.name)
-    trained = {tuple(sorted(t.params.items())): t for t in experiments(study)}
-    assert len(trained) == len(experiments(study))  # no configuration was trained twice
+    trained = {(tuple(sorted(t.params.items())), t.user_attrs["replicate"]): t
+               for t in experiments(study)}
+    assert len(trained) == len(experiments(study))  # no replicate was trained twice
     keys = {t.user_attrs["config_key"] for t in trained.values()}
     assert len(keys) == len(trained)  # other params, other experiment
     for t in study.trials:
@@ -242,7 +243,7 @@ def test_finite_space_stops_when_exhausted(
         sampler: str, space: str, configs: list[dict[str, Any]]) -> None:
     tiny_config(workdir, space=space)
     summary = run_json(cli, "--name", sampler, "--config", "tiny.toml", "--epochs", "1",
-                       "--trials", "20", "--sampler", sampler)
+                       "--trials", "20", "--sampler", sampler, "--replicates", "1")
     assert summary["stopped"] == "search space exhausted"
     assert summary["finished"] == len(configs)
     study = load(f"sqlite:///{workdir / 'explore.db'}", sampler)
