@@ -65,7 +65,7 @@ def test_subprocess_run_prints_the_front_and_one_line_per_trial(made_study: Any)
     start, warm, *lines = made_study.stderr.splitlines()
     assert start == f"study made in {made_study.db}: 0/{made_study.trials} trials finished"
     assert warm.startswith("warm start: probed the throughput of 4 configurations in "), warm
-    queued = [line for line in lines if line.startswith("racing: queued replicate ")]
+    queued = [line for line in lines if line.startswith("racing: queued run ")]
     lines = [line for line in lines if line not in queued]  # racing (the default) says so
     later = [t for t in study.trials if t.user_attrs["replicate"] > 0]
     assert len(queued) >= len(later)

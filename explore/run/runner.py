@@ -218,7 +218,7 @@ def _after_trial(settings: Settings, name: str, snapshots: SnapshotStore, reques
                 prune_checkpoints(study, [t for t in trials if t.number in keep], store,
                                   directory)
         for queued in racing.enqueue(study, settings):
-            reporter.message(f"racing: queued replicate {queued.replicate} of "
+            reporter.message(f"racing: queued run {queued.replicate + 1} of "
                              f"{_params_text(queued.params)} ({queued.why})")
         if trial.state == TrialState.FAIL:
             if trial.user_attrs.get(ATTR_INTERRUPTED):
