@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from explore.engine.train import EpochResult
+from studies.confirm import FRESH_REPLICATE
 from studies.record import ATTR_FAIL, ATTR_INTERRUPTED, ATTR_PRUNE, ATTR_REPLICATE
 
 __all__ = ["PlainReporter", "Reporter", "RichReporter", "describe_params", "make_reporter"]
@@ -78,7 +79,9 @@ def trial_line(trial: optuna.trial.FrozenTrial, front: list[optuna.trial.FrozenT
                finished: int, target: int) -> str:
     desc = describe_params(trial.params)
     replicate = trial.user_attrs.get(ATTR_REPLICATE, 0)
-    if replicate:  # racing's extra runs of a configuration
+    if replicate >= FRESH_REPLICATE:  # `study confirm`'s fresh seeds
+        desc += f" fresh seed {replicate - FRESH_REPLICATE + 1}"
+    elif replicate:  # racing's extra runs of a configuration
         desc += f" run {replicate + 1}"
     state = trial.state.name
     secs = trial.duration.total_seconds() if trial.duration else 0.0

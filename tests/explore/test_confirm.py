@@ -104,3 +104,21 @@ def test_confirm_of_a_missing_study_is_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1 and "no study named 'base'" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert optuna.get_all_study_names(url) == ["other"]
+
+
+@pytest.mark.parametrize("replicate, says", [(0, None), (1, " run 2 "),
+                                             (FRESH_REPLICATE, " fresh seed 1 ")])
+def test_a_progress_line_names_the_run_or_the_fresh_seed(replicate: int, says: str | None
+                                                         ) -> None:
+    from optuna.distributions import CategoricalDistribution
+
+    from explore.run.progress import trial_line
+
+    t = optuna.trial.create_trial(params={"mem_size": 8},
+                                  distributions={"mem_size": CategoricalDistribution([8, 16])},
+                                  values=[0.9, 1000.0], user_attrs={ATTR_REPLICATE: replicate})
+    line = trial_line(t, [], 1, 4)
+    if says is None:
+        assert " run " not in line and "fresh" not in line
+    else:
+        assert says in line, line
