@@ -112,6 +112,8 @@ CASES = [
     case(*RUN, "--workers", "1000000000", says=("--workers 1000000000", "at most"),
          id="workers-a-billion"),
     case(*RUN, "--storage", "", says=("--storage is empty",), id="storage-empty"),
+    case(*RUN, "--devices", "cuda:0", says=("--devices cuda:0", "CUDA"),
+         id="devices-without-cuda"),
     case("study", "list", "--storage", "", says=("--storage is empty",), id="list-storage-empty"),
     case(*RUN, "--storage", "mysql://root@127.0.0.1/test", says=("mysql+pymysql://",),
          id="mysql-without-driver"),

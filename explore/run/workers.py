@@ -22,7 +22,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from explore.engine.device import usable_cpus
+from explore.engine.device import resolve_device, usable_cpus
 from explore.run.opening import OpenedStudy, RunRequest, RunSummary, open_study
 from explore.run.progress import Reporter
 from explore.run.runner import finish_summary
@@ -44,6 +44,11 @@ def parse_workers(workers: str, devices: str | None) -> tuple[int, list[str | No
         listed = [d.strip() for d in devices.split(",") if d.strip()]
         if not listed:
             raise UsageError("--devices needs a comma-separated list such as cuda:0,cuda:1")
+        for device in listed:  # before the study exists: a device that is not here is refused
+            try:
+                resolve_device(device)
+            except UsageError as exc:
+                raise UsageError(f"--devices {devices}: {exc}") from None
         per = 1 if workers in ("auto", "1") else int(workers) if workers.isdigit() else 0
         if per < 1:
             raise UsageError("--workers must be 'auto' or an integer >= 1")
