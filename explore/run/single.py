@@ -82,6 +82,11 @@ def bench_model(explicit: dict[str, dict[str, Any]], params: dict[str, Any],
 def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], device: str = "auto",
               out: Path | None = None, on_epoch: Any = None) -> dict[str, Any]:
     """Train one configuration exactly as a study trial would; optionally save a checkpoint."""
+    if out is not None:  # before the training, not after it
+        if out.is_dir():
+            raise UsageError(f"--out {out} is a directory: give a file name, e.g. {out}/model.pt")
+        if not out.parent.is_dir():
+            raise UsageError(f"--out {out}: directory {out.parent} does not exist")
     settings, params = _settings(explicit, params)
     configure_allocator()
     dev = resolve_device(device)
