@@ -44,11 +44,6 @@ def parse_workers(workers: str, devices: str | None) -> tuple[int, list[str | No
         listed = [d.strip() for d in devices.split(",") if d.strip()]
         if not listed:
             raise UsageError("--devices needs a comma-separated list such as cuda:0,cuda:1")
-        for device in listed:  # before the study exists: a device that is not here is refused
-            try:
-                resolve_device(device)
-            except UsageError as exc:
-                raise UsageError(f"--devices {devices}: {exc}") from None
         per = 1 if workers in ("auto", "1") else int(workers) if workers.isdigit() else 0
         if per < 1:
             raise UsageError("--workers must be 'auto' or an integer >= 1")
@@ -93,6 +88,11 @@ def _worker_command(opened: OpenedStudy, request: RunRequest, index: int, count:
 def run_parallel(request: RunRequest, reporter: Reporter, workers: str,
                  devices: str | None = None) -> RunSummary:
     count, device_list = parse_workers(workers, devices)
+    for listed in dict.fromkeys(d for d in device_list if d is not None):
+        try:  # before the study exists: a device that is not here is refused
+            resolve_device(listed)
+        except UsageError as exc:
+            raise UsageError(f"--devices {devices}: {exc}") from None
     opened = open_study(replace(request, workers=count))
     summary = opened.summary()
     if summary.finished >= summary.target:
