@@ -139,16 +139,6 @@ def guarded(fn: Callable[[], T]) -> T:
         raise typer.Exit(code=1) from None
 
 
-def _check_format(fmt: str, allowed: tuple[str, ...] = ("table", "json")) -> str:
-    if fmt not in allowed:
-        raise UsageError(f"unknown format {fmt!r}: use {' or '.join(allowed)}")
-    return fmt
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 @study_app.command("run")
 def study_run(
     name: Annotated[str | None, typer.Option(
@@ -240,7 +230,6 @@ def study_run(
             explicit.setdefault(section, {})[key] = value
 
     def go() -> Any:
-        _check_format(fmt)
         request = RunRequest(name=name, storage=storage, config_file=config, explicit=explicit,
                              timeout=timeout, device=device, max_failures=max_failures,
                              keep_checkpoints=keep_checkpoints)
@@ -281,7 +270,6 @@ def study_worker(
     from explore.run.runner import run_study
 
     def go() -> Any:
-        _check_format(fmt)
         request = RunRequest(name=name, storage=storage, device=device, timeout=timeout,
                              worker=worker_index, workers=workers, max_failures=max_failures,
                              keep_checkpoints=keep_checkpoints, join_only=True,
@@ -303,29 +291,9 @@ def _replicates_value(text: str | None) -> str | int | None:
 
 
 def _print_summary(summary: Any, fmt: str) -> None:
-    if fmt == "json":
-        _print_json(summary.to_dict())
-    else:
-        from studies.render import confident_table, honest_line
-        from studies.views import show_table
+    from studies.views import print_run_summary
 
-        front = summary.confident
-        show_table(confident_table(front, sorted(front.front.plausible),
-                                   title=f"Pareto front of {summary.study_name}: the plausible "
-                                   "configurations (P(front) >= 0.5)"), out)
-        out.print(honest_line(front))
-        out.print(f"{summary.finished}/{summary.target} trials finished "
-                  f"({summary.new_trials} this run, {summary.elapsed:.1f} s; {summary.stopped})")
-        if summary.noisy_trials:
-            out.print(f"noisy throughput (spread > 10%) on front trials: {summary.noisy_trials}")
-        if summary.reused_throughputs:
-            out.print(f"trials whose throughput came from an earlier trial of the same "
-                      f"architecture (\\[measure] reuse): {summary.reused_throughputs}")
-        if summary.lock_wait_s >= 1.0:
-            out.print(f"measurements waited {summary.lock_wait_s:.1f} s in all for other explore "
-                      "processes' epochs on this machine (the machine lock)")
-        out.print(f"database: {summary.where}")
-        out.print(f"dashboard: explore study dashboard --storage {summary.storage_url}")
+    print_run_summary(summary, fmt, out)
     if summary.exit_code:
         err.print(f"interrupted: continue with `explore study run --name {summary.study_name} "
                   f"--storage {summary.storage_url}`", highlight=False)
@@ -363,22 +331,11 @@ def _train_options(compile_: bool, precision: str | None) -> dict[str, Any]:
 @model_app.command("list")
 def model_list(fmt: FormatOpt = Format.TABLE) -> None:
     """The registered model presets."""
-    from rich.table import Table
-
     from extattn import list_models
+    from studies.views import print_models
 
     presets = {name: cfg.to_dict() for name, cfg in list_models().items()}
-    if fmt == "json":
-        _print_json(presets)
-        return
-    table = Table(title="extattn presets")
-    fields = ["attention", "dim", "depth", "heads", "mem_size", "norm", "expand", "patch_size",
-              "image_size"]
-    for col in ["name", *fields]:
-        table.add_column(col)
-    for name, cfg in presets.items():
-        table.add_row(name, *[str(cfg[f]) for f in fields])
-    out.print(table)
+    print_models(presets, fmt, out)
 
 
 @model_app.command("bench")
@@ -393,21 +350,12 @@ def model_bench(
 ) -> None:
     """Inference throughput, FLOPs and parameters of one configuration."""
     from explore.run.single import bench_model
+    from studies.views import print_bench
 
     explicit: dict[str, dict[str, Any]] = {"data": {"dataset": dataset},
                                            "train": _train_options(compile_, precision)}
     result = guarded(lambda: bench_model(explicit, _parse_sets(sets), device, threads))
-    if fmt == "json":
-        _print_json(result)
-        return
-    t = result["throughput"]
-    out.print(f"{result['params_count']:,} parameters, {result['flops_per_image']:,} FLOPs/image")
-    out.print(f"throughput: {t['median']:,.0f} img/s (min {t['min']:,.0f}, max {t['max']:,.0f}, "
-              f"spread {t['spread']:.1%}, batch {t['batch']}, {t['threads']} threads, "
-              f"{t['device']}, {result['precision']}"
-              + (", CUDA graph replays" if t.get("graph") else "") + ")")
-    if "compile_seconds" in result:
-        out.print(f"compiled in {result['compile_seconds']:.1f} s (before the measurement)")
+    print_bench(result, fmt, out)
 
 
 @model_app.command("train")
@@ -427,6 +375,7 @@ def model_train(
 ) -> None:
     """Train one configuration exactly as a study trial would (same seed, same result)."""
     from explore.run.single import train_one
+    from studies.views import print_trained
 
     explicit: dict[str, dict[str, Any]] = {"data": {"dataset": dataset}, "study": {"seed": seed}}
     if data_dir:
@@ -441,33 +390,25 @@ def model_train(
                       f"loss {record.loss:.4f}  {record.seconds:.2f}s")
 
     result = guarded(lambda: train_one(explicit, _parse_sets(sets), device, out_path, show))
-    if fmt == "json":
-        _print_json(result)
-        return
-    graphed = ", steps as CUDA graph replays" if "train_graph_seconds" in result else ""
-    out.print(f"accuracy {result['accuracy']:.4f}, {result['throughput']:,.0f} img/s, "
-              f"trained in {result['train_seconds']:.1f}s{graphed} (seed {result['seed']})")
-    if out_path is not None:
-        out.print(f"checkpoint: {out_path}")
+    print_trained(result, fmt, out, out_path)
 
 
 # ---- browsing commands: thin wrappers over studies/ (list, show, pareto, history, export, plot,
 # ---- compare, report, delete, copy, dashboard, models) ----
 
-BROWSE_FORMATS = ("table", "json", "csv")
 DataFormatOpt = Annotated[DataFormat, typer.Option("-f", "--format",
                                                    help="table, json or csv")]
 StudyArg = Annotated[str, typer.Argument(help="Study name.", show_default=False)]
 
 
-def _fetch(fmt: str, fn: Callable[[], T], formats: tuple[str, ...] = BROWSE_FORMATS) -> T:
-    """Check ``-f`` first, then run ``fn`` under :func:`guarded`."""
+def _out(help_text: str) -> Any:
+    """The required ``--out/-o`` of a command that writes a file or folder."""
+    return typer.Option("--out", "-o", help=help_text, show_default=False)
 
-    def go() -> T:
-        _check_format(fmt, formats)
-        return fn()
 
-    return guarded(go)
+def _wrote(label: str, write: Callable[[], Path]) -> None:
+    """Run ``write`` under :func:`guarded` and name what it wrote on stderr."""
+    err.print(f"{label}: {guarded(write)}")
 
 
 @study_app.command("list")
@@ -476,7 +417,7 @@ def study_list(storage: StorageOpt = None, fmt: DataFormatOpt = DataFormat.TABLE
     from studies.catalog import list_studies
     from studies.views import print_list
 
-    rows = _fetch(fmt, lambda: list_studies(storage))
+    rows = guarded(lambda: list_studies(storage))
     if not rows and fmt == "table":
         err.print("no studies yet: create one with `explore study run`")
         return
@@ -496,7 +437,7 @@ def study_show(
     from studies.catalog import show_study
     from studies.views import print_show
 
-    detail = _fetch(fmt, lambda: show_study(storage, name), ("table", "json"))
+    detail = guarded(lambda: show_study(storage, name))
     print_show(detail, fmt, out, settings)
 
 
@@ -520,10 +461,10 @@ def study_pareto(
     from studies.views import print_configured, print_front
 
     if observed:
-        front = _fetch(fmt, lambda: pareto_front(storage, name, include_dominated=all_rows))
+        front = guarded(lambda: pareto_front(storage, name, include_dominated=all_rows))
         print_front(front, fmt, out, with_flag=all_rows)
         return
-    result = _fetch(fmt, lambda: configured_study(storage, name))
+    result = guarded(lambda: configured_study(storage, name))
     print_configured(result, fmt, out, every=all_rows)
 
 
@@ -540,7 +481,7 @@ def study_history_cmd(
     from studies.history import study_history
     from studies.views import print_history
 
-    history = _fetch(fmt, lambda: study_history(storage, name, plot))
+    history = guarded(lambda: study_history(storage, name, plot))
     if not history.snapshots:
         err.print(f"study {name!r} has no snapshots yet (one is recorded when a trial "
                   "changes the front)")
@@ -552,10 +493,7 @@ def study_history_cmd(
 @study_app.command("export")
 def study_export(
     name: StudyArg,
-    out_path: Annotated[Path, typer.Option(
-        "--out", "-o", help="FILE.csv (one flattened row per trial) or FILE.json.",
-        show_default=False,
-    )],
+    out_path: Annotated[Path, _out("FILE.csv (one flattened row per trial) or FILE.json.")],
     storage: StorageOpt = None,
 ) -> None:
     """Every trial with params, values, state, times and user attrs, to CSV or JSON."""
@@ -568,17 +506,14 @@ def study_export(
 @study_app.command("plot")
 def study_plot(
     name: StudyArg,
-    out_path: Annotated[Path, typer.Option(
-        "--out", "-o", help="FILE.png (matplotlib) or FILE.html (interactive, needs plotly).",
-        show_default=False,
-    )],
+    out_path: Annotated[Path, _out(
+        "FILE.png (matplotlib) or FILE.html (interactive, needs plotly).")],
     storage: StorageOpt = None,
 ) -> None:
     """Accuracy against throughput: the front highlighted and connected, the rest grey."""
     from studies.plots import plot_study
 
-    path = guarded(lambda: plot_study(storage, name, out_path))
-    err.print(f"plot: {path}")
+    _wrote("plot", lambda: plot_study(storage, name, out_path))
 
 
 @study_app.command("compare")
@@ -599,7 +534,7 @@ def study_compare(
     from studies.compare import compare_studies
     from studies.views import print_compare
 
-    result = _fetch(fmt, lambda: compare_studies(storage, names, out_path))
+    result = guarded(lambda: compare_studies(storage, names, out_path))
     for note in result.notes:
         err.print(f"note: {note}")
     print_compare(result, fmt, out)
@@ -610,17 +545,14 @@ def study_compare(
 @study_app.command("report")
 def study_report(
     name: StudyArg,
-    out_path: Annotated[Path, typer.Option(
-        "--out", "-o", help="FILE.md (images written beside it) or FILE.html (self-contained).",
-        show_default=False,
-    )],
+    out_path: Annotated[Path, _out(
+        "FILE.md (images written beside it) or FILE.html (self-contained).")],
     storage: StorageOpt = None,
 ) -> None:
     """Findings: the front, plots, hypervolume history, double vs softmax, S, heads, EA vs SA."""
     from studies.report import write_report
 
-    path = guarded(lambda: write_report(storage, name, out_path))
-    err.print(f"report: {path}")
+    _wrote("report", lambda: write_report(storage, name, out_path))
 
 
 @study_app.command("delete")
@@ -705,20 +637,17 @@ def study_confirm(
     from explore.run.progress import make_reporter
     from studies.views import print_confirm
 
-    result = _fetch(fmt, lambda: confirm_study(storage, name, seeds, device,
-                                               make_reporter(quiet or fmt == "json")),
-                    ("table", "json"))
+    result = guarded(lambda: confirm_study(storage, name, seeds, device,
+                                           make_reporter(quiet or fmt == "json")))
     print_confirm(result, fmt, out)
 
 
 @study_app.command("models")
 def study_models(
     name: StudyArg,
-    out_dir: Annotated[Path, typer.Option(
-        "--out", "-o", help="Directory for one checkpoint per plausible configuration (its most "
-                            "accurate replicate) + index.json.",
-        show_default=False,
-    )],
+    out_dir: Annotated[Path, _out(
+        "Directory for one checkpoint per plausible configuration (its most accurate "
+        "replicate) + index.json.")],
     storage: StorageOpt = None,
     retrain: Annotated[bool, typer.Option(
         "--retrain/--no-retrain",
@@ -732,22 +661,14 @@ def study_models(
 ) -> None:
     """Checkpoints of the plausible front, loadable with extattn.load_checkpoint."""
     from explore.run.export_models import export_models
+    from studies.views import print_exported
 
     def note(message: str) -> None:
         err.print(message, highlight=False)
 
-    result = _fetch(fmt, lambda: export_models(storage, name, out_dir, retrain=retrain,
-                                               device=device, on_note=note, observed=observed),
-                    ("table", "json"))
-    if fmt == "json":
-        _print_json(result.index)
-        return
-    for entry in result.index["models"]:
-        runs = (f"best of {entry['replicates']} run(s), " if "replicates" in entry else "")
-        out.print(f"trial {entry['trial']}: {entry['file']} ({entry['source']}, {runs}accuracy "
-                  f"{100 * entry['values']['accuracy']:.2f}%, "
-                  f"{entry['values']['throughput']:,.0f} img/s)", highlight=False)
-    out.print(f"index: {result.index_path}", highlight=False)
+    result = guarded(lambda: export_models(storage, name, out_dir, retrain=retrain,
+                                           device=device, on_note=note, observed=observed))
+    print_exported(result.index, result.index_path, fmt, out)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from studies.catalog import Front, pareto_front
 from studies.errors import ExploreError, UsageError
-from studies.record import ATTR_THROUGHPUT, StudyMeta, TrialRecord
+from studies.record import ATTR_THROUGHPUT, StudyMeta, TrialRecord, design
 from studies.replicates import ConfiguredFront, configured_front, front_settings
 from studies.storage import parse_storage
 
@@ -101,11 +101,7 @@ def variant(t: TrialRecord) -> tuple[str, str]:
 
 def label(t: TrialRecord) -> str:
     """The design in a few characters: ``S64/h4/double``, ``SA/h4``."""
-    cfg = config(t)
-    heads = cfg.get("heads", "?")
-    if cfg.get("attention", "external") == "self":
-        return f"SA/h{heads}"
-    return f"S{cfg.get('mem_size', '?')}/h{heads}/{cfg.get('norm', '?')}"
+    return design(config(t))
 
 
 def trial_label(t: TrialRecord) -> str:

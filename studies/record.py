@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from studies.storage import StorageSpec
 
 __all__ = ["EXPLORE_METRICS", "STATES", "STUDY_ATTRS", "TRIAL_ATTRS", "AttrSpec", "Catalog",
-           "StudyMeta", "TrialRecord", "TrialStats", "iso", "problem_reason", "trial_json"]
+           "StudyMeta", "TrialRecord", "TrialStats", "design", "iso", "problem_reason",
+           "trial_json"]
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 EXPLORE_METRICS = ("accuracy", "throughput")
@@ -320,3 +321,9 @@ def problem_reason(t: TrialRecord) -> str:
             return str(t.user_attrs[key])
     return "no reason recorded"
 
+
+def design(config: dict[str, Any]) -> str:
+    """``S32/h4/double`` (EA) or ``SA/h4``: the searched design in a few characters."""
+    if config.get("attention", "external") == "self":
+        return f"SA/h{config.get('heads', '-')}"
+    return f"S{config.get('mem_size', '-')}/h{config.get('heads', '-')}/{config.get('norm', '-')}"

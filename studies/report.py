@@ -33,8 +33,8 @@ from studies.record import (
     StudyMeta,
     TrialRecord,
     TrialStats,
+    design,
 )
-from studies.render import design
 from studies.replicates import ConfiguredFront, front_settings, study_front
 from studies.storage import parse_storage
 

@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
-from studies.record import ATTR_SETTINGS, ATTR_WARM
-from studies.render import confident_table, front_table, honest_line
+from studies.record import ATTR_SETTINGS, ATTR_WARM, design
 
 if TYPE_CHECKING:
     from studies.catalog import ConfiguredStudy, Front, StudyDetail, StudySummary
@@ -21,14 +20,18 @@ if TYPE_CHECKING:
     from studies.confirm import Confirmation
     from studies.history import History
     from studies.record import TrialRecord
+    from studies.replicates import ConfiguredFront
 
-__all__ = ["FORMATS", "print_compare", "print_configured", "print_confirm", "print_front",
-           "print_history", "print_list", "print_show", "show_table"]
+__all__ = ["FORMATS", "confident_table", "front_table", "honest_line", "print_bench",
+           "print_compare", "print_configured", "print_confirm", "print_exported",
+           "print_front", "print_history", "print_list", "print_models", "print_run_summary",
+           "print_show", "print_trained", "show_table", "status_of", "write_json"]
 
 FORMATS = ("table", "json", "csv")
 
 
-def _json(data: Any) -> None:
+def write_json(data: Any) -> None:
+    """The one JSON writer of every ``-f json``: indented, anything else as its ``str``."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
@@ -52,10 +55,126 @@ def show_table(table: Table, console: Console) -> None:
         console.width = before
 
 
+def _fmt_int(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else "-"
+
+
+def front_table(rows: Sequence[dict[str, Any]], title: str = "Pareto front",
+                pareto: set[int] | None = None) -> Table:
+    """Trials sorted by throughput: trial, attention, S, heads, norm, other params, values.
+
+    Args:
+        rows: ``{"number", "params", "values": [accuracy, throughput], "user_attrs"}``.
+        title: Table title.
+        pareto: When given, add a ``pareto`` column marking these trial numbers.
+    """
+    others = sorted({k for r in rows for k in r["params"]} - {"attention", "mem_size", "heads",
+                                                               "norm"})
+    table = Table(title=title)
+    columns = ["trial", "attention", "S", "heads", "norm", *others, "accuracy", "img/s", "params"]
+    if pareto is not None:
+        columns.append("pareto")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("attention", "norm") else "right")
+    for r in sorted(rows, key=lambda r: r["values"][1]):
+        p = r["params"]
+        attention = p.get("attention", r.get("user_attrs", {}).get("model_config", {})
+                          .get("attention", "external"))
+        ea = attention == "external"
+        cells = [str(r["number"]), attention,
+                 str(p.get("mem_size", "-")) if ea else "-",
+                 str(p.get("heads", "-")),
+                 str(p.get("norm", "-")) if ea else "-",
+                 *[f"{p[k]:.4g}" if isinstance(p.get(k), float) else str(p.get(k, "-"))
+                   for k in others],
+                 f"{r['values'][0]:.4f}", f"{r['values'][1]:,.0f}",
+                 _fmt_int(r.get("user_attrs", {}).get("params_count"))]
+        if pareto is not None:
+            cells.append("*" if r["number"] in pareto else "")
+        table.add_row(*cells)
+    return table
+
+
+def _interval(mean: float, low: float | None, high: float | None, spec: str) -> str:
+    if low is None or high is None:
+        return f"{format(mean, spec)} (±?)"
+    return f"{format(mean, spec)} [{format(low, spec)}, {format(high, spec)}]"
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+def status_of(front: ConfiguredFront, key: str) -> str:
+    """plausible (P(front) >= 0.5), dominated (confidently), or undecided."""
+    return front.status(key)
+
+
+def confident_table(front: ConfiguredFront, keys: Sequence[str], title: str) -> Table:
+    """Configurations by mean throughput: design, other params, runs, accuracy and img/s with
+    their 95% intervals, P(Pareto-optimal) and status."""
+    configs = front.ordered(keys)
+    others = sorted({k for c in configs for k in c.params}
+                    - {"attention", "mem_size", "heads", "norm"})
+    table = Table(title=title)
+    level = f"{front.front.noise.confidence:.0%}"
+    for col in ("design", *others, "runs", "trials", f"accuracy % [{level}]",
+                f"img/s [{level}]", "P(front)", "status"):
+        table.add_column(col, justify="left" if col in ("design", "status", "trials")
+                         else "right")
+    for c in configs:
+        e = front.estimate(c.key)
+        trials = ",".join(str(n) for n in e.trials)
+        table.add_row(
+            design(c.model_config),
+            *[f"{c.params[k]:.4g}" if isinstance(c.params.get(k), float)
+              else str(c.params.get(k, "-")) for k in others],
+            str(e.n), trials if len(trials) <= 16 else trials[:15] + "…",
+            _interval(100 * e.accuracy.mean, _pct(e.accuracy.low), _pct(e.accuracy.high), ".2f"),
+            _interval(e.throughput.mean, e.throughput.low, e.throughput.high, ",.0f"),
+            f"{front.front.probability[c.key]:.2f}", status_of(front, c.key))
+    return table
+
+
+def honest_line(front: ConfiguredFront) -> str:
+    """One line on what the study can and cannot tell apart."""
+    noisy = front.front
+    n = len(front.configs)
+    if not n:
+        return "no completed configuration yet"
+    if not noisy.noise.known:
+        return (f"{n} configuration(s), one run each: the seed noise is unknown, so no "
+                "interval can be given and the front above is the observed one (not yet "
+                "distinguishable from noise)")
+    sd = noisy.noise.accuracy_sd or 0.0
+    spread = math.expm1(noisy.noise.log_throughput_sd or 0.0)
+    tied = _tied(front)
+    told = (f"the {len(noisy.plausible)} plausible configurations cannot be told apart in "
+            "accuracy (their intervals overlap)" if tied else
+            f"the {len(noisy.plausible)} plausible configurations differ beyond the noise")
+    return (f"{n} configurations, {front.replicates} runs; seed noise ±{100 * sd:.1f} accuracy "
+            f"points and ±{100 * spread:.0f}% img/s per run (pooled, df {noisy.noise.df}); "
+            f"{len(noisy.dominated)} confidently dominated, "
+            f"{n - len(noisy.dominated) - len(noisy.plausible)} undecided; {told}")
+
+
+def _tied(front: ConfiguredFront) -> bool:
+    ests = [front.estimate(k) for k in front.front.plausible]
+    for i, a in enumerate(ests):
+        for b in ests[i + 1:]:
+            if None in (a.accuracy.low, b.accuracy.low, a.accuracy.high, b.accuracy.high):
+                return True
+            assert a.accuracy.low is not None and b.accuracy.high is not None
+            assert a.accuracy.high is not None and b.accuracy.low is not None
+            if a.accuracy.low <= b.accuracy.high and b.accuracy.low <= a.accuracy.high:
+                return True
+    return False
+
+
 def _emit(records: list[dict[str, Any]], fmt: str, table: Callable[[], Table],
           console: Console) -> None:
     if fmt == "json":
-        _json(records)
+        write_json(records)
     elif fmt == "csv":
         _csv(records)
     else:
@@ -156,7 +275,7 @@ def _generic_table(trials: Sequence[TrialRecord], names: Sequence[str], title: s
 def print_show(detail: StudyDetail, fmt: str, console: Console, settings: bool = False) -> None:
     """``explore study show``: counts, the front, failures; the settings with ``settings``."""
     if fmt == "json":
-        _json(detail.to_dict())
+        write_json(detail.to_dict())
         return
     meta = detail.study
     console.print(f"[bold]{meta.name}[/] in {detail.where}")
@@ -283,10 +402,8 @@ def _span(low: float | None, high: float | None, spec: str, scale: float = 1.0) 
 def print_confirm(result: Confirmation, fmt: str, console: Console) -> None:
     """``explore study confirm``: the search's estimates against the fresh seeds'."""
     if fmt == "json":
-        _json(result.to_dict())
+        write_json(result.to_dict())
         return
-    from studies.render import design
-
     level = f"{result.confidence:.0%}"
     t = Table(title=f"{result.study}: the plausible front on {result.seeds} fresh seed(s) per "
                     f"configuration ({level} intervals; runs in study {result.companion})")
@@ -321,3 +438,89 @@ def print_confirm(result: Confirmation, fmt: str, console: Console) -> None:
     console.print(f"the search's accuracy estimates are {100 * abs(mean):.2f} points {side} the "
                   f"fresh seeds' on average (the winner's optimism); {len(outside)} of "
                   f"{len(result.rows)} configuration(s) differ beyond the noise")
+
+
+# ---- what ``study run`` / ``study worker`` and the ``model`` commands print ----
+
+def print_run_summary(summary: Any, fmt: str, console: Console) -> None:
+    """``explore study run``/``worker``: the plausible front with intervals, the honest line,
+    the budget and where the study is (``summary``: explore's RunSummary, read by field)."""
+    if fmt == "json":
+        write_json(summary.to_dict())
+        return
+    front = summary.confident
+    show_table(confident_table(front, sorted(front.front.plausible),
+                               title=f"Pareto front of {summary.study_name}: the plausible "
+                               "configurations (P(front) >= 0.5)"), console)
+    console.print(honest_line(front))
+    console.print(f"{summary.finished}/{summary.target} trials finished "
+                  f"({summary.new_trials} this run, {summary.elapsed:.1f} s; {summary.stopped})")
+    if summary.noisy_trials:
+        console.print(f"noisy throughput (spread > 10%) on front trials: {summary.noisy_trials}")
+    if summary.reused_throughputs:
+        console.print(f"trials whose throughput came from an earlier trial of the same "
+                      f"architecture (\\[measure] reuse): {summary.reused_throughputs}")
+    if summary.lock_wait_s >= 1.0:
+        console.print(f"measurements waited {summary.lock_wait_s:.1f} s in all for other "
+                      "explore processes' epochs on this machine (the machine lock)")
+    console.print(f"database: {summary.where}")
+    console.print(f"dashboard: explore study dashboard --storage {summary.storage_url}")
+
+
+MODEL_FIELDS = ("attention", "dim", "depth", "heads", "mem_size", "norm", "expand",
+                "patch_size", "image_size")
+
+
+def print_models(presets: dict[str, dict[str, Any]], fmt: str, console: Console) -> None:
+    """``explore model list``: the registered presets."""
+    if fmt == "json":
+        write_json(presets)
+        return
+    table = Table(title="extattn presets")
+    for col in ("name", *MODEL_FIELDS):
+        table.add_column(col)
+    for name, cfg in presets.items():
+        table.add_row(name, *[str(cfg[f]) for f in MODEL_FIELDS])
+    console.print(table)
+
+
+def print_bench(result: dict[str, Any], fmt: str, console: Console) -> None:
+    """``explore model bench``: parameters, FLOPs and the throughput with its spread."""
+    if fmt == "json":
+        write_json(result)
+        return
+    t = result["throughput"]
+    console.print(f"{result['params_count']:,} parameters, "
+                  f"{result['flops_per_image']:,} FLOPs/image")
+    console.print(f"throughput: {t['median']:,.0f} img/s (min {t['min']:,.0f}, "
+                  f"max {t['max']:,.0f}, spread {t['spread']:.1%}, batch {t['batch']}, "
+                  f"{t['threads']} threads, {t['device']}, {result['precision']}"
+                  + (", CUDA graph replays" if t.get("graph") else "") + ")")
+    if "compile_seconds" in result:
+        console.print(f"compiled in {result['compile_seconds']:.1f} s (before the measurement)")
+
+
+def print_trained(result: dict[str, Any], fmt: str, console: Console,
+                  checkpoint: Any = None) -> None:
+    """``explore model train``: accuracy, throughput and training time (and the checkpoint)."""
+    if fmt == "json":
+        write_json(result)
+        return
+    graphed = ", steps as CUDA graph replays" if "train_graph_seconds" in result else ""
+    console.print(f"accuracy {result['accuracy']:.4f}, {result['throughput']:,.0f} img/s, "
+                  f"trained in {result['train_seconds']:.1f}s{graphed} (seed {result['seed']})")
+    if checkpoint is not None:
+        console.print(f"checkpoint: {checkpoint}")
+
+
+def print_exported(index: dict[str, Any], index_path: Any, fmt: str, console: Console) -> None:
+    """``explore study models``: one line per exported checkpoint, then the index file."""
+    if fmt == "json":
+        write_json(index)
+        return
+    for entry in index["models"]:
+        runs = (f"best of {entry['replicates']} run(s), " if "replicates" in entry else "")
+        console.print(f"trial {entry['trial']}: {entry['file']} ({entry['source']}, "
+                      f"{runs}accuracy {100 * entry['values']['accuracy']:.2f}%, "
+                      f"{entry['values']['throughput']:,.0f} img/s)", highlight=False)
+    console.print(f"index: {index_path}", highlight=False)

@@ -17,9 +17,9 @@ import optuna
 
 from explore.config import Settings
 from explore.search.racing import front_of, record_of
-from studies.record import TrialRecord
-from studies.render import design, honest_line
+from studies.record import TrialRecord, design
 from studies.replicates import ConfiguredFront
+from studies.views import honest_line
 
 __all__ = ["FIGURE_ID", "note_text", "publish"]
 

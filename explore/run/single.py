@@ -25,9 +25,11 @@ __all__ = ["bench_model", "train_one"]
 Explicit = dict[str, dict[str, Any]]
 
 
-def _settings(explicit: Explicit, params: dict[str, Any]) -> tuple[Settings, dict[str, Any]]:
+def _settings(explicit: Explicit, params: dict[str, Any]) -> Settings:
     """The settings with ``--set`` values merged in: type-checked and validated as a settings
-    file's are (a string where a number or true/false belongs is refused, not trained)."""
+    file's are (a string where a number or true/false belongs is refused, not trained). The
+    values land in ``[model]``/``[train]``, so the plan takes them from the settings and a
+    trial's params stay empty (no search space)."""
     resolve_settings({**explicit, "space": {}})  # the command's own options, reported as such
     train_fields = {f.name for f in dataclasses.fields(TrainSettings)}
     unknown = sorted(set(params) - set(MODEL_KEYS) - train_fields)
@@ -42,7 +44,7 @@ def _settings(explicit: Explicit, params: dict[str, Any]) -> tuple[Settings, dic
         settings = resolve_settings(merged)
     except UsageError as exc:
         raise UsageError(f"--set: {exc}") from None
-    return settings, {}
+    return settings
 
 
 def bench_model(explicit: dict[str, dict[str, Any]], params: dict[str, Any],
@@ -50,14 +52,14 @@ def bench_model(explicit: dict[str, dict[str, Any]], params: dict[str, Any],
     """Throughput, FLOPs and parameters of one configuration (no training)."""
     from explore.engine.data import dataset_shape
 
-    settings, params = _settings(explicit, params)
+    settings = _settings(explicit, params)
     configure_allocator()  # as in a study's trials, so that the figure is comparable
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
     image_size, in_chans, num_classes = dataset_shape(settings.data)
     try:
-        plan = plan_trial(params, settings, (image_size, in_chans, num_classes or 10))
+        plan = plan_trial({}, settings, (image_size, in_chans, num_classes or 10))
     except ValueError as exc:
         raise UsageError(f"impossible configuration: {exc}") from exc
     torch.manual_seed(plan.seed)
@@ -87,14 +89,14 @@ def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], devic
             raise UsageError(f"--out {out} is a directory: give a file name, e.g. {out}/model.pt")
         if not out.parent.is_dir():
             raise UsageError(f"--out {out}: directory {out.parent} does not exist")
-    settings, params = _settings(explicit, params)
+    settings = _settings(explicit, params)
     configure_allocator()
     dev = resolve_device(device)
     check_compile(dev, settings)
     data = load_dataset(settings.data, seed=settings.study.seed, device=dev)
     c, h, _ = data.image_shape
     try:
-        plan = plan_trial(params, settings, (h, c, data.num_classes))
+        plan = plan_trial({}, settings, (h, c, data.num_classes))
     except ValueError as exc:
         raise UsageError(f"impossible configuration: {exc}") from exc
     torch.manual_seed(plan.seed)

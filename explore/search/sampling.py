@@ -17,7 +17,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
@@ -128,12 +133,25 @@ class AvoidEvaluated(BaseSampler):
             if name in p and all(k in p and p[k] == v for k, v in fixed.items()) and \
                     tuple(sorted(p.items())) not in taken:
                 values.append(p[name])
-        out = []
-        for v in dict.fromkeys(values):
-            internal = distribution.to_internal_repr(v)
-            if distribution._contains(internal):
-                out.append(v)
-        return out
+        return [v for v in dict.fromkeys(values) if _admits(distribution, v)]
+
+
+def _admits(distribution: BaseDistribution, value: Any) -> bool:
+    """Whether ``distribution`` can take ``value`` (from its public fields: choices, or low,
+    high and step)."""
+    if isinstance(distribution, CategoricalDistribution):
+        return value in distribution.choices
+    if isinstance(distribution, IntDistribution | FloatDistribution):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if not distribution.low <= value <= distribution.high:
+            return False
+        step = distribution.step
+        if step is None:
+            return True
+        steps = (value - distribution.low) / step
+        return abs(steps - round(steps)) < 1e-8
+    return False
 
 
 def _base_sampler(settings: Settings, seed: int) -> optuna.samplers.BaseSampler:
