@@ -6,10 +6,12 @@ Nothing here imports torch at module level: the ``studies`` tests must stay torc
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,66 @@ def write_tiny_config(directory: Path, space: str = TINY_SPACE, name: str | None
     path = directory / "tiny.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def tiny_study_toml(space: str, study: str = "warm_start = 0", train: str = "epochs = 1") -> str:
+    """A whole settings file for a tiny study: ``[study]`` lines, the tiny model, ``[train]``
+    lines, the quick measurement and the ``[space]`` body."""
+    return (f"[study]\n{study}\n\n[model]\ndim = 16\ndepth = 1\n\n[train]\n{train}\n\n"
+            f"{TINY_MEASURE}\n[space]\n{space}\n")
+
+
+def run_explore(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``explore ARGS`` in a real subprocess in ``cwd``, without the caller's storage overrides;
+    stdout and stderr captured as text."""
+    return subprocess.run([str(EXPLORE), *args], cwd=cwd, env=clean_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@contextmanager
+def spawned(cwd: Path, env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``start(*args)`` runs ``explore ARGS`` in the background in ``cwd``; whatever is still
+    running when the block ends is killed, and every process is reaped."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([str(EXPLORE), *args], cwd=cwd, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        started.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=30)
+
+
+def kill_when(workers: Sequence[subprocess.Popen[str]], running: Callable[[], Iterable[Any]],
+              ready: Callable[[Any], bool], timeout: float = 180) -> Any:
+    """Poll ``running()`` (the RUNNING trials) until one satisfies ``ready`` and was taken by one
+    of ``workers`` (its ``worker`` user attr names the pid); SIGKILL that worker and return the
+    trial. Fails when a worker ends first or nothing is ready in time."""
+    by_pid = {p.pid: p for p in workers}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for t in running():
+            pid = (t.user_attrs.get("worker") or {}).get("pid")
+            if pid in by_pid and ready(t):
+                os.kill(pid, signal.SIGKILL)
+                assert by_pid[pid].wait(timeout=30) == -signal.SIGKILL
+                return t
+        ended = [p for p in workers if p.poll() is not None]
+        assert not ended, f"a worker ended before the kill: {ended[0].communicate()}"
+        time.sleep(0.05)
+    raise AssertionError("no running trial became ready to be killed in time")
+
+
+def epochs_done(trial: Any) -> int:
+    """Epochs a (running) trial has recorded in its ``history`` user attr."""
+    return len(trial.user_attrs.get("history") or [])
 
 
 def clean_env() -> dict[str, str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_MEASURE
+from tests.conftest import TINY_MEASURE, spawned
 
 ENV_POSTGRES = "EXPLORE_TEST_POSTGRES"
 ENV_MYSQL = "EXPLORE_TEST_MYSQL"
@@ -204,18 +204,10 @@ def start_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[St
     """``start_worker(name, url, index=0, workers=1)``: an ``explore study worker`` process in
     ``tmp_path`` (the test runs there too); any still running at the end are killed."""
     monkeypatch.chdir(tmp_path)
-    started: list[subprocess.Popen[str]] = []
+    with spawned(tmp_path, subprocess_env()) as spawn:
 
-    def start(name: str, url: str, index: int = 0, workers: int = 1) -> subprocess.Popen[str]:
-        cmd = [str(EXPLORE), "study", "worker", "--name", name, "--storage", url, "--device",
-               "cpu", "--worker-index", str(index), "--workers", str(workers), "--quiet"]
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=subprocess_env(), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        started.append(proc)
-        return proc
+        def start(name: str, url: str, index: int = 0, workers: int = 1) -> subprocess.Popen[str]:
+            return spawn("study", "worker", "--name", name, "--storage", url, "--device", "cpu",
+                         "--worker-index", str(index), "--workers", str(workers), "--quiet")
 
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
+        yield start

@@ -16,10 +16,7 @@ the budget on replicates.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,7 +35,7 @@ from studies.record import (
     ATTR_WORKER,
 )
 from studies.storage import open_storage, parse_storage
-from tests.conftest import EXPLORE, TINY_MEASURE
+from tests.conftest import EXPLORE, TINY_MEASURE, epochs_done, kill_when, spawned
 
 pytestmark = pytest.mark.slow
 
@@ -96,19 +93,8 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def spawn(tmp_path: Path, env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """``spawn(*args)``: ``explore ARGS`` in ``tmp_path``; any still running at the end are
     killed."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(*args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen([str(EXPLORE), *args], cwd=tmp_path, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=30)
+    with spawned(tmp_path, env) as start:
+        yield start
 
 
 def _study(url: str) -> optuna.Study:
@@ -167,21 +153,12 @@ def _kill_mid_replicate(url: str, workers: list[subprocess.Popen[str]],
                         timeout: float = 180) -> FrozenTrial:
     """Wait until a worker is between the first and the last epoch of a replicate > 0, then
     SIGKILL it."""
-    by_pid = {p.pid: p for p in workers}
     study = _study(url)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            epochs = len(t.user_attrs.get("history") or [])
-            pid = (t.user_attrs.get(ATTR_WORKER) or {}).get("pid")
-            if t.user_attrs.get(ATTR_REPLICATE, 0) > 0 and 1 <= epochs < EPOCHS and pid in by_pid:
-                os.kill(pid, signal.SIGKILL)
-                assert by_pid[pid].wait(timeout=30) == -signal.SIGKILL
-                return t
-        ended = [p for p in workers if p.poll() is not None]
-        assert not ended, f"a worker ended before the kill: {ended[0].communicate()}"
-        time.sleep(0.05)
-    raise AssertionError("no replicate reached its second epoch in time")
+    killed: FrozenTrial = kill_when(
+        workers, lambda: study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+        lambda t: t.user_attrs.get(ATTR_REPLICATE, 0) > 0 and 1 <= epochs_done(t) < EPOCHS,
+        timeout)
+    return killed
 
 
 def test_a_replicate_killed_mid_training_is_finished_by_the_other_worker(

@@ -9,7 +9,6 @@ continues from the saved training state instead of starting over.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from explore.run.workers import parse_workers
 from explore.search.budget import count_finished
 from studies.errors import UsageError
 from studies.storage import open_storage, parse_storage
-from tests.conftest import TINY_MEASURE
+from tests.conftest import TINY_MEASURE, epochs_done, kill_when
 
 NAME = "kill"
 EPOCHS = 6
@@ -85,20 +84,10 @@ def _load(url: str) -> optuna.Study:
 
 def _kill_mid_trial(url: str, workers: list[Worker], timeout: float = 180) -> FrozenTrial:
     """Wait until a trial has trained 1..EPOCHS-2 epochs, then SIGKILL its worker."""
-    by_pid = {p.pid: p for p in workers}
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for t in _load(url).get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            epochs = len(t.user_attrs.get("history") or [])
-            pid = (t.user_attrs.get("worker") or {}).get("pid")
-            if 1 <= epochs <= EPOCHS - 2 and pid in by_pid:
-                os.kill(pid, signal.SIGKILL)
-                assert by_pid[pid].wait(timeout=30) == -signal.SIGKILL
-                return t
-        ended = [p for p in workers if p.poll() is not None]
-        assert not ended, f"a worker ended before the kill: {ended[0].communicate()}"
-        time.sleep(0.05)
-    raise AssertionError("no trial reached its second epoch in time")
+    killed: FrozenTrial = kill_when(
+        workers, lambda: _load(url).get_trials(deepcopy=False, states=(TrialState.RUNNING,)),
+        lambda t: 1 <= epochs_done(t) <= EPOCHS - 2, timeout)
+    return killed
 
 
 def _check_retried(url: str, killed: FrozenTrial) -> None:

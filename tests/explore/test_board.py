@@ -11,29 +11,12 @@ import optuna
 import pytest
 
 from explore.run.board import FIGURE_ID
-from tests.conftest import EXPLORE, TINY_MEASURE, clean_env
+from tests.conftest import EXPLORE, clean_env, tiny_study_toml
 
 optuna_dashboard = pytest.importorskip("optuna_dashboard")
 
-CONFIG = """\
-[study]
-trials = 6
-warm_start = 0
-replicates = 2
-
-[model]
-dim = 16
-depth = 1
-
-[train]
-epochs = 1
-
-""" + TINY_MEASURE + """
-[space]
-mem_size = [8]
-heads = [1, 2]
-norm = ["softmax", "double"]
-"""
+CONFIG = tiny_study_toml('mem_size = [8]\nheads = [1, 2]\nnorm = ["softmax", "double"]',
+                        study="trials = 6\nwarm_start = 0\nreplicates = 2")
 
 
 @pytest.mark.slow

@@ -12,32 +12,14 @@ import pytest
 
 from studies.confirm import FRESH_REPLICATE
 from studies.record import ATTR_CONFIGURATION, ATTR_REPLICATE
-from tests.conftest import EXPLORE, TINY_MEASURE, clean_env
+from tests.conftest import run_explore, tiny_study_toml
 
-CONFIG = """\
-[study]
-trials = 6
-warm_start = 0
-replicates = 2
-
-[model]
-dim = 16
-depth = 1
-
-[train]
-epochs = 1
-
-""" + TINY_MEASURE + """
-[space]
-mem_size = [8, 16]
-heads = [1]
-norm = ["softmax", "double"]
-"""
+CONFIG = tiny_study_toml('mem_size = [8, 16]\nheads = [1]\nnorm = ["softmax", "double"]',
+                        study="trials = 6\nwarm_start = 0\nreplicates = 2")
 
 
 def _explore(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(EXPLORE), *args], capture_output=True, text=True,
-                          env=clean_env(), timeout=600, cwd=tmp_path)
+    return run_explore(tmp_path, *args)
 
 
 @pytest.mark.slow

@@ -12,29 +12,13 @@ import pytest
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from tests.conftest import EXPLORE, TINY_MEASURE, clean_env
+from tests.conftest import run_explore, tiny_study_toml
 
-CONFIG = """\
-[study]
-warm_start = 0
-replicates = 1
-
-[model]
-dim = 16
-depth = 1
-
-[train]
-epochs = 1
-
-""" + TINY_MEASURE + """
-[space]
-mem_size = [8, 16, 32]
-"""
+CONFIG = tiny_study_toml("mem_size = [8, 16, 32]", study="warm_start = 0\nreplicates = 1")
 
 
 def _explore(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(EXPLORE), *args], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=300)
+    return run_explore(tmp_path, *args, timeout=300)
 
 
 def _optuna(path: Path) -> optuna.Study:

@@ -10,26 +10,10 @@ import optuna
 import pytest
 
 from studies.record import ATTR_CONFIGURATION, ATTR_DUPLICATE, ATTR_REPLICATE
-from tests.conftest import EXPLORE, TINY_MEASURE, clean_env
+from tests.conftest import EXPLORE, clean_env, tiny_study_toml
 
-CONFIG = """\
-[study]
-trials = {trials}
-warm_start = 0
-replicates = {replicates}
-
-[model]
-dim = 16
-depth = 1
-
-[train]
-epochs = 1
-
-""" + TINY_MEASURE + """
-[space]
-mem_size = [8, 16]
-heads = [1, 2]
-"""
+CONFIG = tiny_study_toml("mem_size = [8, 16]\nheads = [1, 2]",
+                        study="trials = {trials}\nwarm_start = 0\nreplicates = {replicates}")
 
 
 def _run(tmp_path: Path, trials: int, replicates: str) -> optuna.Study:
