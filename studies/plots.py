@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from studies.catalog import Front, pareto_front
 from studies.errors import ExploreError, UsageError
+from studies.labels import log_ticks, place_labels, plotly_places
 from studies.record import ATTR_THROUGHPUT, StudyMeta, TrialRecord, design
 from studies.replicates import ConfiguredFront, configured_front, front_settings
 from studies.storage import parse_storage
@@ -39,7 +40,6 @@ from studies.storage import parse_storage
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
-    from matplotlib.transforms import Bbox
 
     from studies.history import History
 
@@ -59,17 +59,10 @@ STUDY_COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"
                 "#17becf"]
 MAX_OTHER_LABELS = 3  # labels beyond the front: the most promising of the others
 NOISY_SPREAD = 0.10  # a measurement's spread above this is noisy (as explore.engine.measure)
-LABEL_SIZE = 7.0  # points
 SUBTITLE_WIDTH = 100  # characters a subtitle line may have: the axes' width at 8.5 points
 _NOISY_TEXT = f"noisy throughput (spread > {NOISY_SPREAD:.0%})"
 # Where a label may go, in points from its point, best first: close in the eight directions,
 # then farther out (joined to the point by a thin leader line).
-_DISTANCES = (3.0, 8.0, 14.0, 22.0, 32.0, 46.0)
-_DIRECTIONS = ((1, 1), (-1, 1), (1, -1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1))
-_LEADER_FROM = 14.0  # points: labels at least this far get a leader line
-_MARK_PX = 5.0  # half the side of the box a point's marker occupies, in pixels at 100 dpi
-
-
 def check_out(path: Path, suffixes: Sequence[str]) -> str:
     """The output's format (its suffix); a clear error for another suffix or a missing folder."""
     suffix = path.suffix.lower()
@@ -529,85 +522,6 @@ def _freeze(fig: Figure) -> None:
     fig.set_layout_engine("none")
 
 
-def _offset(direction: tuple[int, int], distance: float) -> tuple[float, float, str, str]:
-    dx, dy = direction
-    ha = "left" if dx > 0 else "right" if dx < 0 else "center"
-    va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
-    diagonal = 0.7 if dx and dy else 1.0
-    return dx * distance * diagonal, dy * distance * diagonal, ha, va
-
-
-_CANDIDATES = [_offset(d, r) for r in _DISTANCES for d in _DIRECTIONS]
-
-
-def _inside(box: Bbox, frame: Bbox) -> bool:
-    return (box.x0 >= frame.x0 and box.x1 <= frame.x1 and box.y0 >= frame.y0
-            and box.y1 <= frame.y1)
-
-
-def _apart(box: Bbox, others: Sequence[Bbox], gap: float) -> bool:
-    return all(box.x1 + gap < o.x0 or o.x1 + gap < box.x0 or box.y1 + gap < o.y0
-               or o.y1 + gap < box.y0 for o in others)
-
-
-def _move(text: Any, candidate: tuple[float, float, str, str]
-          ) -> tuple[float, float, str, str]:
-    """Put an annotation's text at ``candidate``: (dx, dy) points, alignments."""
-    dx, dy, ha, va = candidate
-    text.xyann = (dx, dy)
-    text.set_horizontalalignment(ha)
-    text.set_verticalalignment(va)
-    return candidate
-
-
-def _place_labels(fig: Figure, ax: Axes, chosen: Sequence[tuple[_Point, str | None]],
-                  points: Sequence[_Point]) -> int:
-    """Label ``chosen`` (points and their text colour) inside ``ax`` without two labels
-    overlapping, covering as few of ``points`` as it can; returns how many found no room."""
-    from matplotlib.transforms import Bbox
-
-    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
-    scale = fig.dpi / 100.0
-    frame = ax.get_window_extent(renderer).padded(-2 * scale)
-    marks = [Bbox.from_bounds(x - _MARK_PX * scale, y - _MARK_PX * scale,
-                              2 * _MARK_PX * scale, 2 * _MARK_PX * scale)
-             for x, y in ax.transData.transform([(p.x, p.y) for p in points])]
-    placed: list[Bbox] = []
-    left_out = 0
-    for p, color in chosen:
-        shade = color or ("black" if p.status == "front" else "#555555")
-        text = ax.annotate(p.label, (p.x, p.y), xytext=(0, 0), textcoords="offset points",
-                           fontsize=LABEL_SIZE, color=shade,
-                           bbox={"boxstyle": "square,pad=0.1", "facecolor": "white",
-                                 "edgecolor": "none", "alpha": 0.7},
-                           annotation_clip=False, zorder=7, gid="point-label")
-        best: tuple[int, int, Bbox] | None = None  # (score, candidate, box)
-        for index, candidate in enumerate(_CANDIDATES):
-            _move(text, candidate)
-            box = text.get_window_extent(renderer)
-            if not _inside(box, frame) or not _apart(box, placed, scale):
-                continue
-            # Near and over a marker or two beats far away: a marker costs two rings.
-            covered = sum(1 for m in marks if not _apart(box, [m], 0.0))
-            score = 2 * covered + index // len(_DIRECTIONS)
-            if best is None or score < best[0]:
-                best = (score, index, box)
-            if covered == 0:
-                break
-        if best is None:
-            text.remove()
-            left_out += 1
-            continue
-        dx, dy, _, _ = _move(text, _CANDIDATES[best[1]])
-        placed.append(best[2])
-        if math.hypot(dx, dy) >= _LEADER_FROM * 0.7:
-            ax.annotate("", (p.x, p.y), xytext=(dx, dy), textcoords="offset points",
-                        arrowprops={"arrowstyle": "-", "color": "#777777", "lw": 0.6,
-                                    "shrinkA": 0, "shrinkB": 3},
-                        annotation_clip=False, zorder=6, gid="label-leader")
-    return left_out
-
-
 def _plot_views(views: Sequence[_View], colors: Sequence[str | None], title: str,
                 subtitle: str, labels: bool = True) -> Figure:
     """The figure of ``views`` (one per study), labelled when ``labels``."""
@@ -631,7 +545,7 @@ def _plot_views(views: Sequence[_View], colors: Sequence[str | None], title: str
         others = MAX_OTHER_LABELS if len(views) == 1 else 0
         chosen = [(p, color) for v, color in zip(views, colors, strict=True)
                   for p in _labelled(v, others)]
-        left_out = _place_labels(fig, ax, chosen, points)
+        left_out = place_labels(fig, ax, chosen, points)
         if left_out:
             ax.set_title(f"{subtitle}; {left_out} label(s) left out for room", fontsize=8.5,
                          loc="left", color="#333333")
@@ -719,10 +633,14 @@ def _plotly_marker(status: str, pts: Sequence[_Point], color: str | None) -> dic
 
 
 def _plotly_view(go: Any, view: _View, color: str | None, named: bool,
-                 labels: bool) -> list[Any]:
-    """One study's traces; ``named``: legend entries carry the study's name (compare)."""
+                 labels: bool, places: dict[str, str] | None = None) -> list[Any]:
+    """One study's traces; ``named``: legend entries carry the study's name (compare);
+    ``places``: the label sides (:func:`studies.labels.plotly_places`), by default for this
+    view alone."""
     prefix = f"{view.name}: " if named else ""
-    chosen = {p.key for p in _labelled(view)} if labels else set()
+    if places is None:
+        places = plotly_places(_labelled(view), _limits([view]), _log_x([view])) if labels \
+            else {}
     names = {"front": "Pareto-optimal trials" if view.observed else "plausible front",
              "undecided": "undecided",
              "dominated": "dominated trials" if view.observed else "confidently dominated"}
@@ -753,7 +671,8 @@ def _plotly_view(go: Any, view: _View, color: str | None, named: bool,
             marker=_plotly_marker(status, pts, color),
             error_x={**ex, "color": color or error} if ex else None,
             error_y={**ey, "color": color or error} if ey else None,
-            text=[p.label if p.key in chosen else "" for p in pts], textposition="top center",
+            text=[p.label if p.key in places else "" for p in pts],
+            textposition=[places.get(p.key, "top center") for p in pts],
             textfont={"size": 10}, hovertext=[p.hover for p in pts], hoverinfo="text"))
     noisy = [p for p in view.points if p.noisy]
     if noisy:
@@ -788,22 +707,33 @@ def _plotly_figure(views: Sequence[_View], colors: Sequence[str | None], title: 
     go = _plotly()
     per_study = colors[0] is not None
     traces = []
+    limits, log_x = _limits(views), _log_x(views)
+    wanted = [p for v in views for p in _labelled(v)] if labels else []
+    places = plotly_places(wanted, limits, log_x)  # one layout: studies' labels never overlap
     for view, color in zip(views, colors, strict=True):
-        traces += _plotly_view(go, view, color, per_study, labels)
+        traces += _plotly_view(go, view, color, per_study, labels,
+                               {k: v for k, v in places.items()
+                                if any(p.key == k for p in view.points)})
     # A comparison's status traces are named by study: the legend needs no status keys there.
     keys = _legend_keys(views, colors) if not per_study else (
         _kind_keys(views, per_study) + _note_keys(views))
     fig = go.Figure(traces + [_plotly_key(go, k) for k in keys])
-    (x_lo, x_hi), _ = _limits(views)
     lines = subtitle.replace("\n", "<br>")
     fig.update_layout(title={"text": f"{title}<br><sup>{lines}</sup>"},
                       template="plotly_white", legend={"itemsizing": "constant"},
                       xaxis_title="throughput (images/s, higher is better)",
                       yaxis_title="accuracy (higher is better)")
-    if not all(v.observed for v in views) or x_hi / x_lo > 10:
-        fig.update_xaxes(type="log")
-    fig.update_xaxes(tickformat=",.0f")
+    if log_x:
+        fig.update_xaxes(type="log", tickvals=log_ticks(*limits[0]))
+    fig.update_xaxes(tickformat=",.0f", tickangle=0)
     return fig
+
+
+def _log_x(views: Sequence[_View]) -> bool:
+    """Throughput on a log axis: over configurations (intervals are multiplicative), or where
+    the trials span more than 10x."""
+    (x_lo, x_hi), _ = _limits(views)
+    return not all(v.observed for v in views) or x_hi / x_lo > 10
 
 
 def front_figure(trials: Iterable[Any], meta: StudyMeta | None = None,

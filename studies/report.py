@@ -286,6 +286,9 @@ def _summary(meta: StudyMeta, stats: TrialStats, front: Front, where: str) -> li
                          else "") + ")"
                       for t in front.trials if t.user_attrs.get("device_name")})
     space = s.get("space", {})
+    # a list of one value is a setting, not a search (explore.space)
+    fixed = {k: v for k, v in space.items() if isinstance(v, list) and len(v) == 1}
+    searched = {k: v for k, v in space.items() if k not in fixed}
     items = [
         f"storage: {where}",
         f"dataset: {data.get('dataset', '?')} (accuracy on the {data.get('eval_split', 'val')} "
@@ -293,7 +296,8 @@ def _summary(meta: StudyMeta, stats: TrialStats, front: Front, where: str) -> li
         f"sampler: {study.get('sampler', '?')}, seed {study.get('seed', '?')}, "
         f"budget {study.get('trials', '?')} finished trials, replicates "
         f"{study.get('replicates', 1)}",
-        "searched: " + ("; ".join(f"{k} = {v}" for k, v in space.items()) or "nothing"),
+        "searched: " + ("; ".join(f"{k} = {v}" for k, v in searched.items()) or "nothing"),
+        *(["fixed: " + "; ".join(f"{k} = {v[0]!r}" for k, v in fixed.items())] if fixed else []),
         f"trials: {sum(stats.states.values())} ({states})",
         "throughput measured on: " + (", ".join(devices) or "unknown"),
     ]

@@ -17,7 +17,13 @@ from rich.table import Table
 
 from explore.engine.train import EpochResult
 from studies.confirm import FRESH_REPLICATE
-from studies.record import ATTR_FAIL, ATTR_INTERRUPTED, ATTR_PRUNE, ATTR_REPLICATE
+from studies.record import (
+    ATTR_FAIL,
+    ATTR_INTERRUPTED,
+    ATTR_MODEL_CONFIG,
+    ATTR_PRUNE,
+    ATTR_REPLICATE,
+)
 
 __all__ = ["PlainReporter", "Reporter", "RichReporter", "describe_params", "make_reporter"]
 
@@ -75,9 +81,16 @@ class PlainReporter(Reporter):
         self._print(text)
 
 
+def _shown(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The trial's params with its attention kind, which a study may fix instead of search."""
+    stored = trial.user_attrs.get(ATTR_MODEL_CONFIG)
+    kind = stored.get("attention") if isinstance(stored, dict) else None
+    return {"attention": kind, **trial.params} if kind else dict(trial.params)
+
+
 def trial_line(trial: optuna.trial.FrozenTrial, front: list[optuna.trial.FrozenTrial],
                finished: int, target: int) -> str:
-    desc = describe_params(trial.params)
+    desc = describe_params(_shown(trial))
     replicate = trial.user_attrs.get(ATTR_REPLICATE, 0)
     if replicate >= FRESH_REPLICATE:  # `study confirm`'s fresh seeds
         desc += f" fresh seed {replicate - FRESH_REPLICATE + 1}"
@@ -118,7 +131,7 @@ class RichReporter(Reporter):
         for col in ("trial", "config", "accuracy", "img/s"):
             table.add_column(col, justify="right" if col != "config" else "left")
         for t in sorted(self.front, key=lambda t: t.values[1]):
-            table.add_row(str(t.number), describe_params(t.params), f"{t.values[0]:.4f}",
+            table.add_row(str(t.number), describe_params(_shown(t)), f"{t.values[0]:.4f}",
                           f"{t.values[1]:,.0f}")
         return Group(self.bar, self.current, table)
 

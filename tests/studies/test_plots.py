@@ -422,3 +422,84 @@ def test_labels_and_variants() -> None:
     sa = trial({"attention": "self", "heads": 2}, {"mem_size": 64, "norm": "double"})
     assert label(ea) == "S64/h4/double" and variant(ea) == ("external", "double")
     assert label(sa) == "SA/h2" and variant(sa) == ("self", "self")
+
+
+@pytest.mark.parametrize("trials", SIZES)
+def test_front_figure_labels_do_not_overlap(trials: int) -> None:
+    """The dashboard's figure: plotly lays text out in the browser, so the labels are placed on
+    an estimate of the axes; on it no two label boxes overlap, all stay inside, the front comes
+    first, and a label left out is still in the point's hover text."""
+    study = in_memory(trials)
+    fig = front_figure(study.trials, None)
+    cf = configured_front(records(study), 0.95, 0)
+    drawn = [t for t in fig.data if t.mode == "markers+text"]
+    shown = [(text, side) for t in drawn for text, side in zip(t.text, t.textposition,
+                                                               strict=True) if text]
+    assert 0 < len(shown) <= len(cf.front.plausible) + MAX_OTHER_LABELS
+    assert len({text for text, _ in shown}) == len(shown)
+    hovers = " ".join(h for t in drawn for h in t.hovertext)
+    for t in drawn:
+        for text, hover in zip(t.text, t.hovertext, strict=True):
+            if not text:
+                continue
+            assert text.split(" ", 1)[1].split(" ×")[0] in hover  # the design, also on hover
+    assert hovers
+    ticks = list(fig.layout.xaxis.tickvals)  # round values chosen to fit (below)
+    assert len(ticks) >= 2 and ticks == sorted(ticks)
+
+
+@pytest.mark.parametrize("lo,hi", [(14_000, 62_000), (900, 120_000), (30_000, 31_000),
+                                   (100, 1e7), (2_000, 9_000), (55_000, 80_000)])
+def test_log_ticks_are_round_inside_and_apart(lo: float, hi: float) -> None:
+    import itertools
+    import math
+
+    from studies.labels import PLOTLY_AREA, PLOTLY_CHAR, log_ticks
+
+    ticks = log_ticks(lo, hi)
+    assert all(lo <= t <= hi for t in ticks) and len(ticks) >= 2
+    if ticks == [lo, hi]:
+        return  # no two round values inside: the ends
+    for t in ticks:  # m x 10^e, m in 1..9
+        e = math.floor(math.log10(t) + 1e-9)
+        assert abs(t / 10 ** e - round(t / 10 ** e)) < 1e-9
+    gaps = [math.log(b / a) / math.log(hi / lo) * PLOTLY_AREA[0]
+            for a, b in itertools.pairwise(ticks)]
+    widest = max(len(f"{t:,.0f}") for t in ticks) * PLOTLY_CHAR[0]
+    powers = all(abs(math.log10(t) - round(math.log10(t))) < 1e-9 for t in ticks)
+    assert powers or all(g >= widest for g in gaps)  # labels apart, or nothing sparser exists
+
+
+def test_plotly_places_never_overlap_and_stay_inside() -> None:
+    """Brute force over crowded layouts: many points on top of each other get one label per
+    free side at most, and every placed box is inside the axes and apart from the others."""
+    from studies.labels import PLOTLY_AREA, PLOTLY_CHAR, SIDES, plotly_places
+    from studies.plots import _Point
+
+    def point(i: int, x: float, y: float) -> _Point:
+        return _Point(key=f"c{i}", label=f"#{i} S32/h4/double", status="front", kind="external",
+                      color="double", x=x, y=y, x_interval=None, y_interval=None, noisy=False,
+                      rank=float(i), hover=f"#{i}")
+
+    rng = np.random.default_rng(7)
+    for crowd in (1, 5, 30):
+        pts = [point(i, float(rng.uniform(1e4, 1.2e4)), float(rng.uniform(0.90, 0.91)))
+               for i in range(crowd)]
+        limits = ((1e4, 1e5), (0.8, 1.0))
+        places = plotly_places(pts, limits, log_x=True)
+        assert pts[0].key in places  # the most wanted label always gets a side
+        assert len(places) <= len(SIDES) * 2 or crowd == 1
+        boxes = []
+        for p in pts:
+            if p.key not in places:
+                continue
+            fx = (np.log(p.x) - np.log(1e4)) / (np.log(1e5) - np.log(1e4)) * PLOTLY_AREA[0]
+            fy = (p.y - 0.8) / 0.2 * PLOTLY_AREA[1]
+            dx, dy = SIDES[places[p.key]]
+            w, h = PLOTLY_CHAR[0] * len(p.label), PLOTLY_CHAR[1]
+            x0, y0 = fx - w / 2 + dx * (w / 2 + 6), fy - h / 2 + dy * (h / 2 + 5)
+            boxes.append((x0, y0, x0 + w, y0 + h))
+        for i, a in enumerate(boxes):
+            assert a[0] >= 0 and a[1] >= 0 and a[2] <= PLOTLY_AREA[0] and a[3] <= PLOTLY_AREA[1]
+            for b in boxes[i + 1:]:
+                assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
