@@ -133,6 +133,11 @@ def guarded(fn: Callable[[], T]) -> T:
     except Exception as exc:
         if _state["debug"]:
             raise
+        from studies.diskfull import disk_full
+
+        if (full := disk_full(exc)) is not None:  # any command writing a file on a full disk
+            err.print(f"[red]error:[/] {escape(mask_secrets(str(full)))}", highlight=False)
+            raise typer.Exit(code=1) from None
         text = mask_secrets(f"{exc.__class__.__name__}: {exc}".splitlines()[0])
         err.print(f"[red]error:[/] {escape(text)} (run with --debug for the traceback)",
                   highlight=False)

@@ -1,7 +1,11 @@
 """The search space: which model/training fields are searched, and how a trial samples them.
 
 ``[space]`` entries: a list is a categorical choice, ``{low, high, log, step}`` a numeric range, a
-scalar a fixed setting. ``mem_size`` and ``norm`` only exist for external attention: when a trial
+scalar a fixed setting. A list of one value is a fixed setting too (``SearchSpace.single``): a
+trial's params are exactly what is searched, so optuna-dashboard's slice and contour plots get no
+one-value columns; the value reaches every trial's model or training settings as a scalar's
+does (the experiment key is the one it had as a param), and the stored space keeps the list.
+``mem_size`` and ``norm`` only exist for external attention: when a trial
 picks ``attention = "self"`` they are not sampled, so self-attention trials never split into
 duplicates that differ only in settings they do not use.
 """
@@ -84,18 +88,19 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """The searched fields, in sampling order (``attention`` first)."""
+    """The searched fields, in sampling order (``attention`` first), and the ``[space]`` lists
+    of one value: not searched (the settings hold them), but kept to be stored as written."""
 
     params: tuple[ParamSpec, ...]
+    single: tuple[tuple[str, Any], ...] = ()  # (name, value) of the lists of one value
 
     @classmethod
     def default(cls) -> SearchSpace:
         return cls((
-            ParamSpec("attention", choices=("external",)),
             ParamSpec("mem_size", choices=(8, 16, 32, 64, 128)),
             ParamSpec("heads", choices=(1, 2, 4, 8)),
             ParamSpec("norm", choices=NORMS),
-        ))
+        ), single=(("attention", "external"),))
 
     @property
     def names(self) -> list[str]:
@@ -108,7 +113,9 @@ class SearchSpace:
         return next((p for p in self.params if p.name == name), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {p.name: p.to_dict() for p in self.params}
+        """As written in ``[space]``: the lists of one value too (stored studies read alike)."""
+        return {**{name: [value] for name, value in self.single},
+                **{p.name: p.to_dict() for p in self.params}}
 
     @property
     def discrete(self) -> bool:
@@ -164,7 +171,8 @@ class SearchSpace:
 def parse_space(
     raw: dict[str, Any], field_types: dict[str, type], locate: Locate
 ) -> tuple[SearchSpace, dict[str, Any]]:
-    """Parse a ``[space]`` table. Returns the space and the scalars (fixed settings).
+    """Parse a ``[space]`` table. Returns the space and the fixed settings (scalars and lists
+    of one value).
 
     Args:
         raw: The table.
@@ -173,6 +181,7 @@ def parse_space(
     """
     specs: list[ParamSpec] = []
     fixed: dict[str, Any] = {}
+    single: list[tuple[str, Any]] = []
     for name, value in raw.items():
         where = f"{locate('space', name)}[space] {name}"
         if name in HOW_NOT_WHAT:
@@ -189,13 +198,17 @@ def parse_space(
             choices = tuple(_check_value(where, v, tp) for v in value)
             if len(set(choices)) != len(choices):
                 raise UsageError(f"{where}: repeated choices {list(value)}: list each once")
-            specs.append(ParamSpec(name, choices=choices))
+            if len(choices) == 1:  # one value: a setting, not a param
+                fixed[name] = choices[0]
+                single.append((name, choices[0]))
+            else:
+                specs.append(ParamSpec(name, choices=choices))
         elif isinstance(value, dict):
             specs.append(_parse_range(where, name, value, tp))
         else:
             fixed[name] = _check_value(where, value, tp)
     specs.sort(key=lambda s: s.name != "attention")  # attention decides what else applies
-    return SearchSpace(tuple(specs)), fixed
+    return SearchSpace(tuple(specs), tuple(single)), fixed
 
 
 def _check_value(where: str, value: Any, tp: type) -> Any:

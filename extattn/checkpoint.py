@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -39,9 +40,24 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        full = _write_failure(exc)
+        if full is not None:  # name the file: torch's own error says only "file write failed"
+            raise OSError(full, os.strerror(full), str(path)) from exc
         raise
+
+
+def _write_failure(exc: BaseException) -> int | None:
+    """ENOSPC/EDQUOT/EFBIG when ``exc`` (or what it wraps) is a write that found no room."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return None if seen.filename else seen.errno  # named already: leave it as it is
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:

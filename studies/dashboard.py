@@ -1,12 +1,21 @@
 """``explore study dashboard``: optuna-dashboard on the study storage and its checkpoint store.
 
-optuna-dashboard (the ``dashboard`` extra) serves the storage read-write, as its own CLI does; the
-checkpoints the runner uploads appear as trial artifacts because the same
-``FileSystemArtifactStore`` directory is passed as ``artifact_store``.
+optuna-dashboard (the ``dashboard`` extra) serves the storage read-write, as its own CLI does, with
+the checkpoint folder as its ``artifact_store``.
+
+A checkpoint's dashboard card is a *study* system attr ``dashboard:artifacts:{trial_id}:{id}``
+holding the artifact's meta (id, file name, MIME type) as JSON: the dashboard lists a trial's
+artifacts from those as well as from the trial's own ``artifacts:{id}`` system attrs (what
+``optuna.artifacts.upload_artifact`` writes), and skips a value of JSON ``null``. A finished
+trial's system attrs can never change again, but a study's can: when ``--keep-checkpoints
+pareto`` removes a checkpoint, its card is set to ``null`` with it, so no card ever points to a
+removed file. Studies written before this (trial-attached cards) are served as they are.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -16,7 +25,38 @@ from studies.catalog import open_catalog
 from studies.errors import ExploreError
 from studies.storage import open_storage, parse_storage
 
-__all__ = ["dashboard_app", "serve_dashboard"]
+__all__ = ["CARD_PREFIX", "card_key", "card_value", "checkpoint_filename", "dashboard_app",
+           "parse_card_key", "serve_dashboard"]
+
+CARD_PREFIX = "dashboard:artifacts:"  # optuna-dashboard's study-level list of trial artifacts
+CHECKPOINT_MIMETYPE = "application/x-pytorch"
+_CARD_KEY = re.compile(r"dashboard:artifacts:(\d+):([0-9a-f-]{36})")
+
+
+def checkpoint_filename(number: int) -> str:
+    """``trial-0007.pt``: the name a trial's checkpoint downloads (and exports) under."""
+    return f"trial-{number:04d}.pt"
+
+
+def card_key(trial_id: int, artifact_id: str) -> str:
+    """The study system attr that shows artifact ``artifact_id`` on trial ``trial_id``'s page
+    (the storage's trial id, not the trial number)."""
+    return f"{CARD_PREFIX}{trial_id}:{artifact_id}"
+
+
+def parse_card_key(key: str) -> tuple[int, str] | None:
+    """``(trial_id, artifact_id)`` of a checkpoint card's key; None for any other key."""
+    match = _CARD_KEY.fullmatch(key)
+    return (int(match.group(1)), match.group(2)) if match else None
+
+
+def card_value(artifact_id: str | None, number: int = 0) -> str:
+    """The card's value: the dashboard's artifact meta as JSON; ``None`` gives ``null`` (no
+    card: the dashboard skips it)."""
+    if artifact_id is None:
+        return json.dumps(None)
+    return json.dumps({"artifact_id": artifact_id, "filename": checkpoint_filename(number),
+                       "mimetype": CHECKPOINT_MIMETYPE, "encoding": None})
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):

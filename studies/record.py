@@ -48,6 +48,10 @@ ATTR_ANCHOR = "warm_start_rank"  # on an enqueued trial: 1 = the fastest probed
 ATTR_PROBE_RATE = "probe_img_s"  # on an enqueued trial: the warm start's probed img/s
 # ---- trial user attrs: measured ------------------------------------------------------------------
 ATTR_THROUGHPUT = "throughput"  # the measurement: median, spread, repeats, threads, noisy
+# The measurement's key figures as scalars, for optuna-dashboard's trial page and table (the
+# dict above stays the record readers use).
+ATTR_SPREAD_PCT = "throughput_spread_pct"
+ATTR_NOISY = "throughput_noisy"
 ATTR_MEASURE_KEY = "measure_key"  # what the throughput depends on ([measure] reuse)
 ATTR_MEASURED_BY = "throughput_from"  # the trial whose measured throughput this one took
 # Seconds the trial's measurement waited for the machine lock: for the running epochs of the
@@ -120,6 +124,10 @@ TRIAL_ATTRS = (
              "the warm start's probed img/s of an enqueued trial"),
     AttrSpec(ATTR_THROUGHPUT, "dict", "search.objective", "plots, report, reuse",
              "the throughput measurement: median, spread, repeats, threads, noisy flag"),
+    AttrSpec(ATTR_SPREAD_PCT, "float", "search.objective", "dashboard",
+             "the throughput's spread, % of its median ((p90 - p10) / median of the blocks)"),
+    AttrSpec(ATTR_NOISY, "bool", "search.objective", "dashboard",
+             "the throughput is flagged noisy (spread above 10%)"),
     AttrSpec(ATTR_MEASURE_KEY, "str", "search.objective", "reuse",
              "hash of what the throughput depends on (model, numerics, device, host)"),
     AttrSpec(ATTR_MEASURED_BY, "int", "search.objective", "run summary",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from studies.diskfull import disk_full
 from studies.errors import UsageError
 
 if TYPE_CHECKING:
@@ -342,6 +343,9 @@ def open_storage(
             ) from exc
         raise UsageError(f"cannot open {spec.display}: {mask_secrets(_first_line(exc))}") from exc
     except Exception as exc:  # driver errors: unreachable server, bad credentials, bad file
+        full = disk_full(exc, spec.display)
+        if full is not None:
+            raise full from exc
         raise UsageError(f"cannot open {spec.display}: {mask_secrets(_first_line(exc))}") from exc
 
 

@@ -3,14 +3,17 @@ beside it (Pareto snapshots, checkpoints in the artifact store, mid-trial traini
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from studies.catalog import open_catalog
+from studies.dashboard import card_key, parse_card_key
 from studies.errors import ExploreError, UsageError
 from studies.record import ATTR_CHECKPOINT, Catalog, TrialRecord
 from studies.storage import (
@@ -116,8 +119,9 @@ def delete_study(storage: str | None, name: str,
 
 def copy_study(storage: str | None, name: str, to_storage: str,
                to_name: str | None = None) -> CopyResult:
-    """Copy study ``name`` into ``to_storage`` (as ``to_name``) with ``optuna.copy_study``, plus
-    its Pareto snapshots and the checkpoint files its trials refer to."""
+    """Copy study ``name`` into ``to_storage`` (as ``to_name``) as ``optuna.copy_study`` does,
+    plus its Pareto snapshots, the checkpoint files its trials refer to and their dashboard
+    cards (rekeyed: the copy's trials have new ids)."""
     import optuna
     from optuna.exceptions import DuplicatedStudyError
 
@@ -136,8 +140,7 @@ def copy_study(storage: str | None, name: str, to_storage: str,
     source = open_storage(spec, create=False)
     destination = open_storage(target, create=True)
     try:
-        optuna.copy_study(from_study_name=name, from_storage=source, to_storage=destination,
-                          to_study_name=new_name)
+        trial_ids = _copy_rows(source, name, destination, new_name)
     except DuplicatedStudyError as exc:
         raise ExploreError(f"{target.display} already has a study named {new_name!r}: "
                            "pass --to-name, or delete it first") from exc
@@ -153,7 +156,40 @@ def copy_study(storage: str | None, name: str, to_storage: str,
         dst_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src_dir / artifact_id, dst_dir / artifact_id)
         copied += 1
+    _copy_cards(source, name, destination, new_name, trial_ids, dst_dir)
     return CopyResult(name, new_name, target.display, len(trials), snapshots, copied, shared)
+
+
+def _copy_rows(source: Any, name: str, destination: Any, new_name: str) -> dict[int, int]:
+    """``optuna.copy_study``, less the checkpoint cards (their keys name the source's trial
+    ids; :func:`_copy_cards` writes them for the copy's). Returns source → copy trial ids."""
+    import optuna
+
+    from_study = optuna.load_study(study_name=name, storage=source)
+    to_study = optuna.create_study(study_name=new_name, storage=destination,
+                                   directions=from_study.directions)
+    for key, value in source.get_study_system_attrs(from_study._study_id).items():
+        if parse_card_key(key) is None:
+            destination.set_study_system_attr(to_study._study_id, key, value)
+    for key, value in from_study.user_attrs.items():
+        to_study.set_user_attr(key, value)
+    return {t._trial_id: destination.create_new_trial(to_study._study_id, template_trial=t)
+            for t in from_study.get_trials(deepcopy=False)}
+
+
+def _copy_cards(source: Any, name: str, destination: Any, new_name: str,
+                trial_ids: dict[int, int], folder: Path) -> None:
+    """The source's live checkpoint cards, keyed by the copy's trial ids, for the files the
+    copy has: no card of the copy points to a file it lacks."""
+    from_id = source.get_study_id_from_name(name)
+    to_id = destination.get_study_id_from_name(new_name)
+    for key, value in source.get_study_system_attrs(from_id).items():
+        parsed = parse_card_key(key)
+        if parsed is None or json.loads(value) is None or parsed[0] not in trial_ids:
+            continue
+        if (folder / parsed[1]).is_file():
+            destination.set_study_system_attr(to_id, card_key(trial_ids[parsed[0]], parsed[1]),
+                                              value)
 
 
 def _copy_snapshots(spec: StorageSpec, source: object, name: str, target: StorageSpec,

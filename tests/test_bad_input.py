@@ -171,6 +171,12 @@ CASES = [
          id="set-dim-string"),
     case("model", "train", "--set", "width=3", says=("unknown model/training field", "width"),
          id="set-unknown-field"),
+    # A configuration that needs more memory than is free: refused before anything is stored.
+    case(*RUN, "--config", "bad.toml", toml="[space]\nmem_size = [8, 1073741824]\n",
+         says=("mem_size 1073741824 needs about", "GiB for", "free (RAM)", "lower mem_size"),
+         id="memory-estimate-run"),
+    case("model", "train", "--set", "mem_size=1073741824",
+         says=("mem_size 1073741824 needs about", "free (RAM)"), id="memory-estimate-train"),
 ]
 
 

@@ -16,8 +16,8 @@ import torch
 from explore.engine import allocator
 from studies.errors import UsageError
 
-__all__ = ["autocast", "configure_allocator", "device_name", "native_bf16", "resolve_device",
-           "resolve_precision", "synchronize", "torch_threads", "usable_cpus"]
+__all__ = ["autocast", "configure_allocator", "device_name", "free_memory", "native_bf16",
+           "resolve_device", "resolve_precision", "synchronize", "torch_threads", "usable_cpus"]
 
 
 def resolve_precision(device: torch.device, precision: str = "auto") -> str:
@@ -107,3 +107,27 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine() or "cpu"
+
+
+def free_memory(device: torch.device) -> tuple[int, str]:
+    """Bytes free where ``device``'s tensors live, and a sentence template saying whose (``{}``:
+    the amount): the device's free memory on CUDA, the available RAM (psutil, else
+    ``/proc/meminfo``) elsewhere."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free), f"the device {device} has {{}} free"
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available), "this machine has {} free (RAM)"
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "this machine has {} free (RAM)"
+    except OSError:
+        pass
+    pages = os.sysconf("SC_AVPHYS_PAGES") if hasattr(os, "sysconf") else 0
+    return int(pages) * os.sysconf("SC_PAGE_SIZE"), "this machine has {} free (RAM)"

@@ -67,6 +67,11 @@ class Throughput:
     def noisy(self) -> bool:
         return self.spread > SPREAD_FLAG
 
+    @property
+    def spread_pct(self) -> float:
+        """The spread in percent of the median, to 0.1 (a figure to read, not to compute with)."""
+        return round(100 * self.spread, 1)
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "noisy": self.noisy}
 

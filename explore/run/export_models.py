@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from studies.catalog import open_catalog, read_configured, read_front
+from studies.dashboard import checkpoint_filename
 from studies.errors import ExploreError, UsageError
 from studies.record import ATTR_CHECKPOINT, Catalog, StudyMeta, TrialRecord
 from studies.replicates import replicate_of
@@ -45,6 +46,20 @@ def _checkpoint_file(store_dir: Path, t: TrialRecord) -> Path | None:
         return None
     path = store_dir / artifact_id
     return path if path.is_file() else None
+
+
+def _stored_checkpoint(store_dir: Path, t: TrialRecord) -> tuple[Path | None, str]:
+    """The trial's stored checkpoint when it loads; otherwise None and why not."""
+    from extattn import CheckpointError, load_checkpoint
+
+    path = _checkpoint_file(store_dir, t)
+    if path is None:
+        return None, f"no checkpoint in {store_dir} (the run kept none, or it was removed)"
+    try:
+        load_checkpoint(path)
+    except CheckpointError as exc:
+        return None, f"stored checkpoint is damaged: {exc}"
+    return path, ""
 
 
 class _Retrainer:
@@ -145,8 +160,6 @@ def export_models(storage: str | None, name: str, out_dir: Path, *, retrain: boo
     """Write a checkpoint per plausible configuration of study ``name`` (its most accurate
     replicate; ``observed``: per trial of Optuna's observed front) into ``out_dir`` and an
     ``index.json`` describing them (trial, params, values, file, where it came from)."""
-    from extattn import CheckpointError, load_checkpoint
-
     note = on_note or (lambda message: None)
     spec = parse_storage(storage)
     if out_dir.exists() and not out_dir.is_dir():
@@ -160,47 +173,53 @@ def export_models(storage: str | None, name: str, out_dir: Path, *, retrain: boo
         if not originals:
             raise ExploreError(f"study {name!r} has no COMPLETE trials yet")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     store_dir = spec.artifact_dir() / "checkpoints"
     retrainer: _Retrainer | None = None
     names = meta.objective_names
-    models = []
-    for number, t in (sorted(originals.items()) if observed else originals.items()):
-        target = out_dir / f"trial-{number:04d}.pt"
-        source = _checkpoint_file(store_dir, t)
-        entry: dict[str, Any] = {}
-        if source is not None:
-            shutil.copyfile(source, target)
-            try:
-                load_checkpoint(target)
+    models: list[dict[str, Any]] = []
+    problems: list[str] = []  # one line per checkpoint that could not be exported
+    made_dir = not out_dir.exists()  # made only once a file goes in; gone again if none did
+    try:
+        for number, t in (sorted(originals.items()) if observed else originals.items()):
+            target = out_dir / checkpoint_filename(number)  # as the dashboard names it
+            source, why = _stored_checkpoint(store_dir, t)
+            entry: dict[str, Any] = {}
+            if source is not None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
                 origin = "artifact"
-            except CheckpointError as exc:
-                note(f"trial {number}: stored checkpoint is unreadable ({exc})")
-                source = None
-        if source is None:
-            if not retrain:
-                target.unlink(missing_ok=True)
-                raise ExploreError(
-                    f"trial {number}'s checkpoint is not in {store_dir} (the run kept none, or "
-                    "it was removed): drop --no-retrain to retrain it from its stored config "
-                    "and seed")
-            note(f"trial {number}: no stored checkpoint; retraining it from its config and "
-                 "seed")
-            retrainer = retrainer or _Retrainer(meta, device)
-            entry = retrainer(t, target, note)
-            origin = "retrained"
-        assert t.values is not None
-        models.append({
-            "trial": number, "file": target.name, "source": origin,
-            **({"repeated_by": []} if observed else {}), **extra.get(number, {}),
-            "params": t.params, "values": dict(zip(names, t.values, strict=True)),
-            "model_config": t.user_attrs.get("model_config"), "seed": t.user_attrs.get("seed"),
-            "params_count": t.user_attrs.get("params_count"),
-            "flops_per_image": t.user_attrs.get("flops_per_image"), **entry,
-        })
-    index = {"study": name, "storage": mask_url(spec.url), "metric_names": names,
-             "front": "observed" if observed else "plausible",
-             "data": meta.settings.get("data"), "models": models}
-    index_path = out_dir / INDEX_NAME
-    index_path.write_text(json.dumps(index, indent=2, default=str) + "\n", encoding="utf-8")
+            elif not retrain:
+                problems.append(f"trial {number}: {why}: drop --no-retrain to retrain it from "
+                                "its stored config and seed"
+                                + (" (or delete the damaged file)" if "damaged" in why else ""))
+                continue
+            else:
+                note(f"trial {number}: {why}; retraining it from its config and seed")
+                out_dir.mkdir(parents=True, exist_ok=True)
+                retrainer = retrainer or _Retrainer(meta, device)
+                entry = retrainer(t, target, note)
+                origin = "retrained"
+            assert t.values is not None
+            models.append({
+                "trial": number, "file": target.name, "source": origin,
+                **({"repeated_by": []} if observed else {}), **extra.get(number, {}),
+                "params": t.params, "values": dict(zip(names, t.values, strict=True)),
+                "model_config": t.user_attrs.get("model_config"),
+                "seed": t.user_attrs.get("seed"), "params_count": t.user_attrs.get("params_count"),
+                "flops_per_image": t.user_attrs.get("flops_per_image"), **entry,
+            })
+        index = {"study": name, "storage": mask_url(spec.url), "metric_names": names,
+                 "front": "observed" if observed else "plausible",
+                 "data": meta.settings.get("data"), "models": models}
+        index_path = out_dir / INDEX_NAME
+        if models:
+            index_path.write_text(json.dumps(index, indent=2, default=str) + "\n",
+                                  encoding="utf-8")
+    finally:
+        if made_dir and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+    if problems:  # a partial export: what could be written is there, and the failure says so
+        kept = (f"the other {len(models)} checkpoint(s) and {INDEX_NAME} are in {out_dir}"
+                if models else f"nothing was written to {out_dir}")
+        raise ExploreError("\n".join([*problems, kept]))
     return ModelsResult(index, index_path)

@@ -23,11 +23,19 @@ from optuna.trial import FrozenTrial
 
 from explore.config import Settings, conflicts, load_toml, resolve_settings
 from explore.engine.data import Dataset, dataset_shape, load_dataset
-from explore.engine.device import configure_allocator, resolve_device
+from explore.engine.device import (
+    configure_allocator,
+    free_memory,
+    resolve_device,
+    resolve_precision,
+)
+from explore.memory import check_fits, largest_need
 from explore.plan import plan_trial
 from explore.search import warmstart
 from explore.search.budget import count_finished
 from explore.search.sampling import make_sampler
+from explore.space import EA_ONLY
+from studies.diskfull import disk_full, naming_full_disk
 from studies.errors import StudyNotFound, UsageError
 from studies.record import ATTR_CREATED_BY, ATTR_SETTINGS, ATTR_VERSION
 from studies.replicates import ConfiguredFront
@@ -41,7 +49,7 @@ from studies.storage import (
 )
 
 __all__ = ["METRIC_NAMES", "OpenedStudy", "RunRequest", "RunSummary", "check_compile",
-           "check_space", "open_study", "validate_name"]
+           "check_memory", "check_space", "open_study", "validate_name"]
 
 METRIC_NAMES = ["accuracy", "throughput"]
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -186,10 +194,10 @@ def check_space(settings: Settings) -> None:
         try:
             plan_trial(point, settings, shape)
         except ValueError as exc:
-            for name, value in point.items():
+            for name, value in _with_single(settings, point).items():
                 errors.setdefault((name, repr(value)), str(exc))
             continue
-        usable.update((name, repr(value)) for name, value in point.items())
+        usable.update((name, repr(v)) for name, v in _with_single(settings, point).items())
     if not usable and errors:
         # Blame the field the error message talks about (e.g. "heads (3) must divide …").
         blamed = [item for item, message in errors.items() if item[0] in message.split(" ")[0]]
@@ -200,25 +208,62 @@ def check_space(settings: Settings) -> None:
             raise UsageError(f"[space] {name} = {value} is never possible: {message}")
 
 
-def _new_study(explicit: dict[str, dict[str, Any]], source: Any) -> tuple[Settings, Dataset]:
+def _with_single(settings: Settings, point: dict[str, Any]) -> dict[str, Any]:
+    """A point with the ``[space]`` lists of one value that apply to it (never searched, but
+    written in ``[space]``: an impossible one is named as a searched value would be)."""
+    attention = point.get("attention", settings.model.get("attention", "external"))
+    single = {k: v for k, v in settings.space.single if attention == "external" or
+              k not in EA_ONLY}
+    return {**single, **point}
+
+
+def check_memory(settings: Settings, device: torch.device) -> None:
+    """The space's largest configuration must fit in the memory free here (RAM, or the CUDA
+    device's): refused before anything is stored, with the estimate and the limit.
+
+    Raises:
+        UsageError: it needs more than is free (see :mod:`explore.memory`).
+    """
+    image_size, in_chans, num_classes = dataset_shape(settings.data)
+    half = (resolve_precision(device, settings.train.precision) == "bf16"
+            and "precision" not in settings.space.names)  # bf16 activations: 2 bytes each
+    need = largest_need(settings, (image_size, in_chans, num_classes or 10), 2 if half else 4)
+    if need is None:
+        return
+    free, where = free_memory(device)
+    refusal = check_fits(need, free, where)
+    if refusal is not None:
+        raise UsageError(refusal)
+
+
+def _new_study(explicit: dict[str, dict[str, Any]], source: Any, device: torch.device
+               ) -> tuple[Settings, Dataset]:
     """Validate a new study's settings and load its data (on the CPU) before anything is
     written, so that a bad space or missing dataset files leave no study or database behind."""
     settings = resolve_settings(explicit, source=source)
     check_space(settings)
+    check_memory(settings, device)
     make_sampler(settings, seed=0)  # a sampler that cannot search this space is refused now
     return settings, load_dataset(settings.data, seed=settings.study.seed)
 
 
 def _open_or_create(spec: StorageSpec, request: RunRequest, name: str,
-                    explicit: dict[str, dict[str, Any]], source: Any
+                    explicit: dict[str, dict[str, Any]], source: Any, device: torch.device
                     ) -> tuple[optuna.Study, Settings, bool, Any, Dataset | None]:
     heartbeat = request.heartbeat if spec.is_rdb else None
     if spec.kind == "sqlite" and spec.path is not None and spec.path.is_file():
         refuse_foreign_sqlite(spec.path)
     if spec.path is not None and (not spec.path.exists() or spec.path.stat().st_size == 0):
-        settings, data = _new_study(explicit, source)  # before the file exists
-        storage = open_storage(spec, heartbeat=heartbeat)
-        created = _create(storage, name, settings)
+        settings, data = _new_study(explicit, source, device)  # before the file exists
+        fresh = not spec.path.exists()
+        try:
+            storage = open_storage(spec, heartbeat=heartbeat)
+            created = _create(storage, name, settings)
+        except Exception as exc:
+            if fresh and disk_full(exc) is not None:  # the empty database this run began
+                for end in ("", "-wal", "-shm", "-journal"):
+                    Path(f"{spec.path}{end}").unlink(missing_ok=True)
+            raise
         if created is not None:
             return created, settings, True, storage, data
         study = optuna.load_study(study_name=name, storage=storage)  # another process won
@@ -227,7 +272,7 @@ def _open_or_create(spec: StorageSpec, request: RunRequest, name: str,
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        settings, data = _new_study(explicit, source)
+        settings, data = _new_study(explicit, source, device)
         created = _create(storage, name, settings)
         if created is not None:
             return created, settings, True, storage, data
@@ -298,11 +343,18 @@ def _create(storage: Any, name: str, settings: Settings) -> optuna.Study | None:
                                     directions=["maximize", "maximize"])
     except optuna.exceptions.DuplicatedStudyError:
         return None
-    study.set_metric_names(METRIC_NAMES)
-    study.set_user_attr(ATTR_SETTINGS, settings.to_dict())
-    study.set_user_attr(ATTR_VERSION, __version__)
-    study.set_user_attr(ATTR_CREATED_BY, "explore")
-    warmstart.mark_pending(study, settings)
+    try:
+        study.set_metric_names(METRIC_NAMES)
+        study.set_user_attr(ATTR_SETTINGS, settings.to_dict())
+        study.set_user_attr(ATTR_VERSION, __version__)
+        study.set_user_attr(ATTR_CREATED_BY, "explore")
+        warmstart.mark_pending(study, settings)
+    except Exception:  # e.g. a full disk: no half-made study stays behind
+        try:
+            storage.delete_study(study._study_id)
+        except Exception:
+            pass  # a study without settings: later runs refuse it as not explore's
+        raise
     return study
 
 
@@ -352,13 +404,16 @@ def open_study(request: RunRequest) -> OpenedStudy:
         except KeyError:
             raise StudyNotFound(f"no study named {name!r} in {spec.display}: create it with "
                                 "explore study run") from None
-    study, settings, created, storage, data = _open_or_create(spec, request, name, explicit,
-                                                              source)
-    check_compile(device, settings)  # as continued: with the stored settings
-    enable_wal(spec)  # the study is ours and this run writes to it
-    target = settings.study.trials
-    if not created and target != study.user_attrs[ATTR_SETTINGS]["study"]["trials"]:
-        study.set_user_attr(ATTR_SETTINGS, settings.to_dict())  # the budget grew or shrank
+    with naming_full_disk(spec.display, spec.artifact_dir()):
+        study, settings, created, storage, data = _open_or_create(spec, request, name,
+                                                                  explicit, source, device)
+        check_compile(device, settings)  # as continued: with the stored settings
+        if not created:
+            check_memory(settings, device)  # as stored, on this machine
+        enable_wal(spec)  # the study is ours and this run writes to it
+        target = settings.study.trials
+        if not created and target != study.user_attrs[ATTR_SETTINGS]["study"]["trials"]:
+            study.set_user_attr(ATTR_SETTINGS, settings.to_dict())  # the budget grew or shrank
     return OpenedStudy(study, settings, spec, storage, name, device, started, data)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ from explore.search.budget import (
 )
 from explore.search.objective import Objective, TrialHooks, WorkerContext
 from explore.search.sampling import make_sampler, sampler_seed
+from studies.diskfull import disk_full, naming_full_disk
 from studies.errors import ExploreError
 from studies.record import (
     ATTR_DUPLICATE,
@@ -48,6 +50,7 @@ from studies.record import (
     ATTR_LOCK_WAIT,
     ATTR_MEASURED_BY,
     ATTR_OVER_BUDGET,
+    ATTR_WORKER,
 )
 from studies.snapshots import SnapshotStore
 from studies.storage import StorageSpec, snapshot_store
@@ -66,20 +69,39 @@ def run_study(request: RunRequest, reporter: Reporter,
     opened = opened or open_study(request)
     study, settings, spec, name = opened.study, opened.settings, opened.spec, opened.name
     summary = opened.summary()
-    if summary.finished < summary.target:
-        _set_threads(settings, request, opened.device)
-        if _emulated_bf16(settings, opened.device) and request.worker == 0:
-            reporter.message(f"note: {opened.device.type} has no native bf16 (no avx512_bf16 "
-                             "or AMX): [train] precision = bf16 is emulated here and trains "
-                             "slower than fp32")
-        data = (opened.data.to(opened.device) if opened.data is not None
-                else load_dataset(settings.data, seed=settings.study.seed, device=opened.device))
-        snapshots = snapshot_store(spec, opened.storage)
-        _loop(study, settings, data, opened.device, spec, snapshots, request, reporter, summary,
-              name)
-        if summary.new_trials:
-            board.publish(study, settings, reporter.message)
-    return finish_summary(opened, summary)
+    with naming_full_disk(spec.display, spec.artifact_dir()), _quiet_full_disk_threads():
+        if summary.finished < summary.target:
+            _set_threads(settings, request, opened.device)
+            if _emulated_bf16(settings, opened.device) and request.worker == 0:
+                reporter.message(f"note: {opened.device.type} has no native bf16 (no "
+                                 "avx512_bf16 or AMX): [train] precision = bf16 is emulated "
+                                 "here and trains slower than fp32")
+            data = (opened.data.to(opened.device) if opened.data is not None
+                    else load_dataset(settings.data, seed=settings.study.seed,
+                                      device=opened.device))
+            snapshots = snapshot_store(spec, opened.storage)
+            _loop(study, settings, data, opened.device, spec, snapshots, request, reporter,
+                  summary, name)
+            if summary.new_trials:
+                board.publish(study, settings, reporter.message)
+        return finish_summary(opened, summary)
+
+
+@contextmanager
+def _quiet_full_disk_threads() -> Iterator[None]:
+    """Optuna's heartbeat thread meets a full study database too, and would print its
+    traceback; the main thread names the full disk in one line."""
+    before = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if args.exc_value is None or disk_full(args.exc_value) is None:
+            before(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = before
 
 
 def _emulated_bf16(settings: Settings, device: torch.device) -> bool:
@@ -233,6 +255,23 @@ def _after_trial(settings: Settings, name: str, snapshots: SnapshotStore, reques
     return after_trial
 
 
+def _fail_running(study: optuna.Study, me: WorkerIdentity, reason: str,
+                  message: Callable[[str], None]) -> None:
+    """Mark this process's RUNNING trials FAIL with ``reason``. On a full study database that
+    write fails too: the trial stays RUNNING until the next run's recovery fails and re-queues
+    it (:func:`recover_orphans`, this process being dead by then)."""
+    try:
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = t.user_attrs.get(ATTR_WORKER) or {}
+            if (owner.get("host"), owner.get("pid")) != (me.host, me.pid):
+                continue
+            study._storage.set_trial_user_attr(t._trial_id, ATTR_FAIL, reason)
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    except Exception:
+        message(f"note: could not mark the running trial failed ({reason.split(':')[0]}); "
+                "the next run recovers it")
+
+
 def _params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in params.items())
 
@@ -241,7 +280,9 @@ def _make_objective(study: optuna.Study, settings: Settings, data: Any, device: 
                     state_dir: Any, stop: threading.Event, request: RunRequest,
                     reporter: Reporter, keeper: CheckpointKeeper | None) -> Objective:
     def on_trial_start(number: int, params: dict[str, Any]) -> None:
-        reporter.trial_start(number, params, settings.train.epochs)
+        # the attention kind even where the study fixes it ([space] attention = ["self"])
+        shown = {"attention": settings.model.get("attention", "external"), **params}
+        reporter.trial_start(number, shown, settings.train.epochs)
 
     target = settings.study.trials
     hooks = TrialHooks(on_epoch=reporter.epoch, on_trial_start=on_trial_start,
@@ -277,6 +318,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     keeper = CheckpointKeeper(store, state_dir, name) if store is not None else None
     objective = _make_objective(study, settings, data, device, state_dir, stop, request,
                                 reporter, keeper)
+    objective.storage = spec.display
     after_trial = _after_trial(settings, name, snapshots, request, reporter, summary, state,
                                (store, artifacts / "checkpoints"))
     reporter.start(name, spec.display, summary.finished, settings.study.trials)
@@ -303,8 +345,17 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
                 if ended is not None:
                     summary.stopped, summary.exit_code = ended
                     break
-                study.optimize(objective, n_trials=1, catch=(Exception,),
-                               callbacks=[after_trial])
+                try:
+                    study.optimize(objective, n_trials=1, catch=(Exception,),
+                                   callbacks=[after_trial])
+                except Exception as exc:  # the storage failed telling a trial's end
+                    full = disk_full(exc, spec.display, artifacts)
+                    if full is None:
+                        raise
+                    objective.disk_full = full
+                if objective.disk_full is not None:  # a full disk fails every next trial too
+                    _fail_running(study, identity, str(objective.disk_full), reporter.message)
+                    raise objective.disk_full
     finally:
         reporter.close()
     if summary.exit_code == 1:

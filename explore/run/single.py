@@ -15,7 +15,7 @@ from explore.engine.locks import MachineLock
 from explore.engine.measure import measure_throughput
 from explore.engine.train import EpochResult, compile_for_inference, compile_for_trial, train_model
 from explore.plan import plan_trial
-from explore.run.opening import check_compile
+from explore.run.opening import check_compile, check_memory
 from extattn import count_flops, count_params, create_model, save_checkpoint
 from studies.errors import UsageError
 
@@ -93,6 +93,7 @@ def train_one(explicit: dict[str, dict[str, Any]], params: dict[str, Any], devic
     configure_allocator()
     dev = resolve_device(device)
     check_compile(dev, settings)
+    check_memory(settings, dev)
     data = load_dataset(settings.data, seed=settings.study.seed, device=dev)
     c, h, _ = data.image_shape
     try:

@@ -9,6 +9,7 @@ budget without a coordinator.
 from __future__ import annotations
 
 import optuna
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from explore.config import Settings
@@ -74,6 +75,13 @@ def finite_size(settings: Settings) -> int | None:
 
 
 def distinct_finished(study: optuna.Study) -> int:
-    seen = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False,
-                                                                       states=FINISHED)}
+    """Distinct configurations finished; a param of one possible value (the lists of one value
+    that studies from before suggested) does not tell configurations apart."""
+    seen = {tuple(sorted((k, v) for k, v in t.params.items() if not _one_value(t, k)))
+            for t in study.get_trials(deepcopy=False, states=FINISHED)}
     return len(seen)
+
+
+def _one_value(t: FrozenTrial, name: str) -> bool:
+    distribution = t.distributions.get(name)
+    return isinstance(distribution, CategoricalDistribution) and len(distribution.choices) == 1

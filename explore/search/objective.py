@@ -32,6 +32,7 @@ from explore.run.recovery import WorkerIdentity
 from explore.search import reuse
 from explore.search.pruning import decide, rungs
 from extattn import count_flops, count_params, create_model
+from studies.diskfull import DiskFull, disk_full
 from studies.record import (
     ATTR_CONFIG_KEY,
     ATTR_CONFIGURATION,
@@ -43,11 +44,13 @@ from studies.record import (
     ATTR_LOCK_WAIT,
     ATTR_MEASURE_KEY,
     ATTR_MEASURED_BY,
+    ATTR_NOISY,
     ATTR_OVER_BUDGET,
     ATTR_PRUNE,
     ATTR_PRUNED_AT,
     ATTR_REPLICATE,
     ATTR_RUNG_RANK,
+    ATTR_SPREAD_PCT,
     ATTR_THROUGHPUT,
     ATTR_WORKER,
 )
@@ -109,6 +112,8 @@ class Objective:
         c, h, _ = data.image_shape
         self.data_shape = (h, c, data.num_classes)
         self._split: tuple[int, Dataset] | None = None  # the last replicate's own split
+        self.storage: str | None = None  # where the study is stored, named if it is full
+        self.disk_full: DiskFull | None = None  # set when a trial found no room to write
 
     def data_for(self, plan: TrialPlan) -> Dataset:
         """The data a trial trains and validates on: the study's, or with ``[data] split =
@@ -150,8 +155,12 @@ class Objective:
             trial.set_user_attr(ATTR_INTERRUPTED, str(exc))
             raise
         except Exception as exc:
-            if ATTR_FAIL not in trial.user_attrs:
-                trial.set_user_attr(ATTR_FAIL, f"{exc.__class__.__name__}: {exc}"[:1000])
+            full = disk_full(exc, self.storage, self.state_dir.parent)
+            if full is not None:  # every next trial would fail alike: the run stops (runner)
+                self.disk_full = full
+            if ATTR_FAIL not in trial.user_attrs or full is not None:
+                reason = str(full) if full is not None else f"{exc.__class__.__name__}: {exc}"
+                trial.set_user_attr(ATTR_FAIL, reason[:1000])
             if isinstance(exc, torch.OutOfMemoryError) and self.device.type == "cuda":
                 torch.cuda.empty_cache()
             raise
@@ -232,6 +241,8 @@ class Objective:
                                                 self.settings.measure, plan.train.precision)
             trial.set_user_attr(ATTR_LOCK_WAIT, round(waited, 3))
         trial.set_user_attr(ATTR_THROUGHPUT, throughput.to_dict())
+        trial.set_user_attr(ATTR_SPREAD_PCT, throughput.spread_pct)
+        trial.set_user_attr(ATTR_NOISY, throughput.noisy)
         return throughput
 
     def _train(self, trial: optuna.Trial, model: torch.nn.Module, net: torch.nn.Module,

@@ -41,7 +41,8 @@ DUPLICATE_POLL_S = 1.0
 EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 # What a duplicate copies from the trial it repeats (not its history or checkpoint).
 COPIED_ATTRS = ("model_config", "seed", "params_count", "flops_per_image", "throughput",
-                "train_seconds", "device", "device_name", "precision")
+                "throughput_spread_pct", "throughput_noisy", "train_seconds", "device",
+                "device_name", "precision")
 
 
 def measure_key(plan: TrialPlan, settings: Settings, device: torch.device, threads: int,

@@ -66,6 +66,7 @@ class AvoidEvaluated(BaseSampler):
     def __init__(self, base: BaseSampler, points: Iterable[dict[str, Any]], seed: int) -> None:
         self.base = base
         self.points = [dict(_point(p)) for p in points]
+        self.names = {k for p in self.points for k in p}  # what the space searches
         self._rng = random.Random(seed)
 
     # --- the wrapped sampler does the work -------------------------------------------------
@@ -106,12 +107,15 @@ class AvoidEvaluated(BaseSampler):
     def _taken(self, study: Study, trial: FrozenTrial) -> set[Point]:
         # A queued trial (a replicate, a retry, an anchor) has no params yet: its queued ones
         # are taken as well, or the sampler proposes what is already waiting to run.
-        return {_point({**t.system_attrs.get("fixed_params", {}), **t.params})
+        # Only searched names count: trials of studies from before suggested the lists of one
+        # value as params too.
+        return {_point({k: v for k, v in {**t.system_attrs.get("fixed_params", {}),
+                                          **t.params}.items() if k in self.names})
                 for t in study._get_trials(deepcopy=False, states=_TAKEN)
                 if t.number != trial.number}
 
     def _consistent(self, partial: dict[str, Any]) -> list[dict[str, Any]]:
-        fixed = {k: _norm(v) for k, v in partial.items()}
+        fixed = {k: _norm(v) for k, v in partial.items() if k in self.names}
         return [p for p in self.points
                 if all(k in p and p[k] == v for k, v in fixed.items())]
 
@@ -127,7 +131,7 @@ class AvoidEvaluated(BaseSampler):
     def _fresh_values(self, study: Study, trial: FrozenTrial, name: str,
                       distribution: BaseDistribution) -> list[Any]:
         taken = self._taken(study, trial)
-        fixed = {k: _norm(v) for k, v in trial.params.items()}
+        fixed = {k: _norm(v) for k, v in trial.params.items() if k in self.names}
         values = []
         for p in self.points:
             if name in p and all(k in p and p[k] == v for k, v in fixed.items()) and \

@@ -4,10 +4,13 @@ worker after its own trials, so two workers may remove the same one at the same 
 from __future__ import annotations
 
 import io
+import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import optuna
+import pytest
 from optuna.artifacts import FileSystemArtifactStore
 from optuna.distributions import IntDistribution
 from optuna.trial import create_trial
@@ -55,3 +58,77 @@ def test_a_checkpoint_another_worker_removed_first_is_no_error(tmp_path: Path) -
     study, _, ids = _study_with_checkpoints(base)
     prune_checkpoints(study, study.best_trials, _OtherWorkerFirst(str(base)), base)
     assert sorted(p.name for p in base.iterdir()) == sorted([ids[0], ids[1]])
+
+
+# ---- the dashboard's cards: one per kept checkpoint, none for a removed one -----------------
+
+def _storages(tmp_path: Path) -> dict[str, Any]:
+    from optuna.storages.journal import JournalFileBackend
+
+    return {"sqlite": optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'cards.db'}"),
+            "journal": optuna.storages.JournalStorage(
+                JournalFileBackend(str(tmp_path / "cards.log")))}
+
+
+def _dashboard_get(app: Any, path: str) -> tuple[str, bytes]:
+    """One GET through optuna-dashboard's WSGI app, as a browser would send it."""
+    from wsgiref.util import setup_testing_defaults
+
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    status: list[str] = []
+    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
+    return status[0], body
+
+
+def _trial_cards(app: Any, study_id: int) -> dict[int, list[dict[str, Any]]]:
+    status, body = _dashboard_get(app, f"/api/studies/{study_id}")
+    assert status.startswith("200"), body
+    return {t["number"]: t["artifacts"] for t in json.loads(body)["trials"]}
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_removed_checkpoint_leaves_no_card(tmp_path: Path, kind: str) -> None:
+    """Three trained trials get a card each (``trial-000N.pt``) that downloads their file;
+    pruning the dominated one removes its file and its card, the others stay downloadable."""
+    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    from explore.config import resolve_settings
+    from explore.plan import plan_trial
+    from explore.run.artifacts import CheckpointKeeper
+    from extattn import create_model, load_checkpoint
+
+    storage = _storages(tmp_path)[kind]
+    base = tmp_path / "checkpoints"
+    base.mkdir()
+    store = FileSystemArtifactStore(str(base))
+    study = optuna.create_study(storage=storage, study_name="cards",
+                                directions=["maximize", "maximize"])
+    settings = resolve_settings({"model": {"dim": 16, "depth": 1}})
+    plan = plan_trial({"mem_size": 8, "heads": 1}, settings, (8, 1, 10))
+    keeper = CheckpointKeeper(store, tmp_path, "cards")
+    for values in [(0.9, 100.0), (0.8, 200.0), (0.7, 50.0)]:
+        trial = study.ask()
+        trial.suggest_int("x", 0, 9)
+        keeper(trial, create_model(plan.model), plan)
+        study.tell(trial, list(values))
+    app = optuna_dashboard.wsgi(storage, artifact_store=store)
+    cards = _trial_cards(app, study._study_id)
+    assert [[c["filename"] for c in cards[n]] for n in range(3)] == [
+        ["trial-0000.pt"], ["trial-0001.pt"], ["trial-0002.pt"]]
+    trials = study.get_trials()
+    for t in trials:
+        artifact_id = t.user_attrs["checkpoint_artifact"]
+        assert cards[t.number][0]["artifact_id"] == artifact_id
+        status, body = _dashboard_get(
+            app, f"/artifacts/{study._study_id}/{t._trial_id}/{artifact_id}")
+        assert status.startswith("200") and body == (base / artifact_id).read_bytes()
+        assert load_checkpoint(base / artifact_id)[1] == plan.model  # a real checkpoint
+
+    prune_checkpoints(study, study.best_trials, store, base)
+    gone = trials[2].user_attrs["checkpoint_artifact"]
+    assert not (base / gone).exists()
+    cards = _trial_cards(app, study._study_id)
+    assert cards[2] == [] and len(cards[0]) == len(cards[1]) == 1
+    status, _ = _dashboard_get(app, f"/artifacts/{study._study_id}/{trials[2]._trial_id}/{gone}")
+    assert status.startswith("404")  # not a 500 on a missing file: there is no card any more
+    assert trials[2].user_attrs["checkpoint_artifact"] == gone  # explore's readers still see it

@@ -13,6 +13,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from tests.conftest import run_explore, tiny_study_toml
+from tests.stored import same_trials, trials_of
 
 CONFIG = tiny_study_toml("mem_size = [8, 16, 32]", study="warm_start = 0\nreplicates = 1")
 
@@ -36,6 +37,11 @@ def test_a_torn_journal_is_backed_up_cut_back_and_continued(tmp_path: Path) -> N
     whole = journal.read_bytes()
     torn = whole[:-40]  # the last record loses its end
     journal.write_bytes(torn)
+    reading = tmp_path / "reading.log"  # read from a copy: the journal itself stays untouched
+    reading.write_bytes(torn)
+    finished = {k: t for k, t in trials_of(JournalStorage(JournalFileBackend(str(reading))))
+                .items() if t[0].is_finished()}
+    assert finished
 
     shown = _explore(tmp_path, "study", "show", "j", "--storage", f"journal:{journal}")
     assert shown.returncode == 0, shown.stderr
@@ -48,6 +54,7 @@ def test_a_torn_journal_is_backed_up_cut_back_and_continued(tmp_path: Path) -> N
     assert backup.read_bytes() == torn  # the whole file, as it was found
     assert f"kept the whole file as {backup}" in again.stderr
     assert journal.read_bytes().startswith(torn[:torn.rfind(b"\n") + 1])
+    same_trials(finished, trials_of(_optuna(journal)._storage))  # every finished trial kept
     study = _optuna(journal)  # plain Optuna reads every record
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(finished) == 3

@@ -232,10 +232,11 @@ def test_name_alone_continues_with_the_stored_settings(
 @pytest.mark.parametrize(("sampler", "space", "configs"), [
     ("grid", 'mem_size = [8, 16]\nnorm = ["softmax", "double"]',
      [{"mem_size": s, "norm": n} for s in (8, 16) for n in ("softmax", "double")]),
-    # Self-attention trials skip mem_size and norm: 2 EA configurations + 1 SA configuration.
+    # Self-attention trials skip mem_size and norm: 2 EA configurations + 1 SA configuration
+    # (mem_size, a list of one value, is a setting: no param).
     ("bruteforce", 'attention = ["external", "self"]\nmem_size = [8]\nnorm = ["softmax", "double"]',
-     [{"attention": "external", "mem_size": 8, "norm": "softmax"},
-      {"attention": "external", "mem_size": 8, "norm": "double"},
+     [{"attention": "external", "norm": "softmax"},
+      {"attention": "external", "norm": "double"},
       {"attention": "self"}]),
 ], ids=["grid", "bruteforce"])
 def test_finite_space_stops_when_exhausted(

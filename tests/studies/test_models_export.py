@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browse_helpers import Studies, load
@@ -128,3 +129,69 @@ def test_models_errors(studies: Studies, tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ExploreError, match="is a file"):
         export_models(studies.url, "grid", tmp_path / "file")
+
+
+def _models(studies: Studies, *args: str) -> Any:
+    import subprocess
+
+    from browse_helpers import EXPLORE, clean_env
+
+    return subprocess.run([str(EXPLORE), "study", "models", "easa", "--storage", studies.url,
+                           "--observed", *args], cwd=studies.directory, env=clean_env(),
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_damaged_checkpoint_is_one_line_naming_trial_and_file(
+        studies: Studies, studies_copy: Studies, tmp_path: Path) -> None:
+    """A truncated or garbage checkpoint in the store: one line per bad file naming the trial,
+    the file and what to do; exit code 1 for the partial export; no empty output folder; the
+    store itself unchanged."""
+    from tests.stored import file_bytes
+
+    front = [t for t in load(studies_copy, "easa").best_trials
+             if t.user_attrs.get("duplicate_of") is None]
+    stored = {t.number: studies_copy.checkpoints / t.user_attrs["checkpoint_artifact"]
+              for t in front}
+    assert len(stored) >= 2
+    first, *rest = sorted(stored)
+    whole = stored[first].read_bytes()
+    stored[first].write_bytes(whole[:len(whole) // 2])  # truncated
+    for number in rest:
+        stored[number].write_bytes(b"garbage, not a checkpoint\n")
+    store = file_bytes(studies_copy.checkpoints)
+
+    out = tmp_path / "none"
+    proc = _models(studies_copy, "--out", str(out), "--no-retrain")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert len(lines) == len(stored) + 1, proc.stderr
+    for line, number in zip(lines, sorted(stored), strict=False):
+        assert f"trial {number}: stored checkpoint is damaged: {stored[number]}" in line, line
+        assert "drop --no-retrain" in line and "delete the damaged file" in line
+    assert lines[-1] == f"nothing was written to {out}"
+    assert not out.exists()  # no empty folder left behind
+    assert file_bytes(studies_copy.checkpoints) == store
+
+    for number in rest:  # only the truncated one stays bad: a partial export
+        stored[number].write_bytes((studies.checkpoints / stored[number].name).read_bytes())
+    store = file_bytes(studies_copy.checkpoints)
+    partial = tmp_path / "partial"
+    proc = _models(studies_copy, "--out", str(partial), "--no-retrain")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(f"error: trial {first}: "), proc.stderr
+    index = json.loads((partial / "index.json").read_text())
+    assert [m["trial"] for m in index["models"]] == rest
+    assert sorted(p.name for p in partial.iterdir()) == sorted(
+        [m["file"] for m in index["models"]] + ["index.json"])
+    assert file_bytes(studies_copy.checkpoints) == store
+
+    retrained = tmp_path / "retrained"  # without --no-retrain: retrained, said once
+    proc = _models(studies_copy, "--out", str(retrained), "-f", "json")
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if f"trial {first}" in line]
+    assert len(notes) == 1 and "damaged" in notes[0] and "retraining" in notes[0], proc.stderr
+    sources = {m["trial"]: m["source"] for m in json.loads(proc.stdout)["models"]}
+    assert sources == {first: "retrained", **dict.fromkeys(rest, "artifact")}
+    assert file_bytes(studies_copy.checkpoints) == store  # export reads the store, never writes

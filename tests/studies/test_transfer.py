@@ -135,3 +135,93 @@ def test_pruning_a_continued_copy_keeps_the_checkpoints_its_source_uses(
     store = optuna.artifacts.FileSystemArtifactStore(str(studies_copy.checkpoints))
     prune_checkpoints(copy, [], store, studies_copy.checkpoints)  # as if nothing were on its front
     assert all((studies_copy.checkpoints / i).exists() for i in ids)
+
+
+# ---- the dashboard's checkpoint cards travel with the copy, under the copy's trial ids ------
+
+def _cards_study(db: Path) -> tuple[optuna.Study, Path, list[str]]:
+    """Study ``cards`` in ``db``: trial 0 keeps its checkpoint (a live card), trial 1's was
+    pruned (file gone, card null), as ``explore study run`` leaves them."""
+    import uuid
+
+    from optuna.distributions import IntDistribution
+    from optuna.trial import create_trial
+
+    from studies.dashboard import card_key, card_value
+
+    folder = db.parent / f"{db.stem}-artifacts" / "checkpoints"
+    folder.mkdir(parents=True)
+    study = optuna.create_study(study_name="cards", storage=f"sqlite:///{db}",
+                                directions=["maximize", "maximize"])
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    for number, artifact_id in enumerate(ids):
+        study.add_trial(create_trial(values=[0.9 - number / 10, 100.0], params={"x": number},
+                                     distributions={"x": IntDistribution(0, 9)},
+                                     user_attrs={"checkpoint_artifact": artifact_id}))
+    trials = study.get_trials()
+    (folder / ids[0]).write_bytes(b"weights of trial 0")
+    study._storage.set_study_system_attr(study._study_id, card_key(trials[0]._trial_id, ids[0]),
+                                         card_value(ids[0], 0))
+    study._storage.set_study_system_attr(study._study_id, card_key(trials[1]._trial_id, ids[1]),
+                                         card_value(None))
+    return study, folder, ids
+
+
+def _served(url: str, name: str, folder: Path) -> dict[int, list[bytes]]:
+    """What optuna-dashboard shows and downloads for each trial of study ``name``."""
+    from wsgiref.util import setup_testing_defaults
+
+    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    from optuna.artifacts import FileSystemArtifactStore
+
+    app = optuna_dashboard.wsgi(url, artifact_store=FileSystemArtifactStore(str(folder)))
+
+    def get(path: str) -> bytes:
+        environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+        setup_testing_defaults(environ)
+        status: list[str] = []
+        body = b"".join(app(environ, lambda s, h, e=None: status.append(s)))
+        assert status[0].startswith("200"), (path, status, body)
+        return body
+
+    study_id = optuna.load_study(study_name=name, storage=url)._study_id
+    import json
+
+    detail = json.loads(get(f"/api/studies/{study_id}"))
+    return {t["number"]: [get(f"/artifacts/{study_id}/{t['trial_id']}/{a['artifact_id']}")
+                          for a in t["artifacts"]] for t in detail["trials"]}
+
+
+def test_a_copy_shows_the_kept_checkpoints_on_its_own_trials(tmp_path: Path) -> None:
+    source, folder, ids = _cards_study(tmp_path / "src.db")
+    target = tmp_path / "dst.db"
+    other = optuna.create_study(study_name="other", storage=f"sqlite:///{target}")
+    for _ in range(3):  # the copy's trial ids differ from the source's
+        other.add_trial(optuna.trial.create_trial(value=1.0))
+    result = copy_study(f"sqlite:///{tmp_path / 'src.db'}", "cards", str(target))
+    assert result.checkpoints == 1
+    copied = optuna.load_study(study_name="cards", storage=f"sqlite:///{target}")
+    assert {t._trial_id for t in copied.trials}.isdisjoint(t._trial_id for t in source.trials)
+    dst_folder = tmp_path / "dst-artifacts" / "checkpoints"
+    assert _served(f"sqlite:///{target}", "cards", dst_folder) == {
+        0: [b"weights of trial 0"], 1: []}
+    cards = [k for k in copied._storage.get_study_system_attrs(copied._study_id)
+             if k.startswith("dashboard:artifacts:")]
+    assert cards == [f"dashboard:artifacts:{copied.trials[0]._trial_id}:{ids[0]}"]
+
+
+def test_a_copy_in_one_storage_keeps_its_card_when_the_source_prunes(tmp_path: Path) -> None:
+    from explore.run.artifacts import prune_checkpoints
+
+    source, folder, ids = _cards_study(tmp_path / "one.db")
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    assert copy_study(url, "cards", url, to_name="cards2").shared == 1
+    store = optuna.artifacts.FileSystemArtifactStore(str(folder))
+    prune_checkpoints(source, [], store, folder)  # the copy still uses trial 0's file
+    assert (folder / ids[0]).is_file()
+    assert _served(url, "cards2", folder) == {0: [b"weights of trial 0"], 1: []}
+    assert _served(url, "cards", folder) == {0: [b"weights of trial 0"], 1: []}
+    delete_study(url, "cards2")
+    prune_checkpoints(source, [], store, folder)  # now the source is its only user
+    assert not (folder / ids[0]).exists()
+    assert _served(url, "cards", folder) == {0: [], 1: []}
