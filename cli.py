@@ -217,22 +217,17 @@ def study_run(
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Create a study, or continue it, and run trials until it has --trials finished ones."""
+    from explore.config import explicit_settings
     from explore.run.opening import RunRequest
     from explore.run.progress import make_reporter
     from explore.run.runner import run_study
     from explore.run.workers import run_parallel
 
-    explicit: dict[str, dict[str, Any]] = {}
-    for section, key, value in (("data", "dataset", dataset), ("data", "data_dir", data_dir),
-                                ("data", "download", download), ("study", "trials", trials),
-                                ("train", "epochs", epochs), ("study", "sampler", sampler),
-                                ("study", "seed", seed), ("study", "prune", prune),
-                                ("study", "dedup", dedup), ("study", "warm_start", warm_start),
-                                ("train", "compile", compile_),
-                                ("train", "precision", precision),
-                                ("study", "replicates", _replicates_value(replicates))):
-        if value is not None:
-            explicit.setdefault(section, {})[key] = value
+    explicit = explicit_settings({
+        "dataset": dataset, "data_dir": data_dir, "download": download, "trials": trials,
+        "epochs": epochs, "sampler": sampler, "seed": seed, "prune": prune, "dedup": dedup,
+        "warm_start": warm_start, "compile": compile_, "precision": precision,
+        "replicates": _replicates_value(replicates)})
 
     def go() -> Any:
         request = RunRequest(name=name, storage=storage, config_file=config, explicit=explicit,

@@ -24,11 +24,13 @@ from studies.errors import UsageError
 __all__ = [
     "DATA_DERIVED",
     "MUTABLE_KEYS",
+    "RUN_OPTIONS",
     "DataSettings",
     "MeasureSettings",
     "Settings",
     "StudySettings",
     "TrainSettings",
+    "explicit_settings",
     "load_toml",
     "resolve_settings",
 ]
@@ -36,6 +38,29 @@ __all__ = [
 SAMPLERS = ("tpe", "nsga2", "nsga3", "random", "grid", "gp", "bruteforce")
 # ModelConfig fields that come from the dataset, never from the user.
 DATA_DERIVED = ("image_size", "in_chans", "num_classes")
+# `explore study run`'s options that set a settings field: option (its Python name) -> section
+# and key. An option given overrides the TOML file; its errors name the option (opening.py).
+RUN_OPTIONS = {
+    "dataset": ("data", "dataset"), "data_dir": ("data", "data_dir"),
+    "download": ("data", "download"), "trials": ("study", "trials"),
+    "epochs": ("train", "epochs"), "sampler": ("study", "sampler"), "seed": ("study", "seed"),
+    "prune": ("study", "prune"), "dedup": ("study", "dedup"),
+    "warm_start": ("study", "warm_start"), "compile": ("train", "compile"),
+    "precision": ("train", "precision"), "replicates": ("study", "replicates"),
+}
+
+
+def explicit_settings(options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The settings sections the given options set (``None``: not given), by
+    :data:`RUN_OPTIONS`."""
+    explicit: dict[str, dict[str, Any]] = {}
+    for option, value in options.items():
+        if value is not None:
+            section, key = RUN_OPTIONS[option]
+            explicit.setdefault(section, {})[key] = value
+    return explicit
+
+
 # Settings that may differ between runs of one study without being a conflict.
 MUTABLE_KEYS = frozenset({"study.trials", "study.max_replicates", "data.data_dir",
                           "data.download", "measure.threads", "measure.retries",

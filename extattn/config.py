@@ -6,10 +6,22 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ATTENTIONS", "ModelConfig"]
+__all__ = ["ATTENTIONS", "ModelConfig", "head_width"]
 
 ATTENTIONS = ("external", "self")
 NORMS = ("softmax", "double")  # softmax only, or the paper's double normalization
+
+
+def head_width(dim: int, expand: int, heads: int) -> int:
+    """The width of one head, ``dim * expand / heads``; a ValueError a user can act on when
+    ``heads`` does not divide that width (the one check of config and layers alike)."""
+    if heads < 1 or expand < 1:
+        raise ValueError(f"heads and expand must be >= 1; got heads={heads}, expand={expand}")
+    inner = dim * expand
+    if inner % heads:
+        raise ValueError(f"heads ({heads}) must divide dim*expand ({dim}*{expand}={inner}): "
+                         "choose heads among the divisors of that width")
+    return inner // heads
 
 
 @dataclass(frozen=True)
@@ -50,11 +62,7 @@ class ModelConfig:
             raise ValueError(
                 f"patch_size ({self.patch_size}) must divide image_size ({self.image_size})"
             )
-        inner = self.dim * self.expand
-        if self.heads > inner or inner % self.heads:
-            raise ValueError(
-                f"heads ({self.heads}) must divide dim*expand ({self.dim}*{self.expand}={inner})"
-            )
+        head_width(self.dim, self.expand, self.heads)
         if not isinstance(self.mlp_ratio, (int, float)) or self.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be > 0; got {self.mlp_ratio!r}")
         if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extattn.config import NORMS
+from extattn.config import NORMS, head_width
 
 __all__ = [
     "NORMS",
@@ -117,16 +117,9 @@ class MultiHeadExternalAttention(nn.Module):
         super().__init__()
         _check_norm(norm)
         _check_mem_size(mem_size)
-        if heads < 1 or expand < 1:
-            raise ValueError(f"heads and expand must be >= 1; got heads={heads}, expand={expand}")
-        inner = dim * expand
-        if inner % heads:
-            raise ValueError(
-                f"heads ({heads}) must divide dim*expand ({dim}*{expand}={inner}): "
-                "choose heads among the divisors of that width"
-            )
         self.heads = heads
-        self.head_dim = inner // heads
+        self.head_dim = head_width(dim, expand, heads)
+        inner = dim * expand
         self.norm = norm
         self.lean = lean
         self.query = nn.Linear(dim, inner)
@@ -218,14 +211,9 @@ class SelfAttention(nn.Module):
         proj_drop: float = 0.0,
     ) -> None:
         super().__init__()
-        inner = dim * expand
-        if heads < 1 or inner % heads:
-            raise ValueError(
-                f"heads ({heads}) must divide dim*expand ({dim}*{expand}={inner}): "
-                "choose heads among the divisors of that width"
-            )
         self.heads = heads
-        self.head_dim = inner // heads
+        self.head_dim = head_width(dim, expand, heads)
+        inner = dim * expand
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, 3 * inner)
         self.proj = nn.Linear(inner, dim)

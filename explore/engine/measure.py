@@ -9,9 +9,8 @@ garbage collector paused; the objective is the median of the blocks' images/s, a
 
 On CUDA (``cuda_graph``, default on) the forward is captured once as a CUDA graph and the timed
 iterations replay it: a small model's eager forward is bound by the host launching its ~50
-kernels one by one (on an H200 every model of the default space measured 0.29–0.38 M img/s
-eager, 13% apart from one process to the next; replayed, 0.95–1.6 M img/s, 0.2% apart), so the
-eager figure ranks the host's Python, not the designs. Replays are timed for ``graph_min_time``
+kernels one by one, so the eager figure ranks the host's Python, not the designs (the figures:
+docs/performance.md, "Throughput stability", GPU). Replays are timed for ``graph_min_time``
 (0.1 s; at most ``min_time``) instead of ``min_time``: they need no more to be that stable. A
 model that cannot be captured (it synchronizes with the host) and a ``torch.compile``'d one are
 timed eagerly; the trial records which (``Throughput.graph``).
