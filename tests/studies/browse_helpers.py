@@ -15,6 +15,7 @@ the studies are built once for both.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -110,3 +111,16 @@ def copy_studies(studies: Studies, target: Path) -> Studies:
     shutil.copytree(studies.directory, target)
     db = target / studies.db.name
     return Studies(target, db, f"sqlite:///{db}", studies.names, 0.0)
+
+
+def first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The first line a server process prints (its URL), or fail with its stderr."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            return proc.stdout.readline().strip()
+        if proc.poll() is not None:
+            break
+    raise AssertionError(f"no URL printed; stderr: {proc.stderr.read() if proc.stderr else ''}")

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import select
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browse_helpers import EXPLORE, Studies, clean_env
+from browse_helpers import EXPLORE, Studies, clean_env, first_line
 
 from studies.dashboard import dashboard_app
 from studies.errors import ExploreError
@@ -22,18 +20,6 @@ def get_json(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.status == 200
         return json.load(response)
-
-
-def first_line(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            return proc.stdout.readline().strip()
-        if proc.poll() is not None:
-            break
-    raise AssertionError(f"no URL printed; stderr: {proc.stderr.read() if proc.stderr else ''}")
 
 
 @pytest.mark.slow

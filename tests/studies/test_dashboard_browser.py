@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browse_helpers import EXPLORE, clean_env
+from browse_helpers import EXPLORE, clean_env, first_line
+
+from tests.conftest import tiny_study_toml
 
 CHROMIUM = Path(os.environ.get("EXPLORE_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOT_ENV = "EXPLORE_SCREENSHOT"
@@ -50,33 +50,9 @@ pytestmark = [
     pytest.mark.skipif(_missing() is not None, reason=_missing() or ""),
 ]
 
-CONFIG = """\
-[study]
-warm_start = 0
-replicates = 1
-sampler = "bruteforce"
-seed = 11
-
-[model]
-dim = 16
-depth = 1
-
-[train]
-epochs = 2
-
-[measure]
-batch_size = 64
-warmup = 1
-min_iters = 3
-min_time = 0.05
-retries = 0
-threads = 1
-
-[space]
-attention = ["external"]
-mem_size = [8, 16]
-heads = [1, 2, 4]
-"""
+CONFIG = tiny_study_toml('attention = ["external"]\nmem_size = [8, 16]\nheads = [1, 2, 4]',
+                        study='warm_start = 0\nreplicates = 1\nsampler = "bruteforce"\nseed = 11',
+                        train="epochs = 2")
 
 
 @dataclass(frozen=True)
@@ -85,19 +61,6 @@ class Served:
     study_id: int
     checkpoints: Path  # the artifact store's folder
     url: str  # the storage
-
-
-def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-        if ready:
-            return proc.stdout.readline().strip()
-        if proc.poll() is not None:
-            break
-    raise AssertionError(f"the dashboard printed no URL; stderr: "
-                         f"{proc.stderr.read() if proc.stderr else ''}")
 
 
 def _get(url: str) -> tuple[int, bytes]:
@@ -129,7 +92,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         [str(EXPLORE), "study", "dashboard", "--storage", url, "--port", "0"], cwd=directory,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
     try:
-        base = _first_line(proc, timeout=60).removesuffix("dashboard/")
+        base = first_line(proc, timeout=60).removesuffix("dashboard/")
         summaries = _get_json(base + "api/studies")["study_summaries"]
         [study_id] = [s["study_id"] for s in summaries if s["study_name"] == "board"]
         yield Served(base, study_id, directory / "board-artifacts" / "checkpoints", url)
