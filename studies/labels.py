@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from matplotlib.transforms import Bbox
 
-__all__ = ["LABEL_SIZE", "PLOTLY_AREA", "PLOTLY_CHAR", "SIDES", "Labelled", "log_ticks",
-           "place_labels", "plotly_places"]
+__all__ = ["LABEL_SIZE", "PLOTLY_AREA", "PLOTLY_CHAR", "PLOTLY_HEIGHT", "SIDES", "Labelled",
+           "log_ticks", "place_labels", "plotly_places"]
 
 
 class Labelled(Protocol):
@@ -129,7 +129,8 @@ def place_labels(fig: Figure, ax: Axes, chosen: Sequence[tuple[Labelled, str | N
 # Plotly lays text out in the browser, where it cannot be measured from here: labels are placed
 # on an estimate of the plot area and of their size (the dashboard draws the figure about this
 # big), trying four sides of each point; a label that fits nowhere is left to the hover text.
-PLOTLY_AREA = (330.0, 270.0)  # px of the axes in a figure of plotly's default 700 x 450
+PLOTLY_HEIGHT = 450  # px of the whole figure: optuna-dashboard's card for a stored figure
+PLOTLY_AREA = (250.0, 260.0)  # px of the axes there, beside the legend (560 px wide)
 PLOTLY_CHAR = (6.0, 13.0)  # px per character of a size-10 label, and its line height
 SIDES = {"top center": (0.0, 1.0), "bottom center": (0.0, -1.0),
           "middle right": (1.0, 0.0), "middle left": (-1.0, 0.0)}

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from studies.catalog import Front, pareto_front
 from studies.errors import ExploreError, UsageError
-from studies.labels import log_ticks, place_labels, plotly_places
+from studies.labels import PLOTLY_HEIGHT, log_ticks, place_labels, plotly_places
 from studies.record import ATTR_THROUGHPUT, StudyMeta, TrialRecord, design
 from studies.replicates import ConfiguredFront, configured_front, front_settings
 from studies.storage import parse_storage
@@ -719,8 +719,12 @@ def _plotly_figure(views: Sequence[_View], colors: Sequence[str | None], title: 
         _kind_keys(views, per_study) + _note_keys(views))
     fig = go.Figure(traces + [_plotly_key(go, k) for k in keys])
     lines = subtitle.replace("\n", "<br>")
+    # optuna-dashboard shows a stored figure in a half-width card 450 px high (the legend
+    # beside the axes leaves them about 250 px; labels are placed for that).
     fig.update_layout(title={"text": f"{title}<br><sup>{lines}</sup>"},
-                      template="plotly_white", legend={"itemsizing": "constant"},
+                      template="plotly_white", height=PLOTLY_HEIGHT,
+                      legend={"itemsizing": "constant", "font": {"size": 10}},
+                      margin={"l": 60, "r": 10, "t": 100, "b": 50},
                       xaxis_title="throughput (images/s, higher is better)",
                       yaxis_title="accuracy (higher is better)")
     if log_x:
