@@ -88,6 +88,8 @@ class StudySettings:
     def __post_init__(self) -> None:
         if self.trials < 1:
             raise ValueError(f"trials must be >= 1; got {self.trials}")
+        if not 0 <= self.seed < 2**32:  # numpy's and scikit-learn's seeds are 32-bit unsigned
+            raise ValueError(f"seed must be between 0 and {2**32 - 1}; got {self.seed}")
         if self.replicates != "race" and not (
                 isinstance(self.replicates, int) and not isinstance(self.replicates, bool)
                 and 1 <= self.replicates <= 100):

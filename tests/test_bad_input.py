@@ -175,6 +175,13 @@ CASES = [
     case(*RUN, "--config", "bad.toml", toml="[space]\nmem_size = [8, 1073741824]\n",
          says=("mem_size 1073741824 needs about", "GiB for", "free (RAM)", "lower mem_size"),
          id="memory-estimate-run"),
+    # Values that only a library deep inside would refuse, with its own exception's name.
+    case(*RUN, "--seed", "-5", says=("--seed -5", "seed must be between 0 and"),
+         id="seed-negative"),
+    case("model", "train", "--seed", "4294967296", says=("--seed", "between 0 and 4294967295"),
+         id="model-seed-too-large"),
+    case("model", "bench", "--threads", "-3", says=("--threads -3", "positive count"),
+         id="bench-threads-negative"),
     case("model", "train", "--set", "mem_size=1073741824",
          says=("mem_size 1073741824 needs about", "free (RAM)"), id="memory-estimate-train"),
 ]

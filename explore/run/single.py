@@ -30,7 +30,12 @@ def _settings(explicit: Explicit, params: dict[str, Any]) -> Settings:
     file's are (a string where a number or true/false belongs is refused, not trained). The
     values land in ``[model]``/``[train]``, so the plan takes them from the settings and a
     trial's params stay empty (no search space)."""
-    resolve_settings({**explicit, "space": {}})  # the command's own options, reported as such
+    for section, values in explicit.items():  # the command's own options, named as such
+        for key, value in values.items():
+            try:
+                resolve_settings({section: {key: value}, "space": {}})
+            except UsageError as exc:
+                raise UsageError(f"--{key.replace('_', '-')} {value}: {exc}") from None
     train_fields = {f.name for f in dataclasses.fields(TrainSettings)}
     unknown = sorted(set(params) - set(MODEL_KEYS) - train_fields)
     if unknown:
@@ -52,6 +57,8 @@ def bench_model(explicit: dict[str, dict[str, Any]], params: dict[str, Any],
     """Throughput, FLOPs and parameters of one configuration (no training)."""
     from explore.engine.data import dataset_shape
 
+    if threads < 0:
+        raise UsageError(f"--threads {threads}: give 0 (torch's default) or a positive count")
     settings = _settings(explicit, params)
     configure_allocator()  # as in a study's trials, so that the figure is comparable
     dev = resolve_device(device)
