@@ -184,7 +184,8 @@ def study_run(
         help="Stop after this many consecutive failed trials."
     )] = 5,
     keep_checkpoints: Annotated[str, typer.Option(
-        help="Keep trained weights of: pareto (front trials), all or none."
+        help="Keep trained weights of: pareto (the observed front and every configuration "
+             "not confidently dominated), all or none."
     )] = "pareto",
     prune: Annotated[bool | None, typer.Option(
         "--prune/--no-prune",
@@ -259,7 +260,8 @@ def study_worker(
         help="Stop after this many consecutive failed trials."
     )] = 5,
     keep_checkpoints: Annotated[str, typer.Option(
-        help="Keep trained weights of: pareto (front trials), all or none."
+        help="Keep trained weights of: pareto (the observed front and every configuration "
+             "not confidently dominated), all or none."
     )] = "pareto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
     fmt: FormatOpt = Format.TABLE,

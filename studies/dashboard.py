@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -25,8 +26,9 @@ from studies.catalog import open_catalog
 from studies.errors import ExploreError
 from studies.storage import open_storage, parse_storage
 
-__all__ = ["CARD_PREFIX", "card_key", "card_value", "checkpoint_filename", "dashboard_app",
-           "parse_card_key", "serve_dashboard"]
+__all__ = ["CARD_PREFIX", "PLACEHOLDER_PREFIX", "card_key", "card_value", "checkpoint_filename",
+           "dashboard_app", "is_placeholder", "parse_card_key", "placeholder",
+           "serve_dashboard"]
 
 CARD_PREFIX = "dashboard:artifacts:"  # optuna-dashboard's study-level list of trial artifacts
 CHECKPOINT_MIMETYPE = "application/x-pytorch"
@@ -36,6 +38,30 @@ _CARD_KEY = re.compile(r"dashboard:artifacts:(\d+):([0-9a-f-]{36})")
 def checkpoint_filename(number: int) -> str:
     """``trial-0007.pt``: the name a trial's checkpoint downloads (and exports) under."""
     return f"trial-{number:04d}.pt"
+
+
+# Studies from before the cards have a trial-attached card (Optuna's ``artifacts:<id>`` trial
+# system attr), which cannot be removed once the trial finished. When their checkpoint goes, a
+# short text file takes its place, so that the card downloads a note instead of an HTTP 500.
+PLACEHOLDER_PREFIX = b"explore: no checkpoint here."
+
+
+def placeholder(number: int, study: str) -> bytes:
+    """The note left where a removed checkpoint of a trial with a fixed card was."""
+    return PLACEHOLDER_PREFIX + (
+        f" The checkpoint of trial {number} of study {study!r} was removed when the trial left "
+        "the Pareto front (--keep-checkpoints pareto). "
+        f"`explore study models {study} --out DIR` retrains the front's from their config and "
+        "seed.\n").encode()
+
+
+def is_placeholder(path: Path) -> bool:
+    """Whether the file at ``path`` is such a note, not a checkpoint."""
+    try:
+        with path.open("rb") as f:
+            return f.read(len(PLACEHOLDER_PREFIX)) == PLACEHOLDER_PREFIX
+    except OSError:
+        return False
 
 
 def card_key(trial_id: int, artifact_id: str) -> str:

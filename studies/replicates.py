@@ -129,8 +129,16 @@ class ConfiguredFront:
                    key=lambda t: (t.values[0] if t.values else 0.0, -t.number))
 
     def kept_trials(self) -> set[int]:
-        """Trial numbers whose checkpoints the plausible front needs (its best replicates)."""
-        return {self.best_replicate(k).number for k in self.front.plausible}
+        """Trial numbers whose checkpoints the noise-aware front may still need: every replicate
+        of every configuration not confidently dominated. Any of them may become a plausible
+        configuration's best replicate as runs arrive (the front changes as racing adds
+        replicates), and a pruned checkpoint cannot come back. While the noise is unknown (one
+        run per configuration, as in ``replicates = 1``), the observed front's: a configuration
+        off it there never returns, since new configurations only add dominators."""
+        if not self.front.noise.known:
+            return {self.best_replicate(k).number for k in self.front.plausible}
+        dominated = set(self.front.dominated)
+        return {t.number for c in self.configs if c.key not in dominated for t in c.trials}
 
     def status(self, key: str) -> str:
         """plausible (P(front) >= 0.5), dominated (confidently), or undecided."""

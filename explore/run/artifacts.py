@@ -5,6 +5,7 @@ a checkpoint removes its card too."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import re
 import uuid
 from pathlib import Path
@@ -16,7 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from explore.plan import TrialPlan
 from extattn import save_checkpoint
-from studies.dashboard import card_key, card_value
+from studies.dashboard import card_key, card_value, is_placeholder, placeholder
 from studies.record import ATTR_CHECKPOINT
 
 __all__ = ["CheckpointKeeper", "prune_checkpoints", "used_elsewhere"]
@@ -88,7 +89,12 @@ def prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
             cards = storage.get_study_system_attrs(study_id)
         if artifact_id in elsewhere:  # a copy of this study (or its source) still uses it
             continue
-        if (base / artifact_id).exists():
+        path = base / artifact_id
+        if f"artifacts:{artifact_id}" in t.system_attrs:  # a fixed card (studies from before)
+            if not is_placeholder(path):  # leave a note for its card to download
+                store.write(artifact_id, io.BytesIO(placeholder(t.number, study.study_name)))
+            continue
+        if path.exists():
             try:
                 store.remove(artifact_id)
             except ArtifactNotFound:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from studies.catalog import open_catalog, read_configured, read_front
-from studies.dashboard import checkpoint_filename
+from studies.dashboard import checkpoint_filename, is_placeholder
 from studies.errors import ExploreError, UsageError
 from studies.record import ATTR_CHECKPOINT, Catalog, StudyMeta, TrialRecord
 from studies.replicates import replicate_of
@@ -45,7 +45,7 @@ def _checkpoint_file(store_dir: Path, t: TrialRecord) -> Path | None:
     if not isinstance(artifact_id, str) or "/" in artifact_id or artifact_id.startswith("."):
         return None
     path = store_dir / artifact_id
-    return path if path.is_file() else None
+    return path if path.is_file() and not is_placeholder(path) else None
 
 
 def _stored_checkpoint(store_dir: Path, t: TrialRecord) -> tuple[Path | None, str]:

@@ -132,3 +132,43 @@ def test_a_removed_checkpoint_leaves_no_card(tmp_path: Path, kind: str) -> None:
     status, _ = _dashboard_get(app, f"/artifacts/{study._study_id}/{trials[2]._trial_id}/{gone}")
     assert status.startswith("404")  # not a 500 on a missing file: there is no card any more
     assert trials[2].user_attrs["checkpoint_artifact"] == gone  # explore's readers still see it
+
+
+def test_a_fixed_card_of_an_older_study_gets_a_note_not_a_missing_file(tmp_path: Path) -> None:
+    """Studies from before the study-level cards attached each checkpoint to its trial
+    (``artifacts:<id>``, fixed once the trial finished). Pruning leaves a short note in the
+    file's place, so the card downloads it instead of failing; `study models` reads the note
+    as "not kept" and retrains."""
+    from explore.run.export_models import _checkpoint_file
+    from studies.dashboard import PLACEHOLDER_PREFIX, is_placeholder
+    from studies.record import TrialRecord
+
+    base = tmp_path / "checkpoints"
+    base.mkdir()
+    store = FileSystemArtifactStore(str(base))
+    study = optuna.create_study(directions=["maximize", "maximize"], study_name="old")
+    ids = {}
+    for number, values in enumerate([(0.9, 100.0), (0.7, 50.0), (0.6, 40.0)]):
+        trial = study.ask()
+        trial.suggest_int("x", number, number)
+        source = tmp_path / f"checkpoint-{number}.pt"
+        source.write_bytes(b"weights %d" % number)
+        artifact_id = optuna.artifacts.upload_artifact(
+            artifact_store=store, file_path=str(source), study_or_trial=trial)
+        trial.set_user_attr("checkpoint_artifact", artifact_id)
+        ids[number] = artifact_id
+        study.tell(trial, list(values))
+    (base / ids[2]).unlink()  # an earlier version's pruning removed this one already
+    prune_checkpoints(study, study.best_trials, store, base)
+    assert (base / ids[0]).read_bytes() == b"weights 0"  # the front keeps its weights
+    for number in (1, 2):  # every fixed card of a removed checkpoint downloads a note
+        path = base / ids[number]
+        assert is_placeholder(path) and path.read_bytes().startswith(PLACEHOLDER_PREFIX)
+        assert f"trial {number} of study 'old'" in path.read_text()
+        record = TrialRecord(number=number, state="COMPLETE", values=(0.7, 50.0), params={},
+                             user_attrs={"checkpoint_artifact": ids[number]},
+                             datetime_start=None, datetime_complete=None)
+        assert _checkpoint_file(base, record) is None  # not a checkpoint: retrain it
+    before = {p.name: p.read_bytes() for p in base.iterdir()}
+    prune_checkpoints(study, study.best_trials, store, base)  # again: nothing changes
+    assert {p.name: p.read_bytes() for p in base.iterdir()} == before
