@@ -114,7 +114,8 @@ def test_an_impossible_configuration_is_pruned_before_any_work(
     pruned = by_params.pop((16, 3))
     assert pruned.state == TrialState.PRUNED
     assert pruned.user_attrs["prune_reason"] == (
-        "impossible configuration: heads (3) must divide dim*expand (16*1=16)")
+        "impossible configuration: heads (3) must divide dim*expand (16*1=16): choose heads "
+        "among the divisors of that width")
     for work in ("throughput", "params_count", "history", "train_seconds"):
         assert work not in pruned.user_attrs
     assert all(t.state == TrialState.COMPLETE for t in by_params.values())
