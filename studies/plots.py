@@ -44,9 +44,9 @@ if TYPE_CHECKING:
     from studies.history import History
 
 __all__ = ["PlotlyMissing", "check_out", "compare_figure", "compare_plot", "compare_plotly",
-           "configured_html", "configured_png", "front_figure", "front_html", "front_matplotlib",
-           "front_png", "history_figure", "history_png", "is_noisy", "label",
-           "observed_matplotlib", "plot_study", "trial_label", "variant"]
+           "confident_history_figure", "configured_html", "configured_png", "front_figure",
+           "front_html", "front_matplotlib", "front_png", "history_figure", "history_png",
+           "is_noisy", "label", "observed_matplotlib", "plot_study", "trial_label", "variant"]
 
 GREY = "#b3b3b3"
 NOISY = "#d62728"
@@ -884,6 +884,45 @@ def _confident_steps(ax: Axes, history: History, xs: Sequence[float]) -> float:
                         step="post", color="#2ca02c", alpha=0.15, linewidth=0,
                         label="its interval (the study's confidence)")
     return max(hv)
+
+
+def confident_history_figure(snapshots: Sequence[Any], name: str, finished: int) -> Any:
+    """The plausible front's hypervolume after each recorded change, with its interval band,
+    as a plotly figure (for optuna-dashboard), extended to the ``finished`` count so that a
+    flat end shows as flat; trial counts on x (integers)."""
+    go = _plotly()
+    snaps = sorted(snapshots, key=lambda s: s.n_finished)
+    if not snaps:
+        return None
+    xs = [s.n_finished for s in snaps] + [max(finished, snaps[-1].n_finished)]
+    ends = [*snaps, snaps[-1]]
+    hv = [s.hypervolume for s in ends]
+    traces = []
+    band = [(x, s.hypervolume_low, s.hypervolume_high) for x, s in zip(xs, ends, strict=True)
+            if s.hypervolume_low is not None and s.hypervolume_high is not None]
+    if band:
+        traces.append(go.Scatter(x=[b[0] for b in band], y=[b[2] for b in band],
+                                 mode="lines", line={"width": 0, "shape": "hv"},
+                                 hoverinfo="skip", showlegend=False))
+        traces.append(go.Scatter(x=[b[0] for b in band], y=[b[1] for b in band],
+                                 mode="lines", line={"width": 0, "shape": "hv"}, fill="tonexty",
+                                 fillcolor="rgba(44, 160, 44, 0.15)",
+                                 name="its interval (the study's confidence)"))
+    traces.append(go.Scatter(
+        x=xs, y=hv, mode="lines+markers", line={"color": "#2ca02c", "shape": "hv"},
+        name="plausible front (configuration means)",
+        text=[f"{s.plausible} plausible, {s.dominated} dominated of {s.configurations} "
+              f"configurations, {s.replicates} runs" for s in ends], hoverinfo="x+y+text"))
+    fig = go.Figure(traces)
+    fig.update_layout(
+        title={"text": f"{name}: hypervolume of the plausible front<br><sup>accuracy × img/s "
+                       "against (0, 0), after each change; flat to the last finished trial"
+                       "</sup>"},
+        template="plotly_white", height=PLOTLY_HEIGHT, legend={"font": {"size": 10}},
+        xaxis_title="finished trials", yaxis_title="hypervolume (accuracy × img/s)")
+    fig.update_xaxes(tickformat="d", rangemode="tozero")
+    fig.update_yaxes(tickformat=",.0f")
+    return fig
 
 
 def history_png(history: History, path: Path) -> Path:

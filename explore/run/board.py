@@ -21,9 +21,10 @@ from studies.record import TrialRecord, design
 from studies.replicates import ConfiguredFront
 from studies.views import honest_line
 
-__all__ = ["FIGURE_ID", "note_text", "publish"]
+__all__ = ["FIGURE_ID", "HISTORY_ID", "note_text", "publish"]
 
 FIGURE_ID = "explore-front"  # the stored figure's id: each run replaces the last one
+HISTORY_ID = "explore-history"  # the plausible front's hypervolume over the trials
 
 
 def _interval(mean: float, low: float | None, high: float | None, spec: str,
@@ -69,8 +70,11 @@ def _figure(records: list[TrialRecord], study: optuna.Study, settings: Settings)
     return front_figure(records, meta, settings.study.confidence)
 
 
-def publish(study: optuna.Study, settings: Settings, note: Callable[[str], None]) -> bool:
-    """Write the note and the figure; False when optuna-dashboard is not installed."""
+def publish(study: optuna.Study, settings: Settings, note: Callable[[str], None],
+            history: Sequence[Any] = ()) -> bool:
+    """Write the note and the figures (the front; with ``history``, the recorded confident
+    snapshots, the plausible front's hypervolume over the trials); False when
+    optuna-dashboard is not installed."""
     try:
         import optuna_dashboard
     except ImportError:
@@ -93,6 +97,13 @@ def publish(study: optuna.Study, settings: Settings, note: Callable[[str], None]
         figure = _figure(records, study, settings)
         if figure is not None:
             optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=FIGURE_ID)
+        if history:
+            from studies.plots import confident_history_figure
+
+            grown = confident_history_figure(history, study.study_name, finished)
+            if grown is not None:
+                optuna_dashboard.save_plotly_graph_object(study, grown,
+                                                          graph_object_id=HISTORY_ID)
     except ImportError:
         pass  # no plotly: the note alone
     except Exception as exc:  # noqa: BLE001

@@ -83,7 +83,8 @@ def run_study(request: RunRequest, reporter: Reporter,
             _loop(study, settings, data, opened.device, spec, snapshots, request, reporter,
                   summary, name)
             if summary.new_trials:
-                board.publish(study, settings, reporter.message)
+                board.publish(study, settings, reporter.message,
+                              snapshots.confident_history(name))
         return finish_summary(opened, summary)
 
 

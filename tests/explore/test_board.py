@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from explore.run.board import FIGURE_ID
+from explore.run.board import FIGURE_ID, HISTORY_ID
 from tests.conftest import EXPLORE, clean_env, tiny_study_toml
 
 optuna_dashboard = pytest.importorskip("optuna_dashboard")
@@ -43,3 +43,16 @@ def test_a_run_stores_a_note_and_the_front_figure(tmp_path: Path) -> None:
     attrs = study._storage.get_study_system_attrs(study._study_id)
     figure = [k for k in attrs if k.startswith(f"dashboard:plot_data:{FIGURE_ID}:")]
     assert figure, sorted(attrs)
+    # the plausible front's hypervolume over the trials, as `study history` has it, drawn to
+    # the last finished trial
+    from optuna_dashboard._custom_plot_data import get_plotly_graph_objects  # its own reader
+
+    objects = get_plotly_graph_objects(attrs)
+    assert HISTORY_ID in objects and FIGURE_ID in objects, sorted(objects)
+    data = json.loads(objects[HISTORY_ID])["data"]
+    line = next(t for t in data if t.get("name") == "plausible front (configuration means)")
+    assert line["x"][-1] == 6 and line["x"] == sorted(line["x"])
+    history = json.loads(subprocess.run(
+        [str(EXPLORE), "study", "history", "b", "--storage", url, "-f", "json"], cwd=tmp_path,
+        env=clean_env(), capture_output=True, text=True, timeout=120).stdout)
+    assert history

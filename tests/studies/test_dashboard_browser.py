@@ -149,6 +149,9 @@ def test_the_study_page_shows_names_note_and_figure(served: Served) -> None:
             expect(figure).to_be_attached(timeout=30_000)
             expect(page.locator('[id="user-defined-plot:explore-front"]')).to_contain_text(
                 "board: accuracy against throughput")
+            # ... and the plausible front's hypervolume over the trials
+            expect(page.locator('[id="user-defined-plot:explore-history"]')).to_contain_text(
+                "hypervolume of the plausible front", timeout=30_000)
             shot = os.environ.get(SCREENSHOT_ENV)
             if shot:
                 page.wait_for_timeout(1000)  # plotly's transitions end
