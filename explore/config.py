@@ -84,6 +84,10 @@ class StudySettings:
     replicates: str | int = "race"
     max_replicates: int = 4  # racing: the most runs one configuration gets
     confidence: float = 0.95  # of every interval, and of "confidently dominated"
+    # Points of accuracy within which a faster configuration counts as at least as accurate
+    # (it dominates the slower one): ties go to speed. 0: Pareto's strict rule, under which
+    # designs whose accuracies truly tie can never be told apart (docs/replicates.md).
+    accuracy_tolerance: float = 0.5
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -98,6 +102,11 @@ class StudySettings:
         if not 1 <= self.max_replicates <= 100:
             raise ValueError(f"max_replicates must be between 1 and 100; "
                              f"got {self.max_replicates}")
+        if not (isinstance(self.accuracy_tolerance, (int, float))
+                and not isinstance(self.accuracy_tolerance, bool)
+                and 0.0 <= self.accuracy_tolerance <= 100.0):  # also refuses nan
+            raise ValueError(f"accuracy_tolerance must be between 0 and 100 (points of "
+                             f"accuracy; 0.5 for half a point); got {self.accuracy_tolerance}")
         if not 0.5 <= self.confidence < 1.0:
             raise ValueError(f"confidence must be at least 0.5 and below 1 (0.95 for 95%); "
                              f"got {self.confidence}")

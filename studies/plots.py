@@ -34,7 +34,7 @@ from studies.catalog import Front, pareto_front
 from studies.errors import ExploreError, UsageError
 from studies.labels import PLOTLY_HEIGHT, log_ticks, place_labels, plotly_places
 from studies.record import ATTR_THROUGHPUT, StudyMeta, TrialRecord, design
-from studies.replicates import ConfiguredFront, configured_front, front_settings
+from studies.replicates import ConfiguredFront, configured_front, front_settings, front_tolerance
 from studies.storage import parse_storage
 
 if TYPE_CHECKING:
@@ -279,9 +279,11 @@ def _configured(trials: Iterable[Any], meta: StudyMeta | None, confidence: float
                 configured: ConfiguredFront | None) -> ConfiguredFront:
     if configured is not None:
         return configured
-    level, seed = front_settings(meta.settings if meta is not None else None)
+    settings = meta.settings if meta is not None else None
+    level, seed = front_settings(settings)
     usable = [r for r in (_as_record(t) for t in trials) if _usable(r)]
-    return configured_front(usable, level if confidence is None else confidence, seed)
+    return configured_front(usable, level if confidence is None else confidence, seed,
+                            tolerance=front_tolerance(settings))
 
 
 def _view_of(front: Front, configured: ConfiguredFront | None = None) -> _View:

@@ -24,9 +24,11 @@ from studies.record import (
 )
 
 __all__ = ["ConfiguredFront", "Configuration", "configuration_of", "configurations",
-           "configured_front", "front_settings", "replicate_of", "study_front"]
+           "configured_front", "front_settings", "front_tolerance", "replicate_of",
+           "study_front"]
 
 DRAWS = 2000  # Monte Carlo draws of P(Pareto-optimal): its error is at most 0.011
+MAX_TOLERANCE_POINTS = 100.0  # [study] accuracy_tolerance is in points of accuracy
 
 
 def configuration_of(t: TrialRecord) -> str:
@@ -164,11 +166,13 @@ class ConfiguredFront:
 
 
 def configured_front(trials: Iterable[TrialRecord], confidence: float = 0.95, seed: int = 0,
-                     draws: int = DRAWS) -> ConfiguredFront:
+                     draws: int = DRAWS, tolerance: float = 0.0) -> ConfiguredFront:
     """Group ``trials`` into configurations and compute their noise-aware front (seeded: the
-    same trials give the same probabilities)."""
+    same trials give the same probabilities); ``tolerance``: accuracy (a fraction) within
+    which the faster configuration wins."""
     configs = configurations(trials)
-    return ConfiguredFront(configs, noisy_front(replicates(configs), confidence, draws, seed))
+    return ConfiguredFront(configs, noisy_front(replicates(configs), confidence, draws, seed,
+                                                tolerance=tolerance))
 
 
 def front_settings(settings: Mapping[str, Any] | None) -> tuple[float, int]:
@@ -184,8 +188,21 @@ def front_settings(settings: Mapping[str, Any] | None) -> tuple[float, int]:
     return float(confidence), seed if isinstance(seed, int) and seed >= 0 else 0
 
 
+def front_tolerance(settings: Mapping[str, Any] | None) -> float:
+    """The accuracy tolerance of a study's stored settings as a fraction (``[study]
+    accuracy_tolerance`` is in points); 0, Pareto's strict rule, for a study stored before the
+    setting (it keeps the front it had)."""
+    study = (settings or {}).get("study")
+    points = study.get("accuracy_tolerance", 0.0) if isinstance(study, Mapping) else 0.0
+    if isinstance(points, bool) or not isinstance(points, (int, float)) or not (
+            0.0 <= points <= MAX_TOLERANCE_POINTS):
+        return 0.0
+    return float(points) / 100.0
+
+
 def study_front(trials: Iterable[TrialRecord], settings: Mapping[str, Any] | None
                 ) -> ConfiguredFront:
-    """:func:`configured_front` at the confidence and seed of a study's stored settings."""
+    """:func:`configured_front` at the confidence, seed and tolerance of a study's stored
+    settings."""
     confidence, seed = front_settings(settings)
-    return configured_front(trials, confidence, seed)
+    return configured_front(trials, confidence, seed, tolerance=front_tolerance(settings))

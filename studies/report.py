@@ -238,7 +238,10 @@ def _front_blocks(cf: ConfiguredFront) -> list[Block]:
              "P(Pareto-optimal) >= 0.5, by throughput. Accuracy is the mean of a "
              f"configuration's runs, img/s their geometric mean, each with its {level} interval; "
              "P(front) is the probability that the configuration is Pareto-optimal given the "
-             "noise. " + _noise_line(cf)),
+             "noise"
+             + (f", counting accuracies within {100 * noisy.tolerance:g} points as ties that the "
+                "faster design wins ([study] accuracy_tolerance)" if noisy.tolerance else "")
+             + ". " + _noise_line(cf)),
         _confident_table(cf),
         Para(f"Of the other {_n(n - len(noisy.plausible), 'configuration')}, "
              f"{len(noisy.dominated)} confidently dominated (P(front) <= "

@@ -152,10 +152,12 @@ def honest_line(front: ConfiguredFront) -> str:
     told = (f"the {len(noisy.plausible)} plausible configurations cannot be told apart in "
             "accuracy (their intervals overlap)" if tied else
             f"the {len(noisy.plausible)} plausible configurations differ beyond the noise")
+    ties = (f"; accuracies within {100 * noisy.tolerance:g} points count as ties, won by the "
+            "faster design" if noisy.tolerance else "")
     return (f"{n} configurations, {front.replicates} runs; seed noise ±{100 * sd:.1f} accuracy "
             f"points and ±{100 * spread:.0f}% img/s per run (pooled, df {noisy.noise.df}); "
             f"{len(noisy.dominated)} confidently dominated, "
-            f"{n - len(noisy.dominated) - len(noisy.plausible)} undecided; {told}")
+            f"{n - len(noisy.dominated) - len(noisy.plausible)} undecided; {told}{ties}")
 
 
 def _tied(front: ConfiguredFront) -> bool:

@@ -81,7 +81,7 @@ def test_racing_policy_simulates_racing_against_fixed_k() -> None:
     out = _run("racing_policy.py", "--seeds", "1")
     for search in ("race", "front-first", "fixed K = 3"):
         rows = [line for line in out.splitlines() if line.startswith(f"| {search} |")]
-        assert len(rows) == 4, out  # 40, 60, 80 and 120 runs
+        assert len(rows) == 5, out  # 20 (the default budget), 40, 60, 80 and 120 runs
         explored = [float(r.split("|")[3]) for r in rows]
         assert explored == sorted(explored) and explored[-1] == 40.0  # all 40 by the end
     assert re.search(r"racing at 60 runs decides [\d.]+ configurations, fixed K = 3 at 120", out)

@@ -310,6 +310,7 @@ _AS_BEFORE_ADDED: dict[tuple[str, str], Any] = {
     ("measure", "cuda_graph"): False,  # eager forwards were timed before CUDA graph replays
     ("measure", "reuse"): False,  # every trial measured its own throughput before
     ("study", "replicates"): 1,  # every configuration was trained once before racing
+    ("study", "accuracy_tolerance"): 0.0,  # fronts were strict Pareto fronts before
 }
 
 

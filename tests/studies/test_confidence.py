@@ -21,6 +21,7 @@ from studies.confidence import (
     Replicate,
     _hypervolume_rows,
     estimate,
+    front_mask,
     noisy_front,
     pareto_mask,
     pooled_sd,
@@ -217,6 +218,81 @@ def test_pareto_mask_works_row_by_row() -> None:
         assert list(np.flatnonzero(mask[row])) == expected
 
 
+def _tolerant_front(points: list[tuple[float, float]], tolerance: float) -> set[int]:
+    """The rule of front_mask by its definition, point by point: i stays when no other point
+    that stays is at least as fast and at most ``tolerance`` less accurate (faster first)."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][1], -points[i][0]))
+    kept: list[int] = []
+    for i in order:
+        if all(points[i][0] > points[j][0] + tolerance for j in kept):
+            kept.append(i)
+    return set(kept)
+
+
+def test_front_mask_with_a_tolerance_follows_its_definition() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(2000):
+        k = int(rng.integers(1, 10))
+        a, b = rng.normal(0.9, 0.02, k), rng.normal(7.0, 1.0, k)
+        tolerance = float(rng.choice([0.001, 0.005, 0.02]))
+        mask = front_mask(a, b, tolerance)
+        points = list(zip(a, b, strict=True))
+        assert set(np.flatnonzero(mask)) == _tolerant_front(points, tolerance)
+        kept = [points[i] for i in np.flatnonzero(mask)]
+        for i in np.flatnonzero(~mask):  # a dropped point: a member is faster and close enough
+            assert any(q[1] >= points[i][1] and q[0] >= points[i][0] - tolerance for q in kept)
+        for p in kept:  # members: none faster is within the tolerance of it
+            assert not any(q[1] > p[1] and q[0] >= p[0] - tolerance for q in kept)
+        assert set(np.flatnonzero(mask)) <= set(pareto_indices(points))  # a subset of Pareto's
+
+
+def test_front_mask_without_tolerance_is_the_pareto_mask_and_rows_are_independent() -> None:
+    rng = np.random.default_rng(6)
+    a, b = rng.integers(0, 6, (40, 8)).astype(float), rng.normal(size=(40, 8)).round(1)
+    assert (front_mask(a, b, 0.0) == pareto_mask(a, b)).all()
+    a = rng.normal(0.9, 0.02, (40, 8))
+    mask = front_mask(a, b, 0.01)
+    for row in range(40):
+        assert set(np.flatnonzero(mask[row])) == _tolerant_front(
+            list(zip(a[row], b[row], strict=True)), 0.01)
+    with pytest.raises(ValueError, match="tolerance"):
+        front_mask(a, b, -0.01)
+    with pytest.raises(ValueError, match="tolerance"):
+        front_mask(a, b, math.nan)
+
+
+def test_a_chain_of_small_steps_keeps_the_clearly_better_end() -> None:
+    # A 94 (fastest), B 94.8, C 95.6 (slowest), one point of tolerance: B is within a point of
+    # A and goes; C is 1.6 points above A, the only faster member left, and stays.
+    a = np.array([0.940, 0.948, 0.956])
+    b = np.log([3000.0, 2000.0, 1000.0])
+    assert list(front_mask(a, b, 0.01)) == [True, False, True]
+
+
+def test_ties_go_to_the_faster_design_under_a_tolerance() -> None:
+    # Ten configurations whose true accuracies tie; throughput from 10x down to 1x. Without a
+    # tolerance the slowest keeps P(front) near 1/10 however many runs it gets; with half a
+    # point it is confidently dominated, and the fastest stays confidently on the front.
+    # Every configuration gets the same eight deviations: equal means, a pooled sd of 0.3
+    # points (se 0.1 per configuration), as if the truth tied exactly.
+    dev = [0.003, -0.003, 0.002, -0.002, 0.004, -0.004, 0.0, 0.0]
+    reps = [Replicate(f"c{c}", r, 0.94 + d, 1000.0 * (10 - c) * math.exp(d), 10 * c + r)
+            for c in range(10) for r, d in enumerate(dev)]
+    strict = noisy_front(reps, draws=4000, seed=1)
+    tolerant = noisy_front(reps, draws=4000, seed=1, tolerance=0.005)
+    assert strict.probability["c9"] == pytest.approx(0.1, abs=0.03)
+    assert "c9" not in strict.dominated
+    assert "c9" in tolerant.dominated and tolerant.probability["c0"] >= 0.95
+    assert set(tolerant.dominated) > set(strict.dominated)
+    assert tolerant.tolerance == 0.005 and tolerant.to_dict()["tolerance"] == 0.005
+    # With the noise unknown (one run each) the observed front follows the same rule.
+    first = [r for r in reps if r.index == 0]
+    observed = noisy_front(first, tolerance=0.005)
+    points = [(e.accuracy.mean, math.log(e.throughput.mean)) for e in observed.estimates]
+    expected = {observed.estimates[i].config for i in _tolerant_front(points, 0.005)}
+    assert {c for c, p in observed.probability.items() if p == 1.0} == expected
+
+
 def test_vectorized_hypervolume_equals_hypervolume_2d() -> None:
     rng = np.random.default_rng(2)
     a, b = rng.uniform(-0.2, 1.0, (200, 7)), rng.uniform(-50.0, 500.0, (200, 7))
@@ -271,7 +347,7 @@ def test_three_configurations_match_numerical_integration() -> None:
     means = [(0.85, math.log(1000.0)), (0.87, math.log(900.0)), (0.86, math.log(1050.0))]
     sd_a, sd_t = 0.02, 0.1
     reps = [Replicate(f"c{i}", 0, m[0], math.exp(m[1]), i) for i, m in enumerate(means)]
-    front = noisy_front(reps, draws=40_000, seed=9, prior_sd=(sd_a, sd_t))
+    front = noisy_front(reps, draws=40_000, seed=9, prior_sd=(sd_a, sd_t), pooling="none")
     x = np.linspace(0.70, 1.02, 801)
     y = np.linspace(math.log(1000.0) - 1.2, math.log(1000.0) + 1.2, 801)
     for i, (mx, my) in enumerate(means):
@@ -282,6 +358,67 @@ def test_three_configurations_match_numerical_integration() -> None:
                 inner *= 1 - np.outer(stats.norm.sf(x, nx, sd_a), stats.norm.sf(y, ny, sd_t))
         expected = np.trapezoid(np.trapezoid(inner * fy, y, axis=1) * fx, x)
         assert front.probability[f"c{i}"] == pytest.approx(expected, abs=0.01)
+
+
+def _hierarchical_posterior(means: np.ndarray, sd: float, tau_top: float, rng: np.random.Generator,
+                            draws: int) -> np.ndarray:
+    """Brute force for one objective, one replicate each, known sd: p(tau | means) on a fine grid
+    from the marginal likelihood N(means; mu·1, tau²·I + sd²·I) with mu integrated out (by its
+    flat prior), then theta | tau from the joint Gaussian posterior written as a matrix."""
+    k = len(means)
+    taus = np.linspace(0.0, tau_top, 2001)[1:]
+    logp = []
+    for tau in taus:
+        cov = (tau ** 2 + sd ** 2) * np.eye(k)
+        inv = np.linalg.inv(cov)
+        ones = np.ones(k)
+        a = ones @ inv @ ones
+        mu = ones @ inv @ means / a
+        r = means - mu
+        logp.append(-0.5 * np.linalg.slogdet(cov)[1] - 0.5 * r @ inv @ r - 0.5 * math.log(a))
+    p = np.exp(np.array(logp) - max(logp))
+    chosen = rng.choice(taus, size=draws, p=p / p.sum())
+    out = np.empty((draws, k))
+    for tau in np.unique(chosen):
+        rows = np.flatnonzero(chosen == tau)
+        # theta and mu jointly Gaussian: prior precision of theta given mu is I/tau², mu flat.
+        # Posterior precision of (theta, mu): [[I/tau² + I/sd², -1/tau²], [-1ᵀ/tau², k/tau²]].
+        prec = np.zeros((k + 1, k + 1))
+        prec[:k, :k] = np.eye(k) * (1 / tau ** 2 + 1 / sd ** 2)
+        prec[:k, k] = prec[k, :k] = -1 / tau ** 2
+        prec[k, k] = k / tau ** 2
+        cov = np.linalg.inv(prec)
+        centre = cov @ np.concatenate([means / sd ** 2, [0.0]])
+        out[rows] = rng.multivariate_normal(centre, cov, size=rows.size)[:, :k]
+    return out
+
+
+def test_partial_pooling_matches_a_brute_force_hierarchical_posterior() -> None:
+    # Five configurations, one replicate each, known noise (a prior sd): P(front) from the
+    # tool's sequential draws (tau, then mu, then theta) against the joint Gaussian posterior
+    # of (theta, mu) at each tau of a fine grid, weighted by the exact p(tau | means).
+    rng = np.random.default_rng(12)
+    acc = np.array([0.90, 0.93, 0.91, 0.95, 0.92])
+    log_thr = np.log([3000.0, 2500.0, 2800.0, 1200.0, 2000.0])
+    sd_a, sd_t = 0.02, 0.15
+    reps = [Replicate(f"c{i}", 0, float(a), float(math.exp(t)), i)
+            for i, (a, t) in enumerate(zip(acc, log_thr, strict=True))]
+    front = noisy_front(reps, draws=40_000, seed=2, prior_sd=(sd_a, sd_t))
+    top_a = 4 * float(np.std(acc, ddof=1)) + 4 * sd_a
+    top_t = 4 * float(np.std(log_thr, ddof=1)) + 4 * sd_t
+    a_true = _hierarchical_posterior(acc, sd_a, top_a, rng, 40_000)
+    t_true = _hierarchical_posterior(log_thr, sd_t, top_t, rng, 40_000)
+    expected = pareto_mask(a_true, t_true).mean(axis=0)
+    for i in range(5):
+        assert front.probability[f"c{i}"] == pytest.approx(expected[i], abs=0.015)
+    flat = noisy_front(reps, draws=40_000, seed=2, prior_sd=(sd_a, sd_t), pooling="none")
+    # Pooling matters here: the fast, less accurate c0 is pulled towards the others.
+    assert max(abs(flat.probability[f"c{i}"] - expected[i]) for i in range(5)) > 0.03
+
+
+def test_pooling_must_be_known() -> None:
+    with pytest.raises(ValueError, match="pooling"):
+        noisy_front(_replicates(random.Random(1), 4, (2, 3)), pooling="full")
 
 
 def test_with_vanishing_noise_the_front_is_the_observed_front() -> None:
