@@ -92,6 +92,15 @@ CompileOpt = Annotated[bool, typer.Option(
 PrecisionOpt = Annotated[str | None, typer.Option(
     help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 ([train] precision): training, "
          "evaluation and throughput.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")]
+# The options `study run` and `study worker` share.
+TimeoutOpt = Annotated[float | None, typer.Option(
+    help="Start no new trial after this many seconds.")]
+MaxFailuresOpt = Annotated[int, typer.Option(
+    help="Stop after this many consecutive failed trials.")]
+KeepCheckpointsOpt = Annotated[str, typer.Option(
+    help="Keep trained weights of: pareto (the observed front and every configuration "
+         "not confidently dominated), all or none.")]
 
 
 def _version(value: bool) -> None:
@@ -167,9 +176,7 @@ def study_run(
     trials: Annotated[int | None, typer.Option(
         help="Total finished trials (COMPLETE + PRUNED) the study aims for."
     )] = None,
-    timeout: Annotated[float | None, typer.Option(
-        help="Start no new trial after this many seconds."
-    )] = None,
+    timeout: TimeoutOpt = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs per trial.")] = None,
     sampler: Annotated[str | None, typer.Option(
         help="tpe (default), nsga2, nsga3, random, grid, gp or bruteforce."
@@ -179,14 +186,9 @@ def study_run(
         help='Training runs per configuration: "race" (seeds where they change the answer, '
              "the default) or K (every configuration K times; 1: one seed each)."
     )] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
-    max_failures: Annotated[int, typer.Option(
-        help="Stop after this many consecutive failed trials."
-    )] = 5,
-    keep_checkpoints: Annotated[str, typer.Option(
-        help="Keep trained weights of: pareto (the observed front and every configuration "
-             "not confidently dominated), all or none."
-    )] = "pareto",
+    device: DeviceOpt = "auto",
+    max_failures: MaxFailuresOpt = 5,
+    keep_checkpoints: KeepCheckpointsOpt = "pareto",
     prune: Annotated[bool | None, typer.Option(
         "--prune/--no-prune",
         help="Multi-objective early stopping (MO-ASHA) of weak trials (default: off)."
@@ -246,23 +248,16 @@ def study_run(
 def study_worker(
     name: Annotated[str, typer.Option("--name", "-n", help="The study to join.")],
     storage: StorageOpt = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
-    timeout: Annotated[float | None, typer.Option(
-        help="Start no new trial after this many seconds."
-    )] = None,
+    device: DeviceOpt = "auto",
+    timeout: TimeoutOpt = None,
     worker_index: Annotated[int, typer.Option(
         help="This worker's index on its machine (varies the sampler seed)."
     )] = 0,
     workers: Annotated[int, typer.Option(
         help="Workers sharing this machine (splits the CPU threads between them)."
     )] = 1,
-    max_failures: Annotated[int, typer.Option(
-        help="Stop after this many consecutive failed trials."
-    )] = 5,
-    keep_checkpoints: Annotated[str, typer.Option(
-        help="Keep trained weights of: pareto (the observed front and every configuration "
-             "not confidently dominated), all or none."
-    )] = "pareto",
+    max_failures: MaxFailuresOpt = 5,
+    keep_checkpoints: KeepCheckpointsOpt = "pareto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the summary.")] = False,
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
@@ -344,7 +339,7 @@ def model_list(fmt: FormatOpt = Format.TABLE) -> None:
 def model_bench(
     sets: ModelParamOpt = None,
     dataset: Annotated[str, typer.Option(help="Dataset whose image shape to use.")] = "digits",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
+    device: DeviceOpt = "auto",
     threads: Annotated[int, typer.Option(help="torch threads (0: torch's default).")] = 0,
     compile_: CompileOpt = False,
     precision: PrecisionOpt = None,
@@ -367,7 +362,7 @@ def model_train(
     data_dir: Annotated[str | None, typer.Option(help="Where torchvision datasets are.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed (with the configuration).")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
+    device: DeviceOpt = "auto",
     out_path: Annotated[Path | None, typer.Option(
         "--out", help="Save the trained checkpoint here."
     )] = None,
@@ -629,7 +624,7 @@ def study_confirm(
     storage: StorageOpt = None,
     seeds: Annotated[int, typer.Option(
         help="Fresh seeds per plausible configuration (never used by the search).")] = 3,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:K.")] = "auto",
+    device: DeviceOpt = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result.")] = False,
     fmt: FormatOpt = Format.TABLE,
 ) -> None:

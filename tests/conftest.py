@@ -14,40 +14,37 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 # Small enough that a trial takes about a second on 2 busy CPU cores; one thread because other
 # work on the machine slows multi-threaded matmuls far more than single-threaded ones.
-# The [measure] table every tiny test study uses: quick, single-threaded, measured once.
-TINY_MEASURE = """\
+TINY_MODEL = "[model]\ndim = 16\ndepth = 1\n"
+# The [measure] table every tiny test study uses: quick, measured once, single-threaded unless
+# a test asks for another ``threads`` (0: the cores shared among the workers).
+TINY_MEASURE_TEMPLATE = """\
 [measure]
 batch_size = 64
 warmup = 1
 min_iters = 3
 min_time = 0.05
 retries = 0  # a noisy tiny measurement is not taken again in tests (see test_fastpath)
-threads = 1
+threads = {threads}
 """
-TINY_SETTINGS = """\
-[model]
-dim = 16
-depth = 1
-
-""" + TINY_MEASURE + """
-[space]
-{space}
-"""
+TINY_MEASURE = TINY_MEASURE_TEMPLATE.format(threads=1)
 TINY_SPACE = "mem_size = [8, 16]\nheads = [1, 2]"
 EXPLORE = Path(sys.executable).with_name("explore")
 OPTUNA = Path(sys.executable).with_name("optuna")
 STORAGE_ENV = ("EXPLORE_STORAGE", "EXPLORE_ARTIFACTS", "OPTUNA_STORAGE")
 
 
-def write_tiny_config(directory: Path, space: str = TINY_SPACE, name: str | None = None) -> Path:
-    """Write ``tiny.toml`` (tiny model, quick measurement, the given ``[space]`` body)."""
-    text = TINY_SETTINGS.format(space=space)
+def write_tiny_config(directory: Path, space: str = TINY_SPACE, name: str | None = None,
+                      threads: int = 1) -> Path:
+    """Write ``tiny.toml`` (tiny model, quick measurement on ``threads`` threads, the given
+    ``[space]`` body)."""
+    text = (f"{TINY_MODEL}\n{TINY_MEASURE_TEMPLATE.format(threads=threads)}\n"
+            f"[space]\n{space}\n")
     if name is not None:
         text = f'[study]\nname = "{name}"\n\n' + text
     path = directory / "tiny.toml"
@@ -55,11 +52,41 @@ def write_tiny_config(directory: Path, space: str = TINY_SPACE, name: str | None
     return path
 
 
-def tiny_study_toml(space: str, study: str = "warm_start = 0", train: str = "epochs = 1") -> str:
-    """A whole settings file for a tiny study: ``[study]`` lines, the tiny model, ``[train]``
-    lines, the quick measurement and the ``[space]`` body."""
-    return (f"[study]\n{study}\n\n[model]\ndim = 16\ndepth = 1\n\n[train]\n{train}\n\n"
+def tiny_study_toml(space: str, study: str = "warm_start = 0", train: str = "epochs = 1",
+                    data: str | None = None) -> str:
+    """A whole settings file for a tiny study: ``[study]`` lines, ``[data]`` lines if any, the
+    tiny model, ``[train]`` lines, the quick measurement and the ``[space]`` body."""
+    data_table = "" if data is None else f"[data]\n{data}\n\n"
+    return (f"[study]\n{study}\n\n{data_table}{TINY_MODEL}\n[train]\n{train}\n\n"
             f"{TINY_MEASURE}\n[space]\n{space}\n")
+
+
+def run_replicated_study(directory: Path, name: str, data: str | None = None) -> str:
+    """``explore study run`` of a tiny study in ``directory``: 4 trials of one epoch, mem_size
+    8 and 16 trained twice each (``--replicates 2``), no checkpoints kept, ``data`` the
+    ``[data]`` lines if any. Returns the storage URL (``NAME.db``)."""
+    (directory / f"{name}.toml").write_text(tiny_study_toml(
+        "mem_size = [8, 16]\nheads = [1]", study="trials = 4\nwarm_start = 0\nreplicates = 2",
+        data=data), encoding="utf-8")
+    url = f"sqlite:///{directory / f'{name}.db'}"
+    proc = run_explore(directory, "study", "run", "--name", name, "--storage", url, "-c",
+                       f"{name}.toml", "--keep-checkpoints", "none", "-q", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return url
+
+
+def assert_retrained(url: str, name: str, trials: Iterable[Any], directory: Path) -> None:
+    """Retraining each of ``trials`` as ``study models`` does (weights into ``directory``)
+    reproduces its stored accuracy exactly."""
+    from explore.run.export_models import _Retrainer
+    from explore.search.racing import record_of
+    from studies.catalog import open_catalog
+
+    with open_catalog(url) as catalog:
+        retrain = _Retrainer(catalog.study(name), "cpu")
+    for t in trials:
+        assert retrain(record_of(t), directory / f"t{t.number}.pt", print)[
+            "retrained_accuracy"] == t.values[0]
 
 
 def run_explore(cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -70,14 +97,25 @@ def run_explore(cwd: Path, *args: str, timeout: float = 600) -> subprocess.Compl
 
 
 @contextmanager
-def spawned(cwd: Path, env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """``start(*args)`` runs ``explore ARGS`` in the background in ``cwd``; whatever is still
-    running when the block ends is killed, and every process is reaped."""
+def spawned(cwd: Path, env: dict[str, str], to_files: bool = False
+            ) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``start(*args)`` runs ``explore ARGS`` in the background in ``cwd``, stdout and stderr
+    piped. With ``to_files`` they go to ``cwd/LOG-I.out`` and ``cwd/LOG-I.err`` instead
+    (``start(*args, log=LOG)``; I numbers the processes started; ``proc.stderr_path`` is the
+    ``.err`` file): for runs that print more than a pipe holds before the test reads it.
+    Whatever is still running when the block ends is killed, and every process is reaped."""
     started: list[subprocess.Popen[str]] = []
+    files: list[IO[str]] = []
 
-    def start(*args: str) -> subprocess.Popen[str]:
+    def start(*args: str, log: str = "run") -> subprocess.Popen[str]:
+        stem = cwd / f"{log}-{len(started)}"
+        if to_files:
+            files.extend((open(f"{stem}.out", "w"), open(f"{stem}.err", "w")))
+        out, err = files[-2:] if to_files else (subprocess.PIPE, subprocess.PIPE)
         proc = subprocess.Popen([str(EXPLORE), *args], cwd=cwd, env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdout=out, stderr=err)
+        if to_files:
+            proc.stderr_path = Path(f"{stem}.err")  # type: ignore[attr-defined]
         started.append(proc)
         return proc
 
@@ -88,6 +126,8 @@ def spawned(cwd: Path, env: dict[str, str]) -> Iterator[Callable[..., subprocess
             if proc.poll() is None:
                 proc.kill()
             proc.communicate(timeout=30)
+        for f in files:
+            f.close()
 
 
 def kill_when(workers: Sequence[subprocess.Popen[str]], running: Callable[[], Iterable[Any]],

@@ -8,7 +8,6 @@ run on a quiet machine, never here.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import subprocess
 import sys
@@ -19,26 +18,10 @@ from typing import Any
 import pytest
 
 from studies.record import ATTR_CONFIGURATION, ATTR_REPLICATE, TrialRecord
+from tests.conftest import clean_env, write_tiny_config
 
 REPO = Path(__file__).resolve().parent.parent
 
-SMALL = """\
-[model]
-dim = 16
-depth = 1
-
-[measure]
-batch_size = 64
-warmup = 1
-min_iters = 3
-min_time = 0.05
-retries = 0
-threads = 1
-
-[space]
-norm = ["softmax", "double"]
-heads = [1, 2]
-"""
 TABLES = ("## runs", "## contradictions", "## 95% intervals", "## sharpness", "## decisions",
           "## double vs softmax", "## plausible fronts' overlap", "## what racing saves",
           "## the default demo")
@@ -189,11 +172,8 @@ def _check_counts(out: str) -> None:
 
 @pytest.mark.slow
 def test_a_tiny_run_prints_every_table_with_consistent_figures(tmp_path: Path) -> None:
-    config = tmp_path / "small.toml"
-    config.write_text(SMALL, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("EXPLORE_STORAGE", "EXPLORE_ARTIFACTS", "OPTUNA_STORAGE")}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    config = write_tiny_config(tmp_path, space='norm = ["softmax", "double"]\nheads = [1, 2]')
+    env = {**clean_env(), "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "repeatability.py"),
                            "--epochs", "1", "--trials", "6", "--fixed-k", "2", "--device", "cpu",
                            "--config", str(config), "--workdir", str(tmp_path / "runs")],

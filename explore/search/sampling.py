@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import optuna
@@ -158,20 +158,21 @@ def _admits(distribution: BaseDistribution, value: Any) -> bool:
     return False
 
 
+# The samplers that need nothing but their seed.
+_SEEDED: dict[str, Callable[..., BaseSampler]] = {
+    "tpe": optuna.samplers.TPESampler,
+    "nsga2": optuna.samplers.NSGAIISampler,
+    "nsga3": optuna.samplers.NSGAIIISampler,
+    "random": optuna.samplers.RandomSampler,
+    "gp": optuna.samplers.GPSampler,
+    "bruteforce": optuna.samplers.BruteForceSampler,
+}
+
+
 def _base_sampler(settings: Settings, seed: int) -> optuna.samplers.BaseSampler:
     name = settings.study.sampler
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "nsga3":
-        return optuna.samplers.NSGAIIISampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    if name == "bruteforce":
-        return optuna.samplers.BruteForceSampler(seed=seed)
+    if name in _SEEDED:
+        return _SEEDED[name](seed=seed)
     if name == "grid":
         from studies.errors import UsageError
 

@@ -36,6 +36,15 @@ def _hold_shared(lock: MachineLock, events: list[str], name: str,
         events.append(f"{name} out")
 
 
+def _epoch_running(lock: MachineLock, events: list[str], name: str) -> threading.Thread:
+    """A thread holding ``lock``'s shared side as a training epoch does, once it holds it."""
+    started = threading.Event()
+    trainer = threading.Thread(target=_hold_shared, args=(lock, events, name, started))
+    trainer.start()
+    started.wait(5)
+    return trainer
+
+
 def queued(lock: MachineLock, measurer: threading.Thread, timeout: float = 10.0) -> None:
     """Wait until the ``measurer`` holds the turnstile (new epochs would wait behind it), or
     has measured already."""
@@ -50,10 +59,7 @@ def queued(lock: MachineLock, measurer: threading.Thread, timeout: float = 10.0)
 def test_exclusive_waits_for_the_running_epoch(tmp_path: Path) -> None:
     lock = MachineLock(tmp_path)
     events: list[str] = []
-    started = threading.Event()
-    trainer = threading.Thread(target=_hold_shared, args=(lock, events, "epoch", started))
-    trainer.start()
-    started.wait(5)
+    trainer = _epoch_running(lock, events, "epoch")
     with lock.exclusive():
         events.append("measure")
     trainer.join()
@@ -63,10 +69,7 @@ def test_exclusive_waits_for_the_running_epoch(tmp_path: Path) -> None:
 def test_a_waiting_measurement_goes_before_new_epochs(tmp_path: Path) -> None:
     lock = MachineLock(tmp_path)
     events: list[str] = []
-    started = threading.Event()
-    first = threading.Thread(target=_hold_shared, args=(lock, events, "epoch 1", started))
-    first.start()
-    started.wait(5)
+    first = _epoch_running(lock, events, "epoch 1")
 
     def measure() -> None:
         with lock.exclusive():
@@ -94,10 +97,7 @@ def test_epochs_share_and_a_disabled_lock_excludes_nothing(tmp_path: Path) -> No
     assert events[:2] == ["e0 in", "e1 in"] or events[:2] == ["e1 in", "e0 in"]
 
     events.clear()
-    started = threading.Event()
-    trainer = threading.Thread(target=_hold_shared, args=(lock, events, "epoch", started))
-    trainer.start()
-    started.wait(5)
+    trainer = _epoch_running(lock, events, "epoch")
     with MachineLock(tmp_path, enabled=False).exclusive():
         events.append("measure")
     trainer.join()

@@ -18,25 +18,7 @@ from optuna.trial import TrialState, create_trial
 from explore.config import Settings
 from explore.engine.device import torch_threads, usable_cpus
 from explore.run.runner import measure_threads
-from tests.conftest import EXPLORE, clean_env
-
-ALL_CORES_TOML = """\
-[model]
-dim = 16
-depth = 1
-
-[measure]
-batch_size = 64
-warmup = 1
-min_iters = 3
-min_time = 0.05
-retries = 0
-threads = 0
-
-[space]
-mem_size = [8, 16, 32]
-heads = [1, 2]
-"""
+from tests.conftest import EXPLORE, clean_env, write_tiny_config
 
 
 def _trial(threads: int, duplicate_of: int | None = None) -> optuna.trial.FrozenTrial:
@@ -74,11 +56,11 @@ def test_torch_threads_restores_the_count() -> None:
 @pytest.mark.skipif(usable_cpus() < 2, reason="needs 2 CPUs: one worker per core must differ "
                                                "from one worker on all cores")
 def test_a_study_continued_with_more_workers_measures_as_it_began(tmp_path: Path) -> None:
-    (tmp_path / "all.toml").write_text(ALL_CORES_TOML, encoding="utf-8")
+    write_tiny_config(tmp_path, space="mem_size = [8, 16, 32]\nheads = [1, 2]", threads=0)
 
     def run(trials: int, workers: str) -> None:
         proc = subprocess.run([str(EXPLORE), "study", "run", "--name", "t", "--config",
-                               "all.toml", "--epochs", "1", "--trials", str(trials),
+                               "tiny.toml", "--epochs", "1", "--trials", str(trials),
                                "--workers", workers, "--warm-start", "0", "-f", "json"],
                               cwd=tmp_path, env=clean_env(), capture_output=True, text=True,
                               timeout=300)

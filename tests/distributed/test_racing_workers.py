@@ -35,7 +35,7 @@ from studies.record import (
     ATTR_WORKER,
 )
 from studies.storage import open_storage, parse_storage
-from tests.conftest import EXPLORE, TINY_MEASURE, epochs_done, kill_when, spawned
+from tests.conftest import EXPLORE, epochs_done, kill_when, spawned, tiny_study_toml
 
 pytestmark = pytest.mark.slow
 
@@ -43,23 +43,10 @@ NAME = "race"
 BUDGET = 7
 CONFIGURATIONS = 3
 EPOCHS = 3
-CONFIG = f"""\
-[study]
-warm_start = 0
-prune = false
-
-[model]
-dim = 16
-depth = 1
-
-[train]
-epochs = {EPOCHS}
-state_interval = 0.0  # a state (and the history) after every epoch: a kill can follow one
-
-{TINY_MEASURE}
-[space]
-weight_decay = [0.04, 0.05, 0.06]
-"""
+CONFIG = tiny_study_toml(
+    "weight_decay = [0.04, 0.05, 0.06]", study="warm_start = 0\nprune = false",
+    # a state (and the history) after every epoch: a kill can follow one
+    train=f"epochs = {EPOCHS}\nstate_interval = 0.0")
 Env = Callable[..., dict[str, str]]
 
 

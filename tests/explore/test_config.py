@@ -32,6 +32,16 @@ def write(tmp_path: Path, text: str, name: str = "settings.toml") -> Path:
     return path
 
 
+def refusal(path: Path, line: int) -> str:
+    """The message of the usage error that reading the settings file ``path`` raises, which
+    must begin with ``path:line: ``."""
+    with pytest.raises(UsageError) as info:
+        from_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:{line}: "), message
+    return message
+
+
 def spec(space: SearchSpace, name: str) -> ParamSpec:
     found = space.get(name)
     assert found is not None, f"{name} is not searched"
@@ -141,10 +151,7 @@ def test_missing_file_and_top_level_values(tmp_path: Path) -> None:
 
 def test_unknown_section_names_it_and_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, "[study]\ntrials = 3\n\n[training]\nepochs = 2\n")
-    with pytest.raises(UsageError) as info:
-        from_file(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}:4: ") and "unknown section [training]" in message
+    assert "unknown section [training]" in refusal(path, line=4)
 
 
 @pytest.mark.parametrize(
@@ -163,12 +170,7 @@ def test_unknown_section_names_it_and_its_line(tmp_path: Path) -> None:
 )
 def test_unknown_key_names_it_and_its_line(tmp_path: Path, text: str, line: int,
                                            expected: str) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(UsageError) as info:
-        from_file(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}:{line}: "), message
-    assert expected in message
+    assert expected in refusal(write(tmp_path, text), line)
 
 
 @pytest.mark.parametrize(
@@ -190,11 +192,7 @@ def test_unknown_key_names_it_and_its_line(tmp_path: Path, text: str, line: int,
 def test_wrong_types_name_the_key_and_line(tmp_path: Path, section: str, assignment: str,
                                            expected: str) -> None:
     path = write(tmp_path, f"[{section}]\n# a comment\n{assignment}\n")
-    with pytest.raises(UsageError) as info:
-        from_file(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}:3: "), message
-    assert expected in message
+    assert expected in refusal(path, line=3)
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -23,7 +25,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from tests.conftest import EXPLORE, clean_env, write_tiny_config
+from tests.conftest import EXPLORE, clean_env, spawned, write_tiny_config
 
 NAME = "d"
 EPOCHS = 2
@@ -118,6 +120,39 @@ def running_twin(study: optuna.Study, params: dict, pid: int) -> optuna.Trial:
     return twin
 
 
+@dataclass(frozen=True)
+class BehindTwin:
+    study: optuna.Study
+    twin: optuna.Trial  # RUNNING, owned by another process
+    waiter: FrozenTrial  # the same configuration, RUNNING in ``proc``, its key known
+    proc: subprocess.Popen[str]  # ``explore study run`` with a budget of 4
+
+
+@contextmanager
+def behind_twin(directory: Path, pid: int) -> Iterator[BehindTwin]:
+    """An untried configuration RUNNING in process ``pid`` (the twin) and enqueued again, and
+    ``explore study run`` in the background until its trial of the enqueued configuration (the
+    waiter) runs and knows its key (it then looks for twins). Budget 4: the two trained trials,
+    a slot the twin holds while it runs, and one for the waiter. The run is killed if it is
+    still running when the block ends."""
+    study = load(directory)
+    params = untried(study)
+    twin = running_twin(study, params, pid)
+    study.enqueue_trial(params)
+    number = len(study.trials) - 1
+    with spawned(directory, clean_env()) as start:
+        proc = start(*run_args(4), "-f", "json")
+        waiter = wait_for_key(study, number, timeout=120)
+        yield BehindTwin(study, twin, waiter, proc)
+
+
+def finished_output(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The stdout of ``proc`` once it has ended, which it must do with exit code 0."""
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return out
+
+
 def ask_fixed(study: optuna.Study, params: dict) -> optuna.Trial:
     """``study.ask`` with ``params`` fixed: enqueue them, then ask takes the queued trial."""
     study.enqueue_trial(params)
@@ -158,33 +193,18 @@ def test_a_complete_configuration_is_answered_from_the_study(study_dir: Path) ->
 @pytest.mark.slow
 def test_a_twin_running_elsewhere_is_waited_for_not_trained_twice(
         study_dir: Path, sleeper: subprocess.Popen) -> None:
-    study = load(study_dir)
-    params = untried(study)
-    twin = running_twin(study, params, sleeper.pid)
-    study.enqueue_trial(params)
-    waiter_number = len(study.trials) - 1
-
-    proc = subprocess.Popen([str(EXPLORE), *run_args(4), "-f", "json"], cwd=study_dir,
-                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        waiter = wait_for_key(study, waiter_number, timeout=120)
-        assert waiter.user_attrs.get("config_key") == twin.user_attrs["config_key"]
+    with behind_twin(study_dir, sleeper.pid) as run:
+        assert run.waiter.user_attrs.get("config_key") == run.twin.user_attrs["config_key"]
         time.sleep(3.0)  # it keeps waiting: the twin's process is alive
-        waiter = study.trials[waiter_number]
+        waiter = run.study.trials[run.waiter.number]
         assert waiter.state == TrialState.RUNNING
         assert "history" not in waiter.user_attrs and "model_config" not in waiter.user_attrs
-        study.tell(twin, [0.5, 1234.0])  # the other process finishes the experiment
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
+        run.study.tell(run.twin, [0.5, 1234.0])  # the other process finishes the experiment
+        out = finished_output(run.proc, timeout=240)
     study = load(study_dir)
-    waiter = study.trials[waiter_number]
+    waiter = study.trials[run.waiter.number]
     assert waiter.state == TrialState.COMPLETE
-    assert waiter.user_attrs["duplicate_of"] == twin.number
+    assert waiter.user_attrs["duplicate_of"] == run.twin.number
     assert waiter.values == [0.5, 1234.0]
     assert "history" not in waiter.user_attrs
     # The budget of 4: two trained before, the twin, one more trained after the wait.
@@ -195,35 +215,19 @@ def test_a_twin_running_elsewhere_is_waited_for_not_trained_twice(
 @pytest.mark.slow
 def test_a_twin_whose_process_dies_is_no_longer_waited_for(
         study_dir: Path, sleeper: subprocess.Popen) -> None:
-    study = load(study_dir)
-    params = untried(study)
-    twin = running_twin(study, params, sleeper.pid)
-    study.enqueue_trial(params)
-    waiter_number = len(study.trials) - 1
-
-    # Budget 4: the twin holds a slot while it runs, and the waiter needs one.
-    proc = subprocess.Popen([str(EXPLORE), *run_args(4), "-f", "json"], cwd=study_dir,
-                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
-        wait_for_key(study, waiter_number, timeout=120)
+    with behind_twin(study_dir, sleeper.pid) as run:
         time.sleep(1.5)
         sleeper.kill()  # the process training the twin dies mid-trial
         sleeper.wait()
-        out, err = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
+        out = finished_output(run.proc, timeout=180)
     study = load(study_dir)
-    assert study.trials[twin.number].state == TrialState.FAIL  # recovered as an orphan
-    waiter = study.trials[waiter_number]
+    assert study.trials[run.twin.number].state == TrialState.FAIL  # recovered as an orphan
+    waiter = study.trials[run.waiter.number]
     assert waiter.state == TrialState.COMPLETE
     assert not is_duplicate(waiter)  # nobody else could answer it: trained once, here
     assert len(waiter.user_attrs["history"]) == EPOCHS
     # The dead twin was re-queued; its retry is then answered by the waiter, for free.
-    retry = next(t for t in study.trials if t.user_attrs.get("retried_trial") == twin.number)
+    retry = next(t for t in study.trials if t.user_attrs.get("retried_trial") == run.twin.number)
     assert retry.state == TrialState.COMPLETE
     assert retry.user_attrs["duplicate_of"] == waiter.number
     assert json.loads(out)["finished"] == 4

@@ -37,27 +37,11 @@ from studies.record import (
     ATTR_RETRIED,
     ATTR_WORKER,
 )
-from tests.conftest import EXPLORE, TINY_MEASURE, clean_env
+from tests.conftest import EXPLORE, clean_env, tiny_study_toml
 
 NAME = "race"
-CONFIG = """\
-[study]
-warm_start = 0
-prune = false
-
-[model]
-dim = 16
-depth = 1
-
-[train]
-epochs = 2
-batch_size = 32  # trials of about a second: a kill lands inside one
-state_interval = 0.0
-
-""" + TINY_MEASURE + """
-[space]
-{space}
-"""
+# Trials of about a second (batch 32): a kill lands inside one.
+TRAIN = "epochs = 2\nbatch_size = 32\nstate_interval = 0.0"
 
 
 @dataclass(frozen=True)
@@ -84,7 +68,8 @@ def _env(directory: Path) -> dict[str, str]:
 
 def _args(directory: Path, case: Case, workers: int = 2) -> list[str]:
     config = directory / "race.toml"
-    config.write_text(CONFIG.format(space=case.space), encoding="utf-8")
+    config.write_text(tiny_study_toml(case.space, study="warm_start = 0\nprune = false",
+                                      train=TRAIN), encoding="utf-8")
     return [str(EXPLORE), "study", "run", "--name", NAME, "--storage",
             f"sqlite:///{directory / 'race.db'}", "--config", str(config), "--trials",
             str(case.budget), "--replicates", case.replicates, "--workers", str(workers),

@@ -3,7 +3,6 @@ same one for every configuration's replicate r (paired), and retraining finds it
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from explore.engine.data import load_dataset
 from explore.plan import plan_trial, split_seed
 from explore.search.objective import Objective
 from studies.errors import UsageError
-from tests.conftest import EXPLORE, TINY_MEASURE, clean_env
+from tests.conftest import assert_retrained, run_replicated_study
 
 
 def test_split_seed_is_the_study_seed_unless_asked_and_shared_across_configurations() -> None:
@@ -62,23 +61,7 @@ def test_bad_split_settings_are_refused(data: dict[str, str], says: str) -> None
 
 @pytest.mark.slow
 def test_a_replicate_split_study_retrains_to_the_stored_accuracy(tmp_path: Path) -> None:
-    (tmp_path / "s.toml").write_text(
-        "[study]\ntrials = 4\nwarm_start = 0\nreplicates = 2\n[data]\nsplit = \"replicate\"\n"
-        "[model]\ndim = 16\ndepth = 1\n[train]\nepochs = 1\n" + TINY_MEASURE
-        + "[space]\nmem_size = [8, 16]\nheads = [1]\n", encoding="utf-8")
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    proc = subprocess.run([str(EXPLORE), "study", "run", "--name", "s", "--storage", url, "-c",
-                           "s.toml", "--keep-checkpoints", "none", "-q"], cwd=tmp_path,
-                          env=clean_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    from explore.run.export_models import _Retrainer
-    from explore.search.racing import record_of
-    from studies.catalog import open_catalog
-
+    url = run_replicated_study(tmp_path, "s", data='split = "replicate"')
     trials = optuna.load_study(study_name="s", storage=url).trials
     assert sorted(t.user_attrs["replicate"] for t in trials) == [0, 0, 1, 1]
-    with open_catalog(url) as catalog:
-        retrain = _Retrainer(catalog.study("s"), "cpu")
-    for t in trials:  # replicate 1 only reproduces on its own hold-out
-        assert retrain(record_of(t), tmp_path / f"t{t.number}.pt", print)[
-            "retrained_accuracy"] == t.values[0]
+    assert_retrained(url, "s", trials, tmp_path)  # replicate 1 only on its own hold-out

@@ -9,7 +9,6 @@ dim-16 model, 6 epochs of ~0.3 s) so that a kill can land inside a trial.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -24,10 +23,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import TINY_MEASURE
+from tests.conftest import EXPLORE, TINY_MEASURE, clean_env, spawned
 
-EXPLORE = Path(sys.executable).with_name("explore")
-STORAGE_ENV = ("EXPLORE_STORAGE", "EXPLORE_ARTIFACTS", "OPTUNA_STORAGE")
 EPOCHS = 6
 CONFIG = """\
 [study]
@@ -63,38 +60,15 @@ def write_config(directory: Path, epochs: int = EPOCHS, batch: int = 16,
 def env_for(directory: Path) -> dict[str, str]:
     """No storage overrides; a private temp dir, so the machine lock of other explore runs on
     this machine (other test sessions) cannot slow these down."""
-    env = {k: v for k, v in os.environ.items() if k not in STORAGE_ENV}
-    env["TMPDIR"] = str(directory)
-    return env
+    return {**clean_env(), "TMPDIR": str(directory)}
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    """``spawn(*args)`` starts ``explore`` in ``tmp_path`` (stdout/stderr to files); every
-    process still alive at the end is killed."""
-    started: list[subprocess.Popen[bytes]] = []
-    logs: list[Any] = []
-
-    def start(*args: str, log: str = "run") -> subprocess.Popen[bytes]:
-        index = len(started)
-        out = open(tmp_path / f"{log}-{index}.out", "wb")  # closed at teardown
-        err = open(tmp_path / f"{log}-{index}.err", "wb")
-        logs.extend((out, err))
-        proc = subprocess.Popen([str(EXPLORE), *args], cwd=tmp_path, env=env_for(tmp_path),
-                                stdout=out, stderr=err)
-        proc.stderr_path = tmp_path / f"{log}-{index}.err"  # type: ignore[attr-defined]
-        started.append(proc)
-        return proc
-
-    try:
+def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``spawn(*args, log=LOG)`` starts ``explore`` in ``tmp_path`` (stdout/stderr to files);
+    every process still alive at the end is killed."""
+    with spawned(tmp_path, env_for(tmp_path), to_files=True) as start:
         yield start
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=30)
-        for f in logs:
-            f.close()
 
 
 def run_to_end(directory: Path, *args: str,
@@ -132,7 +106,7 @@ def running(db: Path) -> list[dict[str, Any]]:
     return sorted(trials.values(), key=lambda t: t["number"])
 
 
-def wait_for(condition: Callable[[], Any], proc: subprocess.Popen[bytes], timeout: float,
+def wait_for(condition: Callable[[], Any], proc: subprocess.Popen[str], timeout: float,
              what: str) -> Any:
     """Poll ``condition`` until it is truthy; fail if ``proc`` ends or time runs out first."""
     deadline = time.monotonic() + timeout
@@ -217,7 +191,7 @@ BUDGET = 4
 
 @pytest.mark.slow
 def test_kill_9_at_random_points_then_the_same_command_finishes_exactly(
-        tmp_path: Path, spawn: Callable[..., subprocess.Popen[bytes]]) -> None:
+        tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]) -> None:
     rng = random.Random(20210502)
     write_config(tmp_path, state_interval=0.0)  # the first kill waits for a saved epoch
     db = tmp_path / "explore.db"
@@ -291,7 +265,7 @@ def test_kill_9_at_random_points_then_the_same_command_finishes_exactly(
 ], ids=["SIGINT-saved-each-epoch", "SIGTERM-not-yet-saved"])
 def test_a_signal_stops_after_the_epoch_and_the_run_continues(
         signum: int, code: int, state_interval: float, tmp_path: Path,
-        spawn: Callable[..., subprocess.Popen[bytes]]) -> None:
+        spawn: Callable[..., subprocess.Popen[str]]) -> None:
     write_config(tmp_path, state_interval=state_interval)
     db = tmp_path / "explore.db"
     args = ("study", "run", "--name", "sig", "--config", "tiny.toml", "--trials", "1",
@@ -342,7 +316,7 @@ def test_a_signal_stops_after_the_epoch_and_the_run_continues(
 
 @pytest.mark.slow
 def test_a_second_sigint_exits_at_once_and_the_next_run_recovers_the_trial(
-        tmp_path: Path, spawn: Callable[..., subprocess.Popen[bytes]]) -> None:
+        tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]]) -> None:
     write_config(tmp_path, epochs=1, batch=2)  # an epoch of seconds: a graceful stop would wait
     db = tmp_path / "explore.db"
     args = ("study", "run", "--name", "twice", "--config", "tiny.toml", "--trials", "1")
@@ -374,7 +348,7 @@ def test_a_second_sigint_exits_at_once_and_the_next_run_recovers_the_trial(
 
 @pytest.mark.slow
 def test_two_workers_on_one_sqlite_file_lose_no_trial(
-        tmp_path: Path, spawn: Callable[..., subprocess.Popen[bytes]],
+        tmp_path: Path, spawn: Callable[..., subprocess.Popen[str]],
         cli: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
     write_config(tmp_path, epochs=2)
     db = tmp_path / "explore.db"

@@ -14,40 +14,18 @@ the studies are built once for both.
 
 from __future__ import annotations
 
-import os
 import select
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 
-EXPLORE = Path(sys.executable).with_name("explore")
-STORAGE_ENV = ("EXPLORE_STORAGE", "EXPLORE_ARTIFACTS", "OPTUNA_STORAGE")
+from tests.conftest import EXPLORE, clean_env, tiny_study_toml
 
-COMMON = """\
-[study]
-sampler = "{sampler}"
-seed = 7
-
-[model]
-dim = 16
-depth = 1
-
-[train]
-epochs = 2
-
-[measure]
-batch_size = 64
-warmup = 1
-min_iters = 3
-min_time = 0.05
-retries = 0  # a noisy tiny measurement is not taken again in tests (see test_fastpath)
-threads = 1
-"""
+STUDY_TABLE = 'sampler = "{sampler}"\nseed = 7'  # the [study] table's body
 SPACES = {
     "grid": 'mem_size = [8, 16]\nheads = [1, 2]\nnorm = ["softmax", "double"]\n',
     "easa": 'attention = ["external", "self"]\nmem_size = [8]\nheads = [1, 2]\n',
@@ -75,10 +53,6 @@ def load(studies: Studies, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=studies.url)
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in STORAGE_ENV}
-
-
 _made: dict[Path, Studies] = {}
 
 
@@ -91,7 +65,8 @@ def make_studies(base: Path) -> Studies:
     started = time.perf_counter()
     for name, space in SPACES.items():
         config = directory / f"{name}.toml"
-        text = COMMON.format(sampler=SAMPLERS[name]) + "\n[space]\n" + space
+        text = tiny_study_toml(space, study=STUDY_TABLE.format(sampler=SAMPLERS[name]),
+                               train="epochs = 2")
         config.write_text(text, encoding="utf-8")
         proc = subprocess.run(
             [str(EXPLORE), "study", "run", "--name", name, "--config", config.name,

@@ -84,35 +84,15 @@ def test_plausible_front_exports_each_configurations_best_replicate(studies: Stu
 def test_a_later_replicate_is_retrained_with_its_own_seed(tmp_path: Path) -> None:
     """Replicate r > 0 trains with the seed of (configuration, r): retraining it must use that
     seed, or the weights are another replicate's."""
-    import subprocess
-
-    from browse_helpers import EXPLORE, clean_env
-
-    from tests.conftest import TINY_MEASURE
-
-    (tmp_path / "r.toml").write_text(
-        "[study]\ntrials = 4\nwarm_start = 0\nreplicates = 2\n[model]\ndim = 16\n"
-        "depth = 1\n[train]\nepochs = 1\n" + TINY_MEASURE + "[space]\nmem_size = [8, 16]\n"
-        "heads = [1]\n", encoding="utf-8")
-    url = f"sqlite:///{tmp_path / 'r.db'}"
-    proc = subprocess.run([str(EXPLORE), "study", "run", "--name", "r", "--storage", url, "-c",
-                           "r.toml", "--keep-checkpoints", "none", "-q"], cwd=tmp_path,
-                          env=clean_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
     import optuna
 
+    from tests.conftest import assert_retrained, run_replicated_study
+
+    url = run_replicated_study(tmp_path, "r")
     trials = optuna.load_study(study_name="r", storage=url).trials
     later = [t for t in trials if t.user_attrs["replicate"] == 1]
     assert len(later) == 2
-    from explore.run.export_models import _Retrainer
-    from explore.search.racing import record_of
-    from studies.catalog import open_catalog
-
-    with open_catalog(url) as catalog:
-        retrain = _Retrainer(catalog.study("r"), "cpu")
-    for t in later:  # every later replicate, whether or not a front exports it
-        assert retrain(record_of(t), tmp_path / f"t{t.number}.pt", print)[
-            "retrained_accuracy"] == t.values[0]
+    assert_retrained(url, "r", later, tmp_path)  # whether or not a front exports them
     by_number = {t.number: t for t in trials}
     for observed in (False, True):
         result = export_models(url, "r", tmp_path / f"m{observed}", observed=observed)
