@@ -31,16 +31,22 @@ _DB_MODULES = ("sqlite3", "sqlalchemy", "optuna.storages", "optuna.exceptions", 
 class DiskFull(ExploreError):
     """No space left where something was being written (exit code 1)."""
 
-    def __init__(self, path: str | Path, too_large: bool = False) -> None:
+    def __init__(self, path: str | Path, too_large: bool = False,
+                 note: str | None = None) -> None:
         self.path = str(path)
         self.too_large = too_large
+        self.note = note
         if too_large:
             text = (f"file too large at {path}: the process's file size limit (ulimit -f) "
                     "was reached; raise it and run again")
         else:
             text = (f"no space left on device at {path}: free some space there (or write to "
                     "another disk: --storage, EXPLORE_ARTIFACTS, --out) and run again")
-        super().__init__(text)
+        super().__init__(f"{text} ({note})" if note else text)
+
+    def noting(self, note: str) -> DiskFull:
+        """The same error with ``note`` (what became of the work in flight) on its line."""
+        return DiskFull(self.path, self.too_large, note)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import optuna
 import torch
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
 from explore.config import Settings
@@ -41,9 +42,10 @@ from explore.search.budget import (
 )
 from explore.search.objective import Objective, TrialHooks, WorkerContext
 from explore.search.sampling import make_sampler, sampler_seed
-from studies.diskfull import disk_full, naming_full_disk
+from studies.diskfull import DiskFull, disk_full, naming_full_disk
 from studies.errors import ExploreError
 from studies.record import (
+    ATTR_CONFIGURATION,
     ATTR_DUPLICATE,
     ATTR_FAIL,
     ATTR_INTERRUPTED,
@@ -55,12 +57,13 @@ from studies.record import (
 from studies.snapshots import SnapshotStore
 from studies.storage import StorageSpec, snapshot_store
 
-__all__ = ["run_study"]
+__all__ = ["release_queued", "run_study"]
 
 MAX_REPEATS = 100  # consecutive duplicates before the search counts as converged
 POLL_S = 1.0
 STALE_BEATS = 10  # journal storages: a RUNNING trial this many heartbeat periods silent is dead
 WAIT = ("", -1)  # _stop_reason: not now, but no trial to start either
+NOT_RUN = "not run: the budget was full when the run ended"
 
 
 def run_study(request: RunRequest, reporter: Reporter,
@@ -85,6 +88,7 @@ def run_study(request: RunRequest, reporter: Reporter,
             if summary.new_trials:
                 board.publish(study, settings, reporter.message,
                               snapshots.confident_history(name))
+        release_queued(study, settings, reporter.message)
         return finish_summary(opened, summary)
 
 
@@ -103,6 +107,38 @@ def _quiet_full_disk_threads() -> Iterator[None]:
         yield
     finally:
         threading.excepthook = before
+
+
+def release_queued(study: optuna.Study, settings: Settings,
+                   message: Callable[[str], None]) -> list[int]:
+    """With the budget full, end the racing replicates still queued: FAIL, marked
+    :data:`ATTR_OVER_BUDGET` (nothing trained; :func:`racing.enqueue` asks for them again when a
+    continued run has room). Returns their numbers.
+
+    Another worker may queue a replicate just as the last slot fills; no worker of this budget
+    could run it, and a WAITING trial would be taken by whatever process opens the study next.
+    Each trial is taken from the queue as Optuna's own ``ask`` does (WAITING -> RUNNING, which
+    only one process can win), so a replicate another worker just started is left to it."""
+    if count_finished(study) < settings.study.trials:
+        return []  # a replicate still fits: a continued or concurrent run takes it
+    released = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if ATTR_CONFIGURATION not in t.user_attrs:
+            continue  # a warm-start anchor or a retry of a sampled trial: not racing's
+        try:
+            if not study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+                continue
+            study._storage.set_trial_user_attr(t._trial_id, ATTR_OVER_BUDGET, NOT_RUN)
+            study._storage.set_trial_user_attr(t._trial_id, ATTR_FAIL, NOT_RUN)
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except (UpdateFinishedTrialError, RuntimeError):
+            continue  # another process took it first
+        released.append(t.number)
+    if released:
+        message(f"racing: {len(released)} queued run(s) not started (trial(s) "
+                f"{', '.join(map(str, released))}): the budget is full; a run with a larger "
+                "--trials queues them again")
+    return released
 
 
 def _emulated_bf16(settings: Settings, device: torch.device) -> bool:
@@ -256,21 +292,38 @@ def _after_trial(settings: Settings, name: str, snapshots: SnapshotStore, reques
     return after_trial
 
 
-def _fail_running(study: optuna.Study, me: WorkerIdentity, reason: str,
-                  message: Callable[[str], None]) -> None:
-    """Mark this process's RUNNING trials FAIL with ``reason``. On a full study database that
-    write fails too: the trial stays RUNNING until the next run's recovery fails and re-queues
-    it (:func:`recover_orphans`, this process being dead by then)."""
+def _fail_running(study: optuna.Study, me: WorkerIdentity, current: int | None,
+                  full: DiskFull) -> DiskFull:
+    """Mark this process's RUNNING trials (those it named itself on, and ``current``, the one
+    it called last) FAIL with ``full`` as the reason. Returns the error to raise: ``full``, or,
+    where that write met the full disk too, ``full`` saying that the trial stays RUNNING until
+    the next run's recovery fails and re-queues it (:func:`recover_orphans`, this process being
+    dead by then): with ``--quiet`` that line is all a user sees."""
+    left = "the running trial could not be marked failed: the next run with room re-queues it"
     try:
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = t.user_attrs.get(ATTR_WORKER) or {}
-            if (owner.get("host"), owner.get("pid")) != (me.host, me.pid):
-                continue
-            study._storage.set_trial_user_attr(t._trial_id, ATTR_FAIL, reason)
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     except Exception:
-        message(f"note: could not mark the running trial failed ({reason.split(':')[0]}); "
-                "the next run recovers it")
+        return full.noting(left)
+    mine = [t for t in trials if t._trial_id == current
+            or _owner(t) == (me.host, me.pid)]
+    unmarked = []
+    for t in mine:
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, ATTR_FAIL, str(full))
+            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except UpdateFinishedTrialError:
+            continue  # it ended meanwhile (Optuna's heartbeat or another process)
+        except Exception:
+            unmarked.append(t.number)
+    if not unmarked:
+        return full
+    return full.noting(f"trial {', '.join(map(str, unmarked))} could not be marked failed: "
+                       "the next run with room re-queues it")
+
+
+def _owner(t: FrozenTrial) -> tuple[Any, Any]:
+    owner = t.user_attrs.get(ATTR_WORKER) or {}
+    return owner.get("host"), owner.get("pid")
 
 
 def _params_text(params: dict[str, Any]) -> str:
@@ -355,8 +408,8 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
                         raise
                     objective.disk_full = full
                 if objective.disk_full is not None:  # a full disk fails every next trial too
-                    _fail_running(study, identity, str(objective.disk_full), reporter.message)
-                    raise objective.disk_full
+                    raise _fail_running(study, identity, objective.trial_id,
+                                        objective.disk_full)
     finally:
         reporter.close()
     if summary.exit_code == 1:

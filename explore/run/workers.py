@@ -4,16 +4,19 @@ The parent validates and creates the study, then starts ``explore study worker``
 with its own sampler seed, thread share or GPU) and shows one combined progress view by reading
 the storage. Workers claim trials against the study's budget atomically (see
 :func:`explore.search.budget.slot_is_free`), so together they finish exactly the budget.
-Ctrl-C reaches
-every worker (same process group); each stops after its current epoch with its state saved.
+Ctrl-C reaches every worker (same process group); each stops after its current epoch with its
+state saved. The workers' stderr passes through the parent, which says a failed worker's own
+one-line error (a full disk: where) as its own.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from types import FrameType
@@ -25,7 +28,7 @@ from optuna.trial import TrialState
 from explore.engine.device import resolve_device, usable_cpus
 from explore.run.opening import OpenedStudy, RunRequest, RunSummary, open_study
 from explore.run.progress import Reporter
-from explore.run.runner import finish_summary
+from explore.run.runner import finish_summary, release_queued
 from explore.search.budget import FINISHED, count_finished
 from studies.errors import ExploreError, UsageError
 from studies.storage import ENV_STORAGE
@@ -36,6 +39,9 @@ SQLITE_WORKERS_WARN = 4
 PER_CORE = 4  # at most this many CPU workers per usable core (more only slow each other down)
 PER_DEVICE = 8  # at most this many workers per listed device
 POLL_S = 0.5
+RELAY_JOIN_S = 5.0
+ERROR_PREFIX = "error: "  # how cli.guarded begins a command's one-line error
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colour codes, where a worker's stderr forces them
 
 
 def parse_workers(workers: str, devices: str | None) -> tuple[int, list[str | None]]:
@@ -96,14 +102,20 @@ def run_parallel(request: RunRequest, reporter: Reporter, workers: str,
     opened = open_study(replace(request, workers=count))
     summary = opened.summary()
     if summary.finished >= summary.target:
+        release_queued(opened.study, opened.settings, reporter.message)
         return finish_summary(opened, summary)
     if opened.spec.kind == "sqlite" and count > SQLITE_WORKERS_WARN:
         reporter.message(f"note: {count} workers on SQLite serialize their writes; for more than "
                          f"{SQLITE_WORKERS_WARN}, use journal:FILE.log or a database server")
     procs = []
+    errors: list[str] = []  # the workers' one-line errors, in the order they came
+    readers = []
     for index, device in enumerate(device_list):
         cmd, env = _worker_command(opened, request, index, count, device)
-        procs.append(subprocess.Popen(cmd, env=env, cwd=os.getcwd()))
+        procs.append(subprocess.Popen(cmd, env=env, cwd=os.getcwd(), stderr=subprocess.PIPE,
+                                      text=True, errors="replace"))
+        readers.append(threading.Thread(target=_relay, args=(procs[-1], errors), daemon=True))
+        readers[-1].start()
 
     received: dict[str, int] = {}
 
@@ -129,14 +141,44 @@ def run_parallel(request: RunRequest, reporter: Reporter, workers: str,
         for s, h in previous.items():
             signal.signal(s, h)
         reporter.close()
+    for reader in readers:
+        reader.join(timeout=RELAY_JOIN_S)  # a worker's last line arrives after its exit
     codes = [p.returncode for p in procs]
     if "signal" in received:
         summary.stopped = "interrupted"
         summary.exit_code = 130 if received["signal"] == signal.SIGINT else 143
     elif any(c not in (0, 130, 143) for c in codes):
-        raise ExploreError(f"worker(s) failed with exit codes {codes}; see their messages above")
+        raise _failure(codes, errors)
     summary.stopped = summary.stopped if "signal" in received else "budget reached"
+    release_queued(opened.study, opened.settings, reporter.message)  # as each worker did
     return finish_summary(opened, summary)
+
+
+def _relay(proc: subprocess.Popen[str], errors: list[str]) -> None:
+    """Pass a worker's stderr on as it comes, except its one-line error (``error: ...``): that
+    is kept for the parent's own error line, so that the cause is said once, by the command the
+    user ran."""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        plain = _ANSI.sub("", line).rstrip("\n")
+        if plain.startswith(ERROR_PREFIX):
+            errors.append(plain[len(ERROR_PREFIX):].strip())
+        else:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def _failure(codes: list[int], errors: list[str]) -> ExploreError:
+    """The parent's error for failed workers: the first worker's own line (a full disk names
+    where), the others' when they differ; the exit codes only when no worker said why."""
+    causes = list(dict.fromkeys(errors))
+    if not causes:
+        return ExploreError(f"worker(s) failed with exit codes {codes}; see their messages above")
+    text = "; also: ".join(causes)
+    failed = sum(1 for c in codes if c not in (0, 130, 143))
+    if failed > 1:
+        text += f" ({failed} of {len(codes)} workers failed)"
+    return ExploreError(text)
 
 
 def _report_new(study: optuna.Study, seen: set[int], reporter: Reporter,

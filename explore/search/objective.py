@@ -114,6 +114,7 @@ class Objective:
         self._split: tuple[int, Dataset] | None = None  # the last replicate's own split
         self.storage: str | None = None  # where the study is stored, named if it is full
         self.disk_full: DiskFull | None = None  # set when a trial found no room to write
+        self.trial_id: int | None = None  # the storage id of the trial called last
 
     def data_for(self, plan: TrialPlan) -> Dataset:
         """The data a trial trains and validates on: the study's, or with ``[data] split =
@@ -141,6 +142,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         """Run the trial; failures leave their reason in the trial's user attrs."""
+        self.trial_id = trial._trial_id  # the runner fails it if even this first write fails
         trial.set_user_attr(ATTR_WORKER, self.worker.identity.to_attr())
         try:
             if self.hooks.claim is not None and not self.hooks.claim(trial):

@@ -9,9 +9,13 @@ trial (in whichever worker finished it, on any machine: the study is the only st
 - ``"race"``: a configuration that is not confidently dominated (P(Pareto) above
   1 - confidence) earns more runs, doubling (2, then 4, ...) up to ``max_replicates``; one that
   is confidently dominated gets no more. While the noise is still unknown (no configuration has
-  two runs yet) the observed front's members get their second run first. Replicates and new
-  configurations alternate: at most one extra run per configuration explored so far is queued,
-  so the search keeps exploring; once the sampler has nothing new (a finite space exhausted),
+  two runs yet) the observed front's members get their second run first. While the sampler
+  still finds new configurations, at most one extra run per two configurations explored so far
+  is queued: two thirds of the runs explore. A dominated configuration is decided by its
+  dominators' runs as much as by its own, and most configurations are dominated by a few fast
+  ones, so exploring wider decides more per run than replicating early (on the default space's
+  measured truth, at 60 runs 24 configurations decided against 17 with one extra run per
+  configuration explored). Once the sampler has nothing new (a finite space exhausted),
   the remaining budget goes to the configurations whose place on the front is still undecided,
   beyond ``max_replicates``.
 - Order: fewest runs first, then the likelier front member. A configuration is confidently
@@ -38,12 +42,19 @@ from optuna.trial import FrozenTrial, TrialState
 
 from explore.config import Settings
 from explore.search.budget import count_finished, count_running
-from studies.record import ATTR_CONFIGURATION, ATTR_DUPLICATE, ATTR_REPLICATE, TrialRecord
+from studies.record import (
+    ATTR_CONFIGURATION,
+    ATTR_DUPLICATE,
+    ATTR_OVER_BUDGET,
+    ATTR_REPLICATE,
+    TrialRecord,
+)
 from studies.replicates import ConfiguredFront, configuration_of, configured_front
 
 __all__ = ["Replicate", "enqueue", "front_of", "plan", "record_of"]
 
 EXHAUSTED_CAP = 4  # a finished search gives undecided configurations up to 4 x max_replicates
+EXPLORE_PER_EXTRA = 2  # while the search explores: one extra run per 2 configurations explored
 _PENDING = (TrialState.WAITING, TrialState.RUNNING)
 
 
@@ -69,15 +80,19 @@ def front_of(trials: Iterable[FrozenTrial], settings: Settings) -> ConfiguredFro
     # The readers' draws and seed (studies.replicates.study_front): the run, its summary and
     # every browsing command give the same probabilities for the same trials.
     return configured_front([record_of(t) for t in trials], settings.study.confidence,
-                            seed=settings.study.seed)
+                            seed=settings.study.seed,
+                            tolerance=settings.study.accuracy_tolerance / 100.0)
 
 
 def _taken(trials: Iterable[FrozenTrial]) -> dict[str, set[int]]:
     """Replicate indices of every configuration that ran, runs or is queued (failed ones too:
-    a replicate that failed is not asked for again)."""
+    a replicate that failed is not asked for again; one that never ran because the budget was
+    full is)."""
     out: dict[str, set[int]] = {}
     for t in trials:
         if t.user_attrs.get(ATTR_DUPLICATE) is not None:
+            continue
+        if t.state == TrialState.FAIL and t.user_attrs.get(ATTR_OVER_BUDGET) is not None:
             continue
         key = t.user_attrs.get(ATTR_CONFIGURATION)
         if key is None and t.state == TrialState.WAITING:
@@ -150,7 +165,8 @@ def _extra_runs(trials: Iterable[FrozenTrial]) -> int:
 
 def enqueue(study: optuna.Study, settings: Settings, exhausted: bool = False) -> list[Replicate]:
     """Queue what :func:`plan` asks for, within the budget and, while the search still explores,
-    at most one extra run per configuration explored. Returns what was queued."""
+    at most one extra run per :data:`EXPLORE_PER_EXTRA` configurations explored. Returns what
+    was queued."""
     if settings.study.replicates == 1:
         return []
     trials = study.get_trials(deepcopy=False)
@@ -158,7 +174,7 @@ def enqueue(study: optuna.Study, settings: Settings, exhausted: bool = False) ->
     waiting = sum(1 for t in trials if t.state == TrialState.WAITING)
     room = settings.study.trials - count_finished(study) - count_running(study) - waiting
     if settings.study.replicates == "race" and not exhausted:
-        room = min(room, len(_taken(trials)) - _extra_runs(trials))
+        room = min(room, len(_taken(trials)) // EXPLORE_PER_EXTRA - _extra_runs(trials))
     queued = asked[:max(0, room)]
     if queued:  # planning took a while: another worker may have queued some of them since
         taken = _taken(study.get_trials(deepcopy=False))

@@ -45,11 +45,9 @@ def test_three_workers_finish_exactly_the_budget(storage_url: str, tiny_toml: Pa
 
     numbers = [t.number for t in trials]
     assert sorted(numbers) == list(range(len(trials))), "trial numbers must be unique"
-    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
-    # A racing replicate another worker queued just as the budget filled may stay queued (a
-    # continued run with a larger --trials takes it); nothing else may.
-    assert not [t.number for t in trials if t.state == TrialState.WAITING
-                and not t.user_attrs.get("replicate")]
+    # Nothing left running or queued: a racing replicate another worker queued just as the
+    # budget filled ends FAIL, marked over budget (a continued run queues it again).
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     # No overshoot: only the budget's trials trained; the rest were free duplicates or
     # claims that found the budget full (failed before any work).
     trained = [t for t in trials if "train_seconds" in t.user_attrs and claims_budget(t)]
@@ -71,6 +69,27 @@ def test_three_workers_finish_exactly_the_budget(storage_url: str, tiny_toml: Pa
     assert [m[0] for m in last.members] == sorted(t.number for t in best)
     values = {t.number: tuple(t.values) for t in best}
     assert {m[0]: (m[1], m[2]) for m in last.members} == values
+
+
+def test_a_continued_racing_study_on_sqlite_reaches_each_budget_with_nothing_queued(
+        tmp_path: Path, tiny_toml: Path, run_explore: Callable[..., Any]) -> None:
+    """Two workers race replicates on SQLite up to the budget, then a continuation with a larger
+    --trials: each run ends at exactly its budget, with no trial left queued or running."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    for budget in (BUDGET, BUDGET + 4):
+        proc = run_explore("study", "run", "--name", "race", "--storage", url, "--config",
+                           str(tiny_toml), "--trials", str(budget), "--epochs", str(EPOCHS),
+                           "--workers", "2", "--device", "cpu", "-f", "json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["finished"] == budget
+        study = optuna.load_study(study_name="race", storage=url)
+        trials = study.get_trials(deepcopy=False)
+        assert count_finished(study) == budget
+        assert not [t.number for t in trials
+                    if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+        trained = [t for t in trials if "train_seconds" in t.user_attrs and claims_budget(t)]
+        assert len(trained) == budget and all(t.state in FINISHED for t in trained)
+    assert any(t.user_attrs.get("replicate") for t in trained)  # replicates were raced
 
 
 WRITERS = 6

@@ -9,15 +9,22 @@ Where the artifact folder is full, the trial is marked FAIL with the line as its
 the study database itself is full, the run marks its trial FAIL if the database still takes that
 write; if not, the trial stays RUNNING and the next run with room finds its process dead, fails
 it and re-queues it (``recover_orphans``). Which one happens depends on which write meets the
-full disk: the database test accepts both and checks the recovery when it is needed.
+full disk: the database test accepts both (the line says which) and checks the recovery; a
+database filled while a trial trains always leaves it RUNNING. With ``--workers 2`` the command's
+one line is the workers' own cause.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import resource
 import shutil
+import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +32,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tests.conftest import EXPLORE, TINY_MEASURE, MadeStudy, clean_env
+from tests.conftest import EXPLORE, TINY_MEASURE, MadeStudy, clean_env, tiny_study_toml
 from tests.stored import file_bytes, running, same_files, same_trials, trials_of
 
 pytestmark = pytest.mark.slow
@@ -99,6 +106,7 @@ def _copy_made(made: MadeStudy, target: Path) -> Path:
 
 
 CONTINUE = ("study", "run", "--name", "made", "--config", "tiny.toml", "--trials", "6", "-q")
+UNMARKED = " could not be marked failed: the next run with room re-queues it)"
 
 
 def test_a_new_study_on_a_full_disk_leaves_nothing(tiny_fs: Callable[[int], Path],
@@ -160,22 +168,106 @@ def test_a_full_study_database_is_named_and_the_next_run_recovers_the_trial(
         fs / "explore-artifacts")
 
     proc = _explore(fs, *CONTINUE)
-    _one_line(proc, f"no space left on device at {db}")
+    line = _one_line(proc, f"no space left on device at {db}")
     stored = _read_copy(db, tmp_path / "read")
     same_trials(trials, stored)
     same_files(files, file_bytes(fs / "explore-artifacts"))
     left = [key for key, t in stored.items() if t[0] == TrialState.RUNNING]
-    if left:  # the trial's end could not be written: the next run with room recovers it
-        subprocess.run(["mount", "-o", f"remount,size={16 * 1024 * 1024}", str(fs)], check=True)
-        again = _explore(fs, *CONTINUE)
-        assert again.returncode == 0, again.stderr
-        assert not running(url)
-        after = trials_of(url)
-        for key in left:
-            assert after[key][0] == TrialState.FAIL
-            assert "died while running it; re-queued" in after[key][3]["fail_reason"]
-        same_trials(trials, after)
-        same_files(files, file_bytes(fs / "explore-artifacts"))
+    # The line says so exactly when the trial's end could not be written.
+    assert line.endswith(UNMARKED) == bool(left), line
+    # The next run with room recovers what was left running, and finishes the budget.
+    subprocess.run(["mount", "-o", f"remount,size={16 * 1024 * 1024}", str(fs)], check=True)
+    _recovered(fs, url, left, trials)
+    same_files(files, file_bytes(fs / "explore-artifacts"))
+
+
+def _recovered(cwd: Path, url: str, left: list[tuple[str, int]],
+               before: dict[tuple[str, int], tuple[Any, ...]]) -> None:
+    """``explore study run`` again: it fails and re-queues the trials ``left`` running (their
+    process is dead) and finishes the budget; nothing stored before changes."""
+    again = _explore(cwd, *CONTINUE)
+    assert again.returncode == 0, again.stderr
+    assert not running(url)
+    after = trials_of(url)
+    for key in left:
+        assert after[key][0] == TrialState.FAIL
+        assert "died while running it; re-queued" in after[key][3]["fail_reason"]
+        retry = [t for t in after.values() if t[3].get("retried_trial") == key[1]]
+        assert [t[0] for t in retry] == [TrialState.COMPLETE]
+    same_trials(before, after)
+    study = optuna.load_study(study_name="made", storage=url)
+    assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) >= 6
+
+
+LONG = tiny_study_toml("mem_size = [8, 16]", study="warm_start = 0\nreplicates = 1",
+                       train="epochs = 20\nstate_interval = 0.0  # history after every epoch")
+
+
+def _history_written(db: Path) -> bool:
+    """Whether a RUNNING trial has recorded an epoch (read with plain SQL: no writes)."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+        try:
+            return con.execute(
+                "SELECT COUNT(*) FROM trials t JOIN trial_user_attributes a USING (trial_id) "
+                "WHERE t.state = 'RUNNING' AND a.key = 'history'").fetchone()[0] > 0
+        except sqlite3.OperationalError:
+            return False  # the study's tables are still being made
+
+
+def _fill(folder: Path) -> None:
+    """Take every free block of ``folder``'s file system."""
+    fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for size in (1 << 16, 1 << 12, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+
+
+def test_a_study_database_filled_mid_trial_names_the_trial_left_for_the_next_run(
+        tiny_fs: Callable[[int], Path], tmp_path: Path) -> None:
+    """The disk under the database fills while a trial trains: no write reaches the database,
+    so the trial stays RUNNING and the one line says the next run re-queues it, which it does
+    once there is room."""
+    fs = tiny_fs(16 * 1024 * 1024)
+    (fs / "tiny.toml").write_text(LONG, encoding="utf-8")
+    db = fs / "explore.db"
+    url = f"sqlite:///{db}"
+    env = {**clean_env(), "EXPLORE_ARTIFACTS": str(tmp_path / "art")}  # room for the states
+    args = ("study", "run", "--name", "made", "--config", "tiny.toml", "--trials", "1", "-q")
+    proc = subprocess.Popen([str(EXPLORE), *args], cwd=fs, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (db.exists() and _history_written(db)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no epoch recorded in time"
+            time.sleep(0.1)
+        _fill(fs)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
+    line = _one_line(done, f"no space left on device at {db}")
+    assert line.endswith("(trial 0" + UNMARKED), line
+    (fs / "filler").unlink()
+    left = [key for key, t in _read_copy(db, tmp_path / "read").items()
+            if t[0] == TrialState.RUNNING]
+    assert left == [("made", 0)]
+    again = _explore(fs, *args, env={"EXPLORE_ARTIFACTS": str(tmp_path / "art")})
+    assert again.returncode == 0, again.stderr
+    after = trials_of(url)
+    assert after[("made", 0)][0] == TrialState.FAIL
+    assert "died while running it; re-queued" in after[("made", 0)][3]["fail_reason"]
+    assert [t[0] for t in after.values() if t[3].get("retried_trial") == 0] == [
+        TrialState.COMPLETE]
+    assert not running(url)
 
 
 def _limit_files_to_1_mib() -> None:
@@ -204,6 +296,30 @@ def test_over_the_file_size_limit_says_file_too_large(tmp_path: Path) -> None:
     same_files(files, file_bytes(art))
     study = optuna.load_study(study_name="b", storage=url)  # plain Optuna still reads it
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+
+
+@pytest.mark.parametrize("limit", ["tmpfs", "ulimit"])
+def test_a_worker_on_a_full_disk_is_named_by_the_parent(
+        limit: str, tiny_fs: Callable[[int], Path], tmp_path: Path) -> None:
+    """``--workers 2``: the workers' training states meet a full disk (a 1 MiB tmpfs) or the
+    file size limit; the command's one line is the workers' own cause, not their exit codes."""
+    (tmp_path / "big.toml").write_text(BIG, encoding="utf-8")
+    env, preexec, start = {}, None, "file too large at "
+    if limit == "tmpfs":
+        art = tiny_fs(1 << 20) / "art"
+        env, start = {"EXPLORE_ARTIFACTS": str(art)}, f"no space left on device at {art}"
+    else:
+        art, preexec = tmp_path / "explore-artifacts", _limit_files_to_1_mib
+        start += str(art)
+    proc = _explore(tmp_path, "study", "run", "--name", "w", "-c", "big.toml", "--trials", "2",
+                    "--workers", "2", "-q", env=env, preexec=preexec)
+    line = _one_line(proc, start)
+    assert "exit codes" not in line
+    url = f"sqlite:///{tmp_path / 'explore.db'}"
+    assert not running(url)
+    failed = [t for t in trials_of(url).values()
+              if t[0] == TrialState.FAIL and "fail_reason" in t[3]]
+    assert failed and all(t[3]["fail_reason"].split(":")[0] in line for t in failed)
 
 
 def test_a_checkpoint_write_names_its_file(tiny_fs: Callable[[int], Path]) -> None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
-from studies.record import ATTR_CONFIGURATION, ATTR_DUPLICATE, ATTR_REPLICATE
+from studies.record import ATTR_CONFIGURATION, ATTR_DUPLICATE, ATTR_OVER_BUDGET, ATTR_REPLICATE
 from tests.conftest import EXPLORE, clean_env, tiny_study_toml
 
+_PENDING = (TrialState.WAITING, TrialState.RUNNING)
 CONFIG = tiny_study_toml("mem_size = [8, 16]\nheads = [1, 2]",
                         study="trials = {trials}\nwarm_start = 0\nreplicates = {replicates}")
 
@@ -59,6 +62,34 @@ def test_racing_spends_extra_runs_and_finishes_the_budget_exactly(tmp_path: Path
     assert any(r > 0 for _, r in runs)  # replicates were raced
     # An exhausted 4-configuration space gives the rest of the budget to replicates.
     assert len({c for c, _ in runs}) == 4
+
+
+@pytest.mark.slow
+def test_a_replicate_queued_as_the_budget_filled_is_let_go_and_queued_again(
+        tmp_path: Path) -> None:
+    """Another worker may queue a replicate just as the last slot fills. A run that ends at the
+    budget leaves it FAIL, marked over budget and never trained, instead of WAITING for
+    whichever process opens the study next; a continued run with room asks for it again."""
+    study = _run(tmp_path, trials=3, replicates="2")
+    counts = Counter(config for config, _ in _runs(study))
+    [single] = [config for config, n in counts.items() if n == 1]  # its run 2 did not fit
+    first = next(t for t in study.trials if t.user_attrs.get(ATTR_CONFIGURATION) == single)
+    # What another worker's late racing.enqueue leaves: that configuration's next replicate.
+    study.enqueue_trial(first.params, user_attrs={ATTR_CONFIGURATION: single,
+                                                  ATTR_REPLICATE: 1}, skip_if_exists=False)
+    late = len(study.trials) - 1
+
+    study = _run(tmp_path, trials=3, replicates="2")  # the budget was full already
+    let_go = study.trials[late]
+    assert let_go.state == TrialState.FAIL
+    assert let_go.user_attrs[ATTR_OVER_BUDGET].startswith("not run")
+    assert "train_seconds" not in let_go.user_attrs
+    assert not [t.number for t in study.trials if t.state in _PENDING]
+
+    study = _run(tmp_path, trials=4, replicates="2")
+    runs = _runs(study)
+    assert len(runs) == 4 and (single, 1) in runs  # queued again, trained once
+    assert not [t.number for t in study.trials if t.state in _PENDING]
 
 
 @pytest.mark.parametrize(("line", "says"), [
