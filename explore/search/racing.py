@@ -14,15 +14,15 @@ trial (in whichever worker finished it, on any machine: the study is the only st
   is queued: two thirds of the runs explore. A dominated configuration is decided by its
   dominators' runs as much as by its own, and most configurations are dominated by a few fast
   ones, so exploring wider decides more per run than replicating early (on the default space's
-  measured truth, at 60 runs 24 configurations decided against 17 with one extra run per
+  measured truth, at 60 runs 25 configurations decided against 15 with one extra run per
   configuration explored). Once the sampler has nothing new (a finite space exhausted),
   the remaining budget goes to the configurations whose place on the front is still undecided,
   beyond ``max_replicates``.
 - Order: fewest runs first, then the likelier front member. A configuration is confidently
   dominated only when both it and its dominator are measured well enough, so every survivor
   gets its second run before any gets a third (irace races its survivors alike). On the default
-  space's measured truth this decides 40% more than serving the front first, and at 80 runs
-  about what fixed K = 3 decides at 120 (``benchmarks/racing_policy.py``).
+  space's measured truth racing decides at 60 runs 97% of what fixed K = 3 decides at 120
+  (``benchmarks/racing_policy.py``, docs/performance.md).
 
 Replicates are queued with ``study.enqueue_trial`` (their params, ``configuration`` and
 ``replicate`` user attrs), so every worker of the study takes them. Just before queuing, the
