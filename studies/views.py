@@ -148,10 +148,19 @@ def honest_line(front: ConfiguredFront) -> str:
                 "distinguishable from noise)")
     sd = noisy.noise.accuracy_sd or 0.0
     spread = math.expm1(noisy.noise.log_throughput_sd or 0.0)
-    tied = _tied(front)
-    told = (f"the {len(noisy.plausible)} plausible configurations cannot be told apart in "
-            "accuracy (their intervals overlap)" if tied else
-            f"the {len(noisy.plausible)} plausible configurations differ beyond the noise")
+    from studies.confidence import PLAUSIBLE  # loaded already: the front was computed with it
+
+    best = max(noisy.probability.values())
+    if best < PLAUSIBLE:
+        told = (f"no configuration is yet more likely on the front than not (the highest "
+                f"P(front) is {best:.2f}); the most probable shown above are a guess")
+    elif len(noisy.plausible) == 1:
+        told = "one configuration is plausibly on the front"
+    elif _tied(front):
+        told = (f"the {len(noisy.plausible)} plausible configurations cannot be told apart in "
+                "accuracy (their intervals overlap)")
+    else:
+        told = f"the {len(noisy.plausible)} plausible configurations differ beyond the noise"
     ties = (f"; accuracies within {100 * noisy.tolerance:g} points count as ties, won by the "
             "faster design" if noisy.tolerance else "")
     return (f"{n} configurations, {front.replicates} runs; seed noise ±{100 * sd:.1f} accuracy "

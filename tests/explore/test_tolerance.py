@@ -71,3 +71,31 @@ def test_racing_and_readers_apply_the_same_tolerance() -> None:
         assert len(read.front.dominated) == dominated  # strict: ties keep P(front) near 1/6
         if points:
             assert read.front.plausible == ["c5"]  # the fastest of the tied designs
+
+
+def _front_of(rows: list[tuple[str, int, float, float]], points: float = 0.5):
+    settings = resolve_settings({"study": {"accuracy_tolerance": points}})
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    for config, replicate, acc, rate in rows:
+        trial = study.ask()
+        trial.set_user_attr(ATTR_CONFIGURATION, config)
+        trial.set_user_attr(ATTR_REPLICATE, replicate)
+        study.tell(trial, [acc, rate])
+    return racing.front_of(study.trials, settings)
+
+
+def test_the_honest_line_says_what_the_front_can_claim() -> None:
+    from studies.views import honest_line
+
+    # One clear winner: faster and more accurate than the rest by far.
+    clear = [(f"c{c}", r, 0.90 + (0.05 if c == 0 else 0.0) + d, 1000.0 * (4 if c == 0 else 1))
+             for c in range(4) for r, d in enumerate((0.002, -0.002))]
+    line = honest_line(_front_of(clear))
+    assert "one configuration is plausibly on the front" in line
+    assert "within 0.5 points count as ties" in line
+    assert "within" not in honest_line(_front_of(clear, points=0.0)).split("per run")[1]
+    # Noise far above the differences, one run for most: nobody reaches P(front) 0.5.
+    vague = [("a", 0, 0.90, 700.0), ("a", 1, 0.98, 1400.0), ("b", 0, 0.93, 1010.0),
+             ("c", 0, 0.95, 990.0), ("d", 0, 0.91, 1005.0), ("e", 0, 0.94, 995.0)]
+    assert "no configuration is yet more likely on the front than not" in honest_line(
+        _front_of(vague, points=0.0))
