@@ -238,6 +238,7 @@ class Study:
     records: list[Any]  # studies.record.TrialRecord, by number
     confidence: float
     seed: int
+    tolerance: float = 0.0  # [study] accuracy_tolerance as a fraction (studies.replicates)
     _final: Front | None = None  # the front of all its trials, once computed
 
     @property
@@ -248,18 +249,19 @@ class Study:
 
     def front(self, runs: int | None = None) -> Front:
         """The noise-aware front of the first ``runs`` training runs (all by default), as
-        :func:`studies.replicates.configured_front` gives it with the study's confidence and
-        seed."""
+        :func:`studies.replicates.configured_front` gives it with the study's confidence, seed
+        and accuracy tolerance (what ``study pareto`` prints)."""
         from studies.replicates import configured_front
 
         if runs is None or runs >= len(self.trained):
             if self._final is None:
                 self._final = Front.of(configured_front(self.records, self.confidence,
-                                                        seed=self.seed))
+                                                        seed=self.seed, tolerance=self.tolerance))
             return self._final
         last = self.trained[runs - 1].number if runs > 0 else -1
         return Front.of(configured_front([t for t in self.records if t.number <= last],
-                                         self.confidence, seed=self.seed))
+                                         self.confidence, seed=self.seed,
+                                         tolerance=self.tolerance))
 
 
 def load(run: Run) -> Study:
@@ -267,14 +269,16 @@ def load(run: Run) -> Study:
 
     from explore.search.racing import record_of
     from studies.record import ATTR_SETTINGS
+    from studies.replicates import front_tolerance
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{run.db}")
-    settings = study.user_attrs.get(ATTR_SETTINGS, {}).get("study", {})
+    stored = study.user_attrs.get(ATTR_SETTINGS, {})
+    settings = stored.get("study", {})
     records = sorted((record_of(t) for t in study.get_trials(deepcopy=False)),
                      key=lambda t: t.number)
     return Study(run, records, float(settings.get("confidence", 0.95)),
-                 int(settings.get("seed", run.seed)))
+                 int(settings.get("seed", run.seed)), front_tolerance(stored))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,6 +567,18 @@ def report_saving(long: Study | None, fixed: Study | None, race: Sequence[Study]
               f"reference's dominated set and its plausible front has Jaccard >= {JACCARD} with "
               "the reference's, at n and every later prefix of "
               f"{long.run.name}, {len(long.trained)} runs)\n")
+        prefixes = []
+        for n in sorted({*range(len(race[0].trained) if race else 20, len(long.trained) + 1,
+                                max(1, total // 12)), len(long.trained)}):
+            front = long.front(n)
+            held, overlap = matches(front, final.dominated, final.plausible)
+            prefixes.append([n, len(front.configs), len(front.dominated), f"{held:.0%}",
+                             f"{overlap:.2f}", f"{max(front.probability.values()):.2f}"])
+        _table([f"{long.run.name} runs", "configurations", "dominated",
+                f"of {fixed.run.name}'s dominated", "front Jaccard", "highest P(front)"],
+               prefixes)
+        print(f"({fixed.run.name} at {total} runs: {len(final.dominated)} dominated, highest "
+              f"P(front) {max(final.probability.values()):.2f})\n")
     else:
         print("(no fixed-K reference: --skip-fixed)\n")
     rows: list[list[Any]] = []
