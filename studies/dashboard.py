@@ -9,11 +9,15 @@ artifacts from those as well as from the trial's own ``artifacts:{id}`` system a
 ``optuna.artifacts.upload_artifact`` writes), and skips a value of JSON ``null``. A finished
 trial's system attrs can never change again, but a study's can: when ``--keep-checkpoints
 pareto`` removes a checkpoint, its card is set to ``null`` with it, so no card ever points to a
-removed file. Studies written before this (trial-attached cards) are served as they are.
+removed file. Studies written before this have trial-attached cards: a run that continues them
+leaves a note file in place of each checkpoint it removes, and the dashboard serves such a note
+for any card whose file is gone (:class:`_NotedStore`), so no download of a study explore made
+answers HTTP 500, however old the study and without writing to it.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import Callable
@@ -27,7 +31,7 @@ from studies.errors import ExploreError
 from studies.storage import open_storage, parse_storage
 
 __all__ = ["CARD_PREFIX", "PLACEHOLDER_PREFIX", "card_key", "card_value", "checkpoint_filename",
-           "dashboard_app", "is_placeholder", "parse_card_key", "placeholder",
+           "MISSING_NOTE", "dashboard_app", "is_placeholder", "parse_card_key", "placeholder",
            "serve_dashboard"]
 
 CARD_PREFIX = "dashboard:artifacts:"  # optuna-dashboard's study-level list of trial artifacts
@@ -94,6 +98,39 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
+MISSING_NOTE = PLACEHOLDER_PREFIX + (
+    b" This card's checkpoint file was removed (its trial left the Pareto front under"
+    b" --keep-checkpoints pareto, in a study written before explore kept its cards in step with"
+    b" its files). `explore study models NAME --out DIR` retrains the front's checkpoints from"
+    b" their config and seed.\n")
+
+
+class _NotedStore:
+    """The checkpoint store as the dashboard reads it: a file that is gone reads as a note."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def open_reader(self, artifact_id: str) -> Any:
+        from optuna.artifacts.exceptions import ArtifactNotFound
+
+        if self._inner is not None:
+            try:
+                return self._inner.open_reader(artifact_id)
+            except (ArtifactNotFound, FileNotFoundError):
+                pass
+        return io.BytesIO(MISSING_NOTE)
+
+    def write(self, artifact_id: str, content_body: Any) -> None:
+        if self._inner is None:
+            raise ExploreError("this study has no checkpoint folder to upload into")
+        self._inner.write(artifact_id, content_body)
+
+    def remove(self, artifact_id: str) -> None:
+        if self._inner is not None:
+            self._inner.remove(artifact_id)
+
+
 def dashboard_app(storage: str | None) -> Any:
     """optuna-dashboard's WSGI app for ``storage`` (the database must exist)."""
     try:
@@ -109,7 +146,7 @@ def dashboard_app(storage: str | None) -> Any:
     backend = open_storage(spec, create=False)
     checkpoints = spec.artifact_dir() / "checkpoints"
     store = FileSystemArtifactStore(str(checkpoints)) if checkpoints.is_dir() else None
-    return optuna_dashboard.wsgi(backend, artifact_store=store)
+    return optuna_dashboard.wsgi(backend, artifact_store=_NotedStore(store))
 
 
 def serve_dashboard(storage: str | None, host: str, port: int,

@@ -62,3 +62,49 @@ def test_dashboard_needs_an_existing_database(tmp_path: Path) -> None:
     with pytest.raises(ExploreError, match="no study database"):
         dashboard_app(str(tmp_path / "absent.db"))
     assert not (tmp_path / "absent.db").exists()
+
+
+def _get(app: Any, path: str) -> tuple[str, bytes]:
+    from wsgiref.util import setup_testing_defaults
+
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    status: list[str] = []
+    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
+    return status[0], body
+
+
+def test_an_old_card_whose_file_is_gone_downloads_a_note(tmp_path: Path) -> None:
+    # A study written before explore kept its cards in step with its files: the checkpoint is
+    # a trial-attached artifact (it can never be removed from the finished trial), and its file
+    # was deleted when the trial left the front. The dashboard must not answer HTTP 500.
+    import optuna
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    from studies.dashboard import MISSING_NOTE
+
+    db = tmp_path / "old.db"
+    checkpoints = tmp_path / "old-artifacts" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    store = FileSystemArtifactStore(str(checkpoints))
+    study = optuna.create_study(study_name="old", storage=f"sqlite:///{db}",
+                                directions=["maximize", "maximize"])
+    kept, gone = (tmp_path / "kept.pt"), (tmp_path / "gone.pt")
+    kept.write_bytes(b"weights one")
+    gone.write_bytes(b"weights two")
+    ids = []
+    for path in (kept, gone):
+        trial = study.ask()
+        ids.append((trial._trial_id, upload_artifact(artifact_store=store, file_path=str(path),
+                                                     study_or_trial=trial)))
+        study.tell(trial, [0.9, 1000.0])
+    (checkpoints / ids[1][1]).unlink()
+    before = db.read_bytes()
+
+    app = dashboard_app(f"sqlite:///{db}")
+    study_id = study._study_id
+    status, body = _get(app, f"/artifacts/{study_id}/{ids[0][0]}/{ids[0][1]}")
+    assert status.startswith("200") and body == b"weights one"
+    status, body = _get(app, f"/artifacts/{study_id}/{ids[1][0]}/{ids[1][1]}")
+    assert status.startswith("200") and body == MISSING_NOTE
+    assert db.read_bytes() == before  # served as it is: nothing written
