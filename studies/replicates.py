@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from studies.confidence import ConfigEstimate, NoisyFront, Replicate, noisy_front
+from studies.confidence import PLAUSIBLE, ConfigEstimate, NoisyFront, Replicate, noisy_front
 from studies.record import (
     ATTR_CONFIG_KEY,
     ATTR_CONFIGURATION,
@@ -143,9 +143,10 @@ class ConfiguredFront:
         return {t.number for c in self.configs if c.key not in dominated for t in c.trials}
 
     def status(self, key: str) -> str:
-        """plausible (P(front) >= 0.5), dominated (confidently), or undecided."""
+        """plausible (P(front) >= 0.5), most probable (on the front shown when no configuration
+        reaches 0.5), dominated (confidently), or undecided."""
         if key in self.front.plausible:
-            return "plausible"
+            return "plausible" if self.front.probability[key] >= PLAUSIBLE else "most probable"
         if key in self.front.dominated:
             return "dominated"
         return "undecided"

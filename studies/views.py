@@ -136,6 +136,19 @@ def confident_table(front: ConfiguredFront, keys: Sequence[str], title: str) -> 
     return table
 
 
+def front_title(front: ConfiguredFront, prefix: str, detail: str = "") -> str:
+    """The front table's title: the plausible configurations, or, when none has P(front) >= 0.5,
+    the most probable (what the table then holds)."""
+    from studies.confidence import PLAUSIBLE  # loaded already: the front was computed with it
+
+    extra = f", {detail}" if detail else ""
+    probability = front.front.probability
+    if probability and max(probability.values()) < PLAUSIBLE:
+        return (f"{prefix}: no configuration has P(front) >= {PLAUSIBLE:g}; the most probable"
+                + (f" ({detail})" if detail else ""))
+    return f"{prefix}: the plausible configurations (P(front) >= {PLAUSIBLE:g}{extra})"
+
+
 def honest_line(front: ConfiguredFront) -> str:
     """One line on what the study can and cannot tell apart."""
     noisy = front.front
@@ -261,8 +274,7 @@ def print_configured(result: ConfiguredStudy, fmt: str, console: Console,
         return
     level = f"{front.front.noise.confidence:.0%}"
     title = (f"Configurations of {result.study.name}" if every else
-             f"Pareto front of {result.study.name}: the plausible configurations "
-             f"(P(front) >= 0.5, {level} intervals)")
+             front_title(front, f"Pareto front of {result.study.name}", f"{level} intervals"))
     show_table(confident_table(front, keys, title=title), console)
     console.print(honest_line(front))
 
@@ -304,8 +316,8 @@ def print_show(detail: StudyDetail, fmt: str, console: Console, settings: bool =
         front = detail.configured
         level = f"{front.front.noise.confidence:.0%}"
         show_table(confident_table(front, sorted(front.front.plausible),
-                                   title=f"Pareto front: the plausible configurations "
-                                         f"(P(front) >= 0.5, {level} intervals)"), console)
+                                   title=front_title(front, "Pareto front",
+                                                     f"{level} intervals")), console)
         console.print(honest_line(front))
         console.print(f"Optuna's observed front (study.best_trials, single runs): trials "
                       f"{', '.join(str(t.number) for t in detail.front) or 'none'}; "
@@ -461,8 +473,8 @@ def print_run_summary(summary: Any, fmt: str, console: Console) -> None:
         return
     front = summary.confident
     show_table(confident_table(front, sorted(front.front.plausible),
-                               title=f"Pareto front of {summary.study_name}: the plausible "
-                               "configurations (P(front) >= 0.5)"), console)
+                               title=front_title(front, f"Pareto front of {summary.study_name}")),
+               console)
     console.print(honest_line(front))
     console.print(f"{summary.finished}/{summary.target} trials finished "
                   f"({summary.new_trials} this run, {summary.elapsed:.1f} s; {summary.stopped})")

@@ -85,7 +85,7 @@ def _front_of(rows: list[tuple[str, int, float, float]], points: float = 0.5):
 
 
 def test_the_honest_line_says_what_the_front_can_claim() -> None:
-    from studies.views import honest_line
+    from studies.views import front_title, honest_line
 
     # One clear winner: faster and more accurate than the rest by far.
     clear = [(f"c{c}", r, 0.90 + (0.05 if c == 0 else 0.0) + d, 1000.0 * (4 if c == 0 else 1))
@@ -97,5 +97,12 @@ def test_the_honest_line_says_what_the_front_can_claim() -> None:
     # Noise far above the differences, one run for most: nobody reaches P(front) 0.5.
     vague = [("a", 0, 0.90, 700.0), ("a", 1, 0.98, 1400.0), ("b", 0, 0.93, 1010.0),
              ("c", 0, 0.95, 990.0), ("d", 0, 0.91, 1005.0), ("e", 0, 0.94, 995.0)]
-    assert "no configuration is yet more likely on the front than not" in honest_line(
-        _front_of(vague, points=0.0))
+    front = _front_of(vague, points=0.0)
+    assert "no configuration is yet more likely on the front than not" in honest_line(front)
+    assert front_title(front, "Pareto front").startswith(
+        "Pareto front: no configuration has P(front) >= 0.5; the most probable")
+    assert {front.status(k) for k in front.front.plausible} == {"most probable"}
+    clear_front = _front_of(clear)
+    assert front_title(clear_front, "F", "95% intervals") == (
+        "F: the plausible configurations (P(front) >= 0.5, 95% intervals)")
+    assert {clear_front.status(k) for k in clear_front.front.plausible} == {"plausible"}
