@@ -243,3 +243,14 @@ def made_study(tmp_path_factory: pytest.TempPathFactory) -> MadeStudy:
     db = directory / "explore.db"
     return MadeStudy(directory, db, f"sqlite:///{db}", "made", args, 4, 2, proc.returncode,
                      proc.stdout, proc.stderr, seconds)
+
+
+def dashboard_get(app: Any, path: str) -> tuple[str, bytes]:
+    """One GET through optuna-dashboard's WSGI app, as a browser would send it."""
+    from wsgiref.util import setup_testing_defaults
+
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(environ)
+    status: list[str] = []
+    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
+    return status[0], body

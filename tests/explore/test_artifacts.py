@@ -16,6 +16,7 @@ from optuna.distributions import IntDistribution
 from optuna.trial import create_trial
 
 from explore.run.artifacts import prune_checkpoints
+from tests.conftest import dashboard_get
 
 
 def _study_with_checkpoints(base: Path) -> tuple[optuna.Study, FileSystemArtifactStore,
@@ -70,19 +71,10 @@ def _storages(tmp_path: Path) -> dict[str, Any]:
                 JournalFileBackend(str(tmp_path / "cards.log")))}
 
 
-def _dashboard_get(app: Any, path: str) -> tuple[str, bytes]:
-    """One GET through optuna-dashboard's WSGI app, as a browser would send it."""
-    from wsgiref.util import setup_testing_defaults
-
-    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
-    setup_testing_defaults(environ)
-    status: list[str] = []
-    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
-    return status[0], body
 
 
 def _trial_cards(app: Any, study_id: int) -> dict[int, list[dict[str, Any]]]:
-    status, body = _dashboard_get(app, f"/api/studies/{study_id}")
+    status, body = dashboard_get(app, f"/api/studies/{study_id}")
     assert status.startswith("200"), body
     return {t["number"]: t["artifacts"] for t in json.loads(body)["trials"]}
 
@@ -119,7 +111,7 @@ def test_a_removed_checkpoint_leaves_no_card(tmp_path: Path, kind: str) -> None:
     for t in trials:
         artifact_id = t.user_attrs["checkpoint_artifact"]
         assert cards[t.number][0]["artifact_id"] == artifact_id
-        status, body = _dashboard_get(
+        status, body = dashboard_get(
             app, f"/artifacts/{study._study_id}/{t._trial_id}/{artifact_id}")
         assert status.startswith("200") and body == (base / artifact_id).read_bytes()
         assert load_checkpoint(base / artifact_id)[1] == plan.model  # a real checkpoint
@@ -129,7 +121,7 @@ def test_a_removed_checkpoint_leaves_no_card(tmp_path: Path, kind: str) -> None:
     assert not (base / gone).exists()
     cards = _trial_cards(app, study._study_id)
     assert cards[2] == [] and len(cards[0]) == len(cards[1]) == 1
-    status, _ = _dashboard_get(app, f"/artifacts/{study._study_id}/{trials[2]._trial_id}/{gone}")
+    status, _ = dashboard_get(app, f"/artifacts/{study._study_id}/{trials[2]._trial_id}/{gone}")
     assert status.startswith("404")  # not a 500 on a missing file: there is no card any more
     assert trials[2].user_attrs["checkpoint_artifact"] == gone  # explore's readers still see it
 

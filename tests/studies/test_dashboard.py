@@ -14,6 +14,7 @@ from browse_helpers import EXPLORE, Studies, clean_env, first_line
 
 from studies.dashboard import dashboard_app
 from studies.errors import ExploreError
+from tests.conftest import dashboard_get
 
 
 def get_json(url: str) -> Any:
@@ -64,16 +65,6 @@ def test_dashboard_needs_an_existing_database(tmp_path: Path) -> None:
     assert not (tmp_path / "absent.db").exists()
 
 
-def _get(app: Any, path: str) -> tuple[str, bytes]:
-    from wsgiref.util import setup_testing_defaults
-
-    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
-    setup_testing_defaults(environ)
-    status: list[str] = []
-    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
-    return status[0], body
-
-
 def test_an_old_card_whose_file_is_gone_downloads_a_note(tmp_path: Path) -> None:
     # A study written before explore kept its cards in step with its files: the checkpoint is
     # a trial-attached artifact (it can never be removed from the finished trial), and its file
@@ -103,8 +94,8 @@ def test_an_old_card_whose_file_is_gone_downloads_a_note(tmp_path: Path) -> None
 
     app = dashboard_app(f"sqlite:///{db}")
     study_id = study._study_id
-    status, body = _get(app, f"/artifacts/{study_id}/{ids[0][0]}/{ids[0][1]}")
+    status, body = dashboard_get(app, f"/artifacts/{study_id}/{ids[0][0]}/{ids[0][1]}")
     assert status.startswith("200") and body == b"weights one"
-    status, body = _get(app, f"/artifacts/{study_id}/{ids[1][0]}/{ids[1][1]}")
+    status, body = dashboard_get(app, f"/artifacts/{study_id}/{ids[1][0]}/{ids[1][1]}")
     assert status.startswith("200") and body == MISSING_NOTE
     assert db.read_bytes() == before  # served as it is: nothing written
