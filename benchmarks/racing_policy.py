@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from explore.config import Settings, resolve_settings  # noqa: E402
 from explore.search import racing  # noqa: E402
-from studies.confidence import front_mask  # noqa: E402
+from studies.noisyfront import front_mask  # noqa: E402
 from studies.record import ATTR_CONFIGURATION, ATTR_REPLICATE  # noqa: E402
 from studies.replicates import configured_front  # noqa: E402
 
@@ -61,7 +61,7 @@ def load_truth() -> tuple[dict[str, tuple[float, float]], float, float]:
 
 def true_front(truth: dict[str, tuple[float, float]], tolerance: float = 0.0) -> set[str]:
     """The truth's front with ties up to ``tolerance`` (a fraction) given to the faster one, by
-    the rule the tool's front uses (:func:`studies.confidence.front_mask`)."""
+    the rule the tool's front uses (:func:`studies.noisyfront.front_mask`)."""
     keys = sorted(truth)
     keep = front_mask([[truth[k][0] for k in keys]], [[truth[k][1] for k in keys]], tolerance)[0]
     return {k for k, kept in zip(keys, keep, strict=True) if kept}

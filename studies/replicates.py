@@ -1,5 +1,5 @@
 """A study's trials grouped into configurations and their replicates, and the noise-aware front
-over them (:mod:`studies.confidence`).
+over them (:mod:`studies.confidence`, :mod:`studies.noisyfront`).
 
 A trial is one training run (a replicate) of a configuration. It names both in its user attrs
 (``configuration``, ``replicate``); a trial from before replicates names neither and reads as
@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from studies.confidence import PLAUSIBLE, ConfigEstimate, NoisyFront, Replicate, noisy_front
+from studies.confidence import ConfigEstimate, Replicate
+from studies.noisyfront import PLAUSIBLE, NoisyFront, noisy_front
 from studies.record import (
     ATTR_CONFIG_KEY,
     ATTR_CONFIGURATION,

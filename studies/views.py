@@ -139,7 +139,7 @@ def confident_table(front: ConfiguredFront, keys: Sequence[str], title: str) -> 
 def front_title(front: ConfiguredFront, prefix: str, detail: str = "") -> str:
     """The front table's title: the plausible configurations, or, when none has P(front) >= 0.5,
     the most probable (what the table then holds)."""
-    from studies.confidence import PLAUSIBLE  # loaded already: the front was computed with it
+    from studies.noisyfront import PLAUSIBLE  # loaded already: the front was computed with it
 
     extra = f", {detail}" if detail else ""
     probability = front.front.probability
@@ -161,7 +161,7 @@ def honest_line(front: ConfiguredFront) -> str:
                 "distinguishable from noise)")
     sd = noisy.noise.accuracy_sd or 0.0
     spread = math.expm1(noisy.noise.log_throughput_sd or 0.0)
-    from studies.confidence import PLAUSIBLE  # loaded already: the front was computed with it
+    from studies.noisyfront import PLAUSIBLE  # loaded already: the front was computed with it
 
     best = max(noisy.probability.values())
     if best < PLAUSIBLE:

@@ -24,8 +24,9 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from studies.confidence import Replicate, estimate, front_mask, noisy_front
+from studies.confidence import Replicate, estimate
 from studies.effects import Effect, paired_effect, trend
+from studies.noisyfront import front_mask, noisy_front
 from studies.tdist import t_ppf
 
 ACC_SD = 0.03

@@ -1,4 +1,5 @@
-"""studies.tdist and studies.confidence against scipy, brute force and analytic results."""
+"""studies.tdist, studies.confidence and studies.noisyfront against scipy, brute force and
+analytic results."""
 
 from __future__ import annotations
 
@@ -14,18 +15,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from studies.confidence import (
-    ConfigEstimate,
-    Estimate,
-    NoiseModel,
-    Replicate,
-    _hypervolume_rows,
-    estimate,
-    front_mask,
-    noisy_front,
-    pareto_mask,
-    pooled_sd,
-)
+from studies.confidence import ConfigEstimate, Estimate, NoiseModel, Replicate, estimate, pooled_sd
+from studies.noisyfront import _hypervolume_rows, front_mask, noisy_front, pareto_mask
 from studies.pareto import hypervolume_2d, pareto_indices
 from studies.tdist import ncp_for_power, t_cdf, t_pdf, t_power, t_ppf, t_sf
 
@@ -483,8 +474,8 @@ def test_many_configurations_are_handled_vectorized() -> None:
 
 
 def test_studies_statistics_do_not_import_torch_or_scipy() -> None:
-    code = ("import sys; import studies.confidence, studies.effects, studies.tdist; "
-            "print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))")
+    code = ("import sys; import studies.confidence, studies.noisyfront, studies.effects, "
+            "studies.tdist; print(sorted(m for m in ('torch', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"
@@ -505,7 +496,8 @@ def test_one_degree_of_freedom_gives_a_finite_front_without_warnings() -> None:
     every warning on stderr), a finite hypervolume interval, probabilities in [0, 1]."""
     import warnings
 
-    from studies.confidence import Replicate, noisy_front
+    from studies.confidence import Replicate
+    from studies.noisyfront import noisy_front
 
     reps = [Replicate("a", 0, 0.50, 1000.0, 0), Replicate("a", 1, 0.52, 1500.0, 1),
             Replicate("b", 0, 0.60, 900.0, 2), Replicate("c", 0, 0.40, 3000.0, 3)]
