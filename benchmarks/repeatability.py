@@ -34,12 +34,13 @@ and seed as the tool's own readers use them):
 - Decisiveness: the share of a racing run's evaluated configurations that are confidently
   dominated (P <= 0.05). Goal >= 25% (the slow end of the default space is 10x slower than its
   fast end).
-- Double vs softmax: :func:`studies.effects.paired_effect` over the run's pairs of
-  configurations equal but for ``norm`` (accuracy; log throughput). A verdict is "+" (double
-  better, interval above 0), "-" (below 0), "0" (no difference detectable: the interval holds 0)
-  or "too few" (no interval). Two runs agree when their verdicts are equal and not "too few".
-  The plausible fronts' overlap (Jaccard of the two runs' plausible sets; observed fronts for
-  single-seed) is reported, not a goal.
+- Double vs softmax: the report's effect (:func:`studies.analysis.analyze`) over the run's pairs
+  of configurations equal but for ``norm`` (accuracy; log throughput): over the measured pairs
+  with the pooled seed noise once it is known (:func:`studies.effects.measured_effect`). A
+  verdict is "+" (double better, interval above 0), "-" (below 0), "0" (no difference
+  detectable: the interval holds 0) or "too few" (no interval). Two runs agree when their
+  verdicts are equal and not "too few". The plausible fronts' overlap (Jaccard of the two
+  runs' plausible sets; observed fronts for single-seed) is reported, not a goal.
 - What racing saves against fixed K: from the fixed-K study's final confidently dominated set
   D_K and plausible front P_K, replay ``configured_front`` on every prefix of ``race-long`` (its
   first n training runs, by trial number). Racing *matches* fixed K at n when its confidently
@@ -364,28 +365,14 @@ def category(effect: Any) -> str:
 
 
 def norm_effects(study: Study) -> dict[str, Any]:
-    """Double minus softmax per objective ("accuracy"; "throughput" as a log-ratio), or None
-    where the run has no pair of configurations equal but for ``norm``."""
-    from studies.effects import paired_effect
-    from studies.replicates import replicate_of
+    """Double minus softmax per objective ("accuracy"; "throughput" as a log-ratio) as
+    ``explore study report`` states it (:func:`studies.analysis.analyze`): over the pairs the run
+    measured, with its pooled seed noise, or the observed effect while the noise is unknown.
+    None where the run has no pair of configurations equal but for ``norm``."""
+    from studies.analysis import analyze
 
-    sides: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for c in study.front().configs:
-        norm = c.params.get("norm")
-        if norm in ("double", "softmax"):
-            rest = tuple(sorted((k, str(v)) for k, v in c.params.items() if k != "norm"))
-            sides.setdefault(rest, {})[norm] = c
-    pairs = [(v["double"], v["softmax"]) for v in sides.values() if len(v) == 2]
-    out: dict[str, Any] = {}
-    for index, objective in enumerate(("accuracy", "throughput")):
-        if not pairs:
-            out[objective] = None
-            continue
-        data = {i: ({replicate_of(t): t.values[index] for t in a.trials},
-                    {replicate_of(t): t.values[index] for t in b.trials})
-                for i, (a, b) in enumerate(pairs)}
-        out[objective] = paired_effect(data, study.confidence, log=objective == "throughput")
-    return out
+    question = analyze(study.records, study.confidence).norm
+    return {"accuracy": question.accuracy, "throughput": question.speed}
 
 
 def jaccard(a: Iterable[str], b: Iterable[str]) -> float:

@@ -25,8 +25,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from studies.confidence import Estimate
-from studies.effects import Effect, Trend, paired_effect, trend, trend_verdict, verdict
+from studies.confidence import Estimate, NoiseModel
+from studies.effects import (
+    Effect,
+    Noise,
+    Trend,
+    measured_effect,
+    measured_trend,
+    paired_effect,
+    trend,
+    trend_verdict,
+    verdict,
+)
 from studies.record import TrialRecord
 from studies.replicates import (
     Configuration,
@@ -87,10 +97,15 @@ class Question:
             doubling of the factor).
         a: side a of a paired question ("double"), or the factor of a trend ("S").
         b: side b ("softmax"); "" for a trend.
-        accuracy: the accuracy effect (accuracy units: 0.004 = 0.4 points); None when the study
-            has no pair (or group) to compute it from.
-        speed: the throughput effect (a log-ratio).
+        accuracy: the accuracy effect the verdict is phrased from (accuracy units: 0.004 =
+            0.4 points): over the measured pairs (groups) with the pooled seed noise
+            (``scope="measured"``), or, while the noise is unknown, the observed one. None when
+            the study has no pair (or group) to compute it from.
+        speed: the throughput effect (a log-ratio), the same way.
         levels: per value of the factor (trends only).
+        accuracy_space: the accuracy effect over the space's pairs (groups), the measured ones
+            a sample of them (``scope="space"``, df = pairs - 1); None while the noise is
+            unknown.
     """
 
     title: str
@@ -103,6 +118,7 @@ class Question:
     accuracy: Effect | None = None
     speed: Effect | None = None
     levels: list[Level] = field(default_factory=list)
+    accuracy_space: Effect | None = None
 
     @property
     def line(self) -> str:
@@ -115,7 +131,8 @@ class Question:
                 "details": list(self.details), "kind": self.kind, "a": self.a, "b": self.b,
                 "accuracy": self.accuracy.to_dict() if self.accuracy else None,
                 "speed": self.speed.to_dict() if self.speed else None,
-                "levels": [lv.to_dict() for lv in self.levels]}
+                "levels": [lv.to_dict() for lv in self.levels],
+                "accuracy_space": self.accuracy_space.to_dict() if self.accuracy_space else None}
 
 
 @dataclass(frozen=True)
@@ -296,37 +313,61 @@ def _observed_pair(acc: Effect, speed: Effect, a: str, b: str) -> str:
 # ---- the questions ---------------------------------------------------------------------------
 
 
+def _noises(noise: NoiseModel) -> tuple[Noise, Noise] | None:
+    """The pooled seed noise of accuracy and of log throughput, when known."""
+    if not noise.known or noise.accuracy_sd is None or noise.log_throughput_sd is None:
+        return None
+    df = noise.df if noise.source == "pooled" else math.inf
+    return Noise(noise.accuracy_sd, df), Noise(noise.log_throughput_sd, df)
+
+
+def _space_line(e: Effect, unit: str, units: str) -> list[str]:
+    """The interval that generalises beyond the measured pairs (groups), as one detail."""
+    if e.low is None or e.high is None or e.pairs < 2:
+        return []
+    return [f"over the space's {units}, of which these {e.pairs} are a sample (the effect may "
+            f"differ between {units}; t over {e.pairs} {units}): "
+            f"[{_signed(100 * e.low)}, {_signed(100 * e.high)}] {unit}"]
+
+
 def _compare(configs: Sequence[Configuration], title: str, factor: str,
-             sides: tuple[Any, Any, str, str], noise_known: bool, confidence: float,
+             sides: tuple[Any, Any, str, str], noise: NoiseModel, confidence: float,
              ignore: Iterable[str] = ()) -> Question:
     a, b, a_name, b_name = sides
     cells = _pairs(configs, factor, a, b, ignore)
     if not cells:
         return Question(title, f"no pairs: no two configurations differ only in {a_name} vs "
                         f"{b_name}, so the study cannot answer this", a=a_name, b=b_name)
-    acc = paired_effect({i: (_runs(x, 0), _runs(y, 0)) for i, (x, y) in enumerate(cells)},
-                        confidence)
-    speed = paired_effect({i: (_runs(x, 1), _runs(y, 1)) for i, (x, y) in enumerate(cells)},
-                          confidence, log=True)
-    if not noise_known:
-        return Question(title, _observed_pair(acc, speed, a_name, b_name), a=a_name, b=b_name,
-                        accuracy=acc, speed=speed)
-    details = []
-    if acc.p_better is not None and speed.p_better is not None:
-        details += [_p_better(acc, a_name, b_name, "is more accurate"),
-                    _p_better(speed, a_name, b_name, "is faster")]
+    acc_data = {i: (_runs(x, 0), _runs(y, 0)) for i, (x, y) in enumerate(cells)}
+    speed_data = {i: (_runs(x, 1), _runs(y, 1)) for i, (x, y) in enumerate(cells)}
+    space = paired_effect(acc_data, confidence)
+    noises = _noises(noise)
+    if noises is None:
+        speed = paired_effect(speed_data, confidence, log=True)
+        return Question(title, _observed_pair(space, speed, a_name, b_name), a=a_name,
+                        b=b_name, accuracy=space, speed=speed)
+    acc = measured_effect(acc_data, noises[0], confidence)
+    speed = measured_effect(speed_data, noises[1], confidence, log=True)
+    details = [_p_better(acc, a_name, b_name, "is more accurate"),
+               _p_better(speed, a_name, b_name, "is faster")]
     details += _power(acc, "points", "pair", "pairs")
+    details += _space_line(space, "points", "pairs")
     return Question(title, verdict(acc, a_name, b_name), verdict(speed, a_name, b_name),
-                    details, "paired", a_name, b_name, acc, speed)
+                    details, "paired", a_name, b_name, acc, speed, accuracy_space=space)
 
 
-def _levels(groups: Sequence[dict[float, list[Configuration]]], confidence: float
-            ) -> tuple[Trend, Trend, list[Level]]:
-    """Both trends over the groups and the levels they share."""
-    acc = trend({i: {v: _runs(cs, 0) for v, cs in g.items()} for i, g in enumerate(groups)},
-                confidence)
-    speed = trend({i: {v: _runs(cs, 1) for v, cs in g.items()} for i, g in enumerate(groups)},
-                  confidence, log=True)
+def _levels(groups: Sequence[dict[float, list[Configuration]]], confidence: float,
+            noises: tuple[Noise, Noise] | None) -> tuple[Trend, Trend, list[Level]]:
+    """Both trends over the groups (over exactly these groups when the noise is known) and the
+    levels they share."""
+    acc_data = {i: {v: _runs(cs, 0) for v, cs in g.items()} for i, g in enumerate(groups)}
+    speed_data = {i: {v: _runs(cs, 1) for v, cs in g.items()} for i, g in enumerate(groups)}
+    if noises is None:
+        acc = trend(acc_data, confidence)
+        speed = trend(speed_data, confidence, log=True)
+    else:
+        acc = measured_trend(acc_data, noises[0], confidence)
+        speed = measured_trend(speed_data, noises[1], confidence, log=True)
     levels = []
     for x, y in zip(acc.levels, speed.levels, strict=True):
         here = [c for g in groups for c in g.get(x.value, [])]
@@ -336,7 +377,7 @@ def _levels(groups: Sequence[dict[float, list[Configuration]]], confidence: floa
 
 
 def _slope(configs: Sequence[Configuration], title: str, factor: str, label: str,
-           noise_known: bool, confidence: float) -> Question:
+           noise: NoiseModel, confidence: float) -> Question:
     values = sorted({v for c in configs if (v := _level(c, factor)) is not None})
     if not values:
         return Question(title, f"no configuration records {label}: nothing to say about it",
@@ -349,9 +390,10 @@ def _slope(configs: Sequence[Configuration], title: str, factor: str, label: str
         return Question(title, f"no two configurations differ only in {label}: the study "
                         "cannot separate its effect from the other settings", kind="trend",
                         a=label)
-    acc, speed, levels = _levels(groups, confidence)
+    noises = _noises(noise)
+    acc, speed, levels = _levels(groups, confidence, noises)
     e, s = acc.per_doubling, speed.per_doubling
-    if not noise_known:
+    if noises is None:
         text = (f"{UNKNOWN}; observed per doubling of {label}: {_signed(100 * e.mean)} points, "
                 f"img/s \u00d7{math.exp(s.mean):.2f}, over {e.pairs} group(s)")
         return Question(title, text, kind="trend", a=label, accuracy=e, speed=s, levels=levels)
@@ -359,10 +401,13 @@ def _slope(configs: Sequence[Configuration], title: str, factor: str, label: str
     if e.p_better is not None:
         details.append(f"P(accuracy rises with {label}) = {e.p_better:.2f}")
     details += _power(e, "points per doubling", "configuration", "groups")
+    space = trend({i: {v: _runs(cs, 0) for v, cs in g.items()} for i, g in enumerate(groups)},
+                  confidence).per_doubling
+    details += _space_line(space, "points per doubling", "groups")
     # Without an accuracy interval there is none for throughput either: one sentence says so.
     speed_text = trend_verdict(speed, label) if e.known else ""
     return Question(title, trend_verdict(acc, label), speed_text, details, "trend", label, "",
-                    e, s, levels)
+                    e, s, levels, accuracy_space=space)
 
 
 def _kinds(front: ConfiguredFront) -> list[KindStats]:
@@ -378,19 +423,19 @@ def _kinds(front: ConfiguredFront) -> list[KindStats]:
     return out
 
 
-def _attention_question(configs: Sequence[Configuration], noise_known: bool,
+def _attention_question(configs: Sequence[Configuration], noise: NoiseModel,
                         confidence: float) -> Question:
     title = "External vs self-attention"
     kinds = {_attention(c) for c in configs}
     if {"external", "self"} <= kinds:
         return _compare(configs, title, "attention", ("external", "self", "EA", "SA"),
-                        noise_known, confidence, ignore=("mem_size", "norm"))
+                        noise, confidence, ignore=("mem_size", "norm"))
     only = ", ".join(sorted(kinds)) or "no"
     return Question(title, f"only {only}-attention configurations completed: external and "
                     "self-attention cannot be compared from this study", a="EA", b="SA")
 
 
-def _norm_question(configs: Sequence[Configuration], noise_known: bool,
+def _norm_question(configs: Sequence[Configuration], noise: NoiseModel,
                    confidence: float) -> Question:
     title = "Double normalization vs softmax"
     ea = [c for c in configs if _attention(c) == "external"]
@@ -402,7 +447,7 @@ def _norm_question(configs: Sequence[Configuration], noise_known: bool,
         return Question(title, f"only {', '.join(sorted(norms))} normalization was tried: the "
                         "study cannot compare double normalization with softmax",
                         a="double", b="softmax")
-    return _compare(ea, title, "norm", ("double", "softmax", "double", "softmax"), noise_known,
+    return _compare(ea, title, "norm", ("double", "softmax", "double", "softmax"), noise,
                     confidence)
 
 
@@ -418,16 +463,16 @@ def analyze(trials: Sequence[TrialRecord], confidence: float = 0.95,
     """
     front = front or configured_front(trials, confidence)
     configs = front.configs
-    known = front.front.noise.known
+    noise = front.front.noise
     ea = [c for c in configs if _attention(c) == "external"]
     return Findings(
         configs=len(configs), runs=front.replicates,
         duplicates=sum(1 for t in trials if t.state == "COMPLETE" and t.is_duplicate),
-        noise_known=known, confidence=confidence,
-        norm=_norm_question(configs, known, confidence),
-        mem_size=_slope(ea, "Memory size S", "mem_size", "S", known, confidence),
-        heads=_slope(configs, "Heads", "heads", "heads", known, confidence),
-        attention=_attention_question(configs, known, confidence),
+        noise_known=noise.known, confidence=confidence,
+        norm=_norm_question(configs, noise, confidence),
+        mem_size=_slope(ea, "Memory size S", "mem_size", "S", noise, confidence),
+        heads=_slope(configs, "Heads", "heads", "heads", noise, confidence),
+        attention=_attention_question(configs, noise, confidence),
         kinds=_kinds(front))
 
 

@@ -26,6 +26,20 @@ effect, or None when seeds cannot get there because tau² alone is too large (th
 Trends over a numeric factor (memory size S, heads) are slopes per doubling (on log2 of the factor)
 within groups of configurations equal except that factor, made into an :class:`Effect` the same way
 (groups as pairs). A trend is claimed only when its interval excludes 0 (:func:`trend_verdict`).
+
+Two estimands (``Effect.scope``):
+
+- ``"space"`` (:func:`paired_effect`, :func:`trend`): the average effect over the space's pairs,
+  the measured ones a sample of them. Its interval carries the pairs' differences from each other
+  and uses df = pairs - 1: with two or three pairs it is honest and useless (t at df 1 is 12.7).
+- ``"measured"`` (:func:`measured_effect`, :func:`measured_trend`): the average effect over the
+  pairs (groups) the study measured, the true means of exactly those configurations. Only the seed
+  noise is uncertain, and it is the study's pooled seed noise (:class:`Noise`, every configuration
+  with 2+ runs contributes, so its df is large), not the pairs' few differences. Each pair's value
+  is the difference of its two sides' means over all their runs, with variance
+  sigma²(1/n_a + 1/n_b): shared seeds can only make that smaller when they correlate the sides
+  positively, so the interval is conservative there. When the study has measured every pair of a
+  finite space, this is the space's average effect exactly. See docs/replicates.md.
 """
 
 from __future__ import annotations
@@ -38,8 +52,8 @@ from typing import Any, TypeVar
 from studies.confidence import Estimate, pooled_sd
 from studies.tdist import ncp_for_power, t_cdf, t_ppf
 
-__all__ = ["Effect", "LevelEstimate", "Trend", "paired_effect", "trend", "trend_verdict",
-           "verdict"]
+__all__ = ["Effect", "LevelEstimate", "Noise", "Trend", "measured_effect", "measured_trend",
+           "paired_effect", "trend", "trend_verdict", "verdict"]
 
 Key = TypeVar("Key", bound=Hashable)
 Level = TypeVar("Level", bound=float)  # factor values: ints are fine too
@@ -75,13 +89,18 @@ class Effect:
             alpha = 1 - confidence, in the units of ``mean``.
         confidence: level of the interval.
         log: whether the values were log-throughputs.
-        between_var: variance of the true effect between pairs (tau²), None when unknown.
-        within_var: seed variance of one replicate difference (sigma_d²), None when unknown.
+        between_var: variance of the true effect between pairs (tau²), None when unknown
+            (0 for the ``"measured"`` scope, where the pairs are the estimand).
+        within_var: seed variance of one replicate difference (sigma_d²), None when unknown;
+            for the ``"measured"`` scope, the variance of one pair's (group's) value with one
+            run on each side (level), from the pooled seed noise.
+        scope: ``"space"``: the average over the space's pairs (df = pairs - 1);
+            ``"measured"``: the average over the measured pairs, with the pooled seed noise.
     """
 
     mean: float
     se: float | None
-    df: int
+    df: float
     low: float | None
     high: float | None
     p_better: float | None
@@ -92,6 +111,7 @@ class Effect:
     log: bool = False
     between_var: float | None = None
     within_var: float | None = None
+    scope: str = "space"
 
     @property
     def known(self) -> bool:
@@ -118,6 +138,11 @@ class Effect:
         """Detectable effect with ``seeds`` shared replicates in each of ``pairs`` pairs."""
         if self.within_var is None:
             return None
+        if self.scope == "measured":
+            if seeds < 1 or pairs < 1:
+                return None
+            return ncp_for_power(self.df, self._alpha(), POWER) * math.sqrt(
+                self.within_var / seeds / pairs)
         if pairs == 1:
             if seeds < 2:
                 return None
@@ -134,22 +159,24 @@ class Effect:
         there: the between-pair spread is too large, and more pairs are needed (see
         :meth:`pairs_needed`)."""
         return _smallest(lambda m: self._detectable_with(m, self.pairs), abs(delta),
-                         start=2 if self.pairs == 1 else 1, stop=MAX_SEEDS)
+                         start=2 if self.pairs == 1 and self.scope == "space" else 1,
+                         stop=MAX_SEEDS)
 
     def pairs_needed(self, delta: float, seeds: int) -> int | None:
         """Pairs, each with ``seeds`` shared replicates, that would detect ``|delta|`` with 80%
         power. None when unknown (fewer than 2 pairs so far, or no seed variance)."""
-        if self.pairs < 2 or seeds < 1:
+        if (self.pairs < 2 and self.scope == "space") or seeds < 1:
             return None
-        return _smallest(lambda p: self._detectable_with(seeds, p), abs(delta), start=2,
-                         stop=MAX_PAIRS)
+        return _smallest(lambda p: self._detectable_with(seeds, p), abs(delta),
+                         start=1 if self.scope == "measured" else 2, stop=MAX_PAIRS)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "mean": self.mean, "se": self.se, "df": self.df, "low": self.low, "high": self.high,
             "p_better": self.p_better, "pairs": self.pairs, "differences": self.differences,
             "detectable": self.detectable, "confidence": self.confidence, "log": self.log,
-            "between_var": self.between_var, "within_var": self.within_var}
+            "between_var": self.between_var, "within_var": self.within_var,
+            "scope": self.scope}
         if self.log:
             out.update(ratio=self.ratio, ratio_low=self.ratio_low, ratio_high=self.ratio_high,
                        detectable_ratio=None if self.detectable is None
@@ -196,11 +223,12 @@ class _Unit:
         return len(self.paired) if self.paired else self.fallback_seeds
 
 
-def _from_units(mean: float, se: float | None, df: int, confidence: float, log: bool,
-                counts: tuple[int, int], variances: tuple[float | None, float | None]) -> Effect:
-    if se is None or df < 1:
+def _from_units(mean: float, se: float | None, df: float, confidence: float, log: bool,
+                counts: tuple[int, int], variances: tuple[float | None, float | None],
+                scope: str = "space") -> Effect:
+    if se is None or not df > 0 or (scope == "space" and df < 1):
         return Effect(mean, None, 0, None, None, None, counts[0], counts[1], None, confidence,
-                      log, *variances)
+                      log, *variances, scope=scope)
     alpha = 1.0 - confidence
     half = t_ppf(1.0 - alpha / 2.0, df) * se
     if se > 0:
@@ -209,7 +237,7 @@ def _from_units(mean: float, se: float | None, df: int, confidence: float, log: 
         p_better = 1.0 if mean > 0 else 0.0 if mean < 0 else 0.5
     detectable = ncp_for_power(df, alpha, POWER) * se
     return Effect(mean, se, df, mean - half, mean + half, p_better, counts[0], counts[1],
-                  detectable, confidence, log, *variances)
+                  detectable, confidence, log, *variances, scope=scope)
 
 
 def _combine(units: Sequence[_Unit], confidence: float, log: bool) -> Effect:
@@ -351,6 +379,21 @@ def _levels(groups: Sequence[Mapping[float, Mapping[int, float]]], confidence: f
     return out
 
 
+def _usable_groups(groups: Mapping[Key, Mapping[Level, Mapping[int, float]]]
+                   ) -> list[dict[float, Mapping[int, float]]]:
+    """The groups with 2+ values of the factor that have runs; ValueError when none has."""
+    usable = []
+    for levels in groups.values():
+        kept = {float(v): reps for v, reps in levels.items() if reps}
+        if any(v <= 0 for v in kept):
+            raise ValueError(f"factor values must be > 0, got {sorted(kept)}")
+        if len(kept) >= 2:
+            usable.append(kept)
+    if not usable:
+        raise ValueError("no group has 2+ values of the factor")
+    return usable
+
+
 def trend(groups: Mapping[Key, Mapping[Level, Mapping[int, float]]],
           confidence: float = 0.95, log: bool = False) -> Trend:
     """The average change per doubling of a numeric factor.
@@ -368,16 +411,105 @@ def trend(groups: Mapping[Key, Mapping[Level, Mapping[int, float]]],
         2+ groups, a t interval over the groups' slopes; with one, over its per-replicate slopes.
         Raises ValueError when no group gives a slope.
     """
-    usable = []
-    for levels in groups.values():
-        kept = {float(v): reps for v, reps in levels.items() if reps}
-        if any(v <= 0 for v in kept):
-            raise ValueError(f"factor values must be > 0, got {sorted(kept)}")
-        if len(kept) >= 2:
-            usable.append(kept)
-    if not usable:
-        raise ValueError("no group has 2+ values of the factor")
+    usable = _usable_groups(groups)
     effect = _combine([_group_unit(g, log) for g in usable], confidence, log)
+    return Trend(effect, _levels(usable, confidence, log))
+
+
+@dataclass(frozen=True)
+class Noise:
+    """One objective's seed noise over the whole study.
+
+    Attributes:
+        sd: the per-run sd pooled within configurations (accuracy units, or log throughput).
+        df: its degrees of freedom, sum over configurations of (runs - 1); ``math.inf`` for an
+            sd taken as known (a prior).
+    """
+
+    sd: float
+    df: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.sd) and self.sd >= 0) or not self.df > 0:
+            raise ValueError(f"noise needs sd >= 0 and df > 0, got sd {self.sd}, df {self.df}")
+
+
+def _measured(units: Sequence[tuple[float, float, float]], noise: Noise, confidence: float,
+              log: bool, differences: int) -> Effect:
+    """The average of the units' values, each with variance sd² · k (``(value, k, k at one
+    run per side or level)``), with the pooled noise's df."""
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if not units:
+        raise ValueError("no pairs to compare")
+    count = len(units)
+    var = noise.sd ** 2
+    se = noise.sd * math.sqrt(math.fsum(k for _, k, _ in units)) / count
+    one_run = var * _mean([k1 for _, _, k1 in units])
+    return _from_units(_mean([v for v, _, _ in units]), se, noise.df, confidence, log,
+                       (count, differences), (0.0, one_run), scope="measured")
+
+
+def measured_effect(pairs: Mapping[Key, tuple[Mapping[int, float], Mapping[int, float]]],
+                    noise: Noise, confidence: float = 0.95, log: bool = False) -> Effect:
+    """The average effect of a factor, a minus b, over exactly the pairs given.
+
+    Args:
+        pairs: as for :func:`paired_effect`.
+        noise: the study's pooled seed noise of this objective (log throughput with ``log``).
+        confidence: level of the interval.
+        log: analyse log values; the effect is then a log-ratio.
+
+    Returns:
+        The mean over pairs of (mean of a's runs - mean of b's runs), its standard error
+        sd · sqrt(sum(1/n_a + 1/n_b)) / pairs and a t interval with the noise's df
+        (``scope="measured"``). ``differences`` counts the replicate indices both sides share.
+        Raises ValueError when ``pairs`` is empty or a side has no run.
+    """
+    units = []
+    differences = 0
+    for a, b in pairs.values():
+        if not a or not b:
+            raise ValueError("each side of a pair needs at least one replicate")
+        side_a = [_transform(v, log) for v in a.values()]
+        side_b = [_transform(v, log) for v in b.values()]
+        units.append((_mean(side_a) - _mean(side_b), 1.0 / len(side_a) + 1.0 / len(side_b), 2.0))
+        differences += len(set(a) & set(b))
+    return _measured(units, noise, confidence, log, differences)
+
+
+def measured_trend(groups: Mapping[Key, Mapping[Level, Mapping[int, float]]], noise: Noise,
+                   confidence: float = 0.95, log: bool = False) -> Trend:
+    """The average change per doubling of a numeric factor over exactly the groups given.
+
+    Args:
+        groups: as for :func:`trend` (groups with fewer than 2 values are left out).
+        noise: the study's pooled seed noise of this objective.
+        confidence: level of the intervals.
+        log: values are throughputs.
+
+    Returns:
+        Per group, the least-squares slope of its per-value means on log2 of the value, whose
+        variance is sd² · sum(c_j² / n_j) (c_j the slope's weights, n_j the runs at value j);
+        the mean over groups with a t interval at the noise's df (``scope="measured"``). The
+        levels are those of :func:`trend`. Raises ValueError when no group gives a slope.
+    """
+    usable = _usable_groups(groups)
+    units = []
+    differences = 0
+    for levels in usable:
+        values = sorted(levels)
+        xs = [math.log2(v) for v in values]
+        centre = _mean(xs)
+        sxx = math.fsum((x - centre) ** 2 for x in xs)
+        weights = [(x - centre) / sxx for x in xs]
+        means = [_mean([_transform(y, log) for y in levels[v].values()]) for v in values]
+        counts = [len(levels[v]) for v in values]
+        units.append((math.fsum(w * m for w, m in zip(weights, means, strict=True)),
+                      math.fsum(w * w / n for w, n in zip(weights, counts, strict=True)),
+                      math.fsum(w * w for w in weights)))
+        differences += len(set.intersection(*(set(levels[v]) for v in values)))
+    effect = _measured(units, noise, confidence, log, differences)
     return Trend(effect, _levels(usable, confidence, log))
 
 
@@ -413,15 +545,26 @@ def _too_few(effect: Effect, a: str, b: str, unit: str) -> str:
             "shared replicates)")
 
 
+def _over(effect: Effect, noun: str, word: str = "over") -> str:
+    """What a ``"measured"`` effect is about ("over the 3 pairs measured"); "" for the space."""
+    if effect.scope != "measured":
+        return ""
+    if effect.pairs == 1:
+        return f" {word} the one {noun} measured"
+    return f" {word} the {effect.pairs} {noun}s measured"
+
+
 def _speed_verdict(effect: Effect, a: str, b: str) -> str:
     assert effect.low is not None and effect.high is not None
+    over = _over(effect, "pair")
     if effect.low > 0 or effect.high < 0:
         faster, slower, sign = (a, b, 1.0) if effect.low > 0 else (b, a, -1.0)
         ends = sorted(math.exp(sign * x) for x in (effect.low, effect.high))
         mean, low, high = _ratios([math.exp(sign * effect.mean), *ends])
-        return f"{faster} is {mean}x as fast as {slower} [{low}, {high}]"
+        return f"{faster} is {mean}x as fast as {slower}{over} [{low}, {high}]"
     low, high = _ratios([math.exp(effect.low), math.exp(effect.high)])
-    return f"no throughput difference detectable between {a} and {b}: \u00d7[{low}, {high}]"
+    return (f"no throughput difference detectable between {a} and {b}{over}: "
+            f"\u00d7[{low}, {high}]")
 
 
 def verdict(effect: Effect, a: str, b: str, unit: str = "points") -> str:
@@ -439,14 +582,15 @@ def verdict(effect: Effect, a: str, b: str, unit: str = "points") -> str:
     if effect.log:
         return _speed_verdict(effect, a, b)
     k = _scale(unit)
+    over = _over(effect, "pair")
     if effect.low > 0 or effect.high < 0:
         better, worse, sign = (a, b, k) if effect.low > 0 else (b, a, -k)
         ends = sorted(sign * x for x in (effect.low, effect.high))
         mean, low, high = _fmt([sign * effect.mean, *ends])
-        return f"{better} is {mean} {unit} more accurate than {worse} [{low}, {high}]"
+        return f"{better} is {mean} {unit} more accurate than {worse}{over} [{low}, {high}]"
     ends = [k * effect.low, k * effect.high]
     low, high = _fmt(ends, signed=True)
-    text = f"no difference detectable between {a} and {b}: [{low}, {high}] {unit}"
+    text = f"no difference detectable between {a} and {b}{over}: [{low}, {high}] {unit}"
     if effect.detectable is not None:
         shown = _fmt([k * effect.detectable], decimals=_decimals(ends))[0]
         text += f" (80% power for \u00b1{shown} {unit})"
@@ -459,16 +603,19 @@ def trend_verdict(result: Trend, factor: str, unit: str = "points") -> str:
     if e.low is None or e.high is None:
         return (f"too few data for a trend over {factor}: {e.pairs} group(s), "
                 f"{e.differences} per-replicate slope(s), no interval")
+    over = _over(e, "group", "in")
     if e.log:
         mean, low, high = _ratios([math.exp(e.mean), math.exp(e.low), math.exp(e.high)])
         if e.low > 0 or e.high < 0:
-            return f"throughput changes \u00d7{mean} per doubling of {factor} [{low}, {high}]"
-        return f"no throughput trend detectable over {factor}: \u00d7[{low}, {high}] per doubling"
+            return (f"throughput changes \u00d7{mean} per doubling of {factor}{over} "
+                    f"[{low}, {high}]")
+        return (f"no throughput trend detectable over {factor}{over}: \u00d7[{low}, {high}] "
+                "per doubling")
     k = _scale(unit)
     if e.low > 0 or e.high < 0:
         word = "rises" if e.low > 0 else "falls"
         s = 1.0 if e.low > 0 else -1.0
         mean, low, high = _fmt([s * k * e.mean, *sorted([s * k * e.low, s * k * e.high])])
-        return f"accuracy {word} {mean} {unit} per doubling of {factor} [{low}, {high}]"
+        return f"accuracy {word} {mean} {unit} per doubling of {factor}{over} [{low}, {high}]"
     low, high = _fmt([k * e.low, k * e.high], signed=True)
-    return f"no trend detectable over {factor}: [{low}, {high}] {unit} per doubling"
+    return f"no trend detectable over {factor}{over}: [{low}, {high}] {unit} per doubling"

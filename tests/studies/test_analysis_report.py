@@ -138,13 +138,20 @@ def test_double_truly_better_is_claimed_with_an_interval_excluding_zero() -> Non
     assert (acc.pairs, acc.differences) == (8, 32)
     assert 0 < acc.low < 0.01 < acc.high  # excludes 0, covers the truth
     assert acc.p_better is not None and acc.p_better > 0.99
-    assert q.verdict.startswith("double is ") and "points more accurate than softmax [" in q.verdict
-    mean, low, high = _numbers(q.verdict)
+    assert acc.scope == "measured" and acc.df == 48  # the pooled seed noise: 16 x (4 - 1)
+    assert q.verdict.startswith("double is ") and (
+        "points more accurate than softmax over the 8 pairs measured [" in q.verdict)
+    mean, low, high = _numbers(q.verdict.replace("the 8 pairs", "the pairs"))
     assert (mean, low, high) == pytest.approx((100 * acc.mean, 100 * acc.low, 100 * acc.high),
                                               abs=0.051)
     # Throughput: double and softmax are equally fast here, and the ratio says so.
     assert q.throughput.startswith("no throughput difference detectable between double and "
-                                   "softmax: \u00d7[")
+                                   "softmax over the 8 pairs measured: \u00d7[")
+    # The space's interval (t over the 8 pairs) is a detail, and wider.
+    space = q.accuracy_space
+    assert space is not None and space.scope == "space" and space.df == 7
+    assert any(d.startswith("over the space's pairs, of which these 8 are a sample")
+               for d in q.details)
     speed = q.speed
     assert speed is not None and speed.ratio_low is not None and speed.ratio_high is not None
     assert speed.ratio_low < 1 < speed.ratio_high
@@ -161,8 +168,9 @@ def test_a_tie_says_no_difference_and_how_many_seeds_would_resolve_02_points() -
     acc = q.accuracy
     assert acc is not None and acc.low is not None and acc.high is not None
     assert acc.low < 0 < acc.high
-    assert q.verdict.startswith("no difference detectable between double and softmax: [")
-    low, high, power = _numbers(q.verdict)
+    assert q.verdict.startswith("no difference detectable between double and softmax over the "
+                                "8 pairs measured: [")
+    low, high, power = _numbers(q.verdict.replace("the 8 pairs", "the pairs"))
     assert low < 0 < high
     assert acc.detectable is not None
     assert power == pytest.approx(100 * acc.detectable, abs=0.051)
@@ -203,7 +211,8 @@ def test_a_trend_over_s_is_claimed_only_when_its_interval_excludes_zero() -> Non
     rising = analyze(records(simulate(configs, _s_truth(0.005), reps=3, seed=4))).mem_size
     e = rising.accuracy
     assert e is not None and e.low is not None and e.low > 0
-    assert rising.verdict.startswith("accuracy rises ") and "per doubling of S [" in rising.verdict
+    assert rising.verdict.startswith("accuracy rises ") and (
+        "per doubling of S in the 3 groups measured [" in rising.verdict)
     assert rising.throughput.startswith("throughput changes \u00d70.5")
     speed = rising.speed
     assert speed is not None and speed.ratio_low is not None and speed.ratio_high is not None
@@ -214,7 +223,7 @@ def test_a_trend_over_s_is_claimed_only_when_its_interval_excludes_zero() -> Non
                                     seed=5))).mem_size
     f = flat.accuracy
     assert f is not None and f.low is not None and f.high is not None and f.low < 0 < f.high
-    assert flat.verdict.startswith("no trend detectable over S: [")
+    assert flat.verdict.startswith("no trend detectable over S in the 3 groups measured: [")
     means = [lv.accuracy.mean for lv in flat.levels]  # the table is not monotonic
     assert means != sorted(means) and means != sorted(means, reverse=True)
     # 12 single runs with a non-monotonic table: no trend is claimed at all.
@@ -249,8 +258,10 @@ def test_ea_vs_sa_pairs_ignore_s_and_norm_and_give_the_speed_ratio() -> None:
     findings = analyze(records(simulate(EASA_CONFIGS, easa_truth, reps=3, seed=8)))
     q = findings.attention
     assert q.accuracy is not None and q.accuracy.pairs == 3  # one per heads value
-    assert q.verdict.startswith("SA is ") and "points more accurate than EA [" in q.verdict
-    assert q.throughput.startswith("EA is ") and "x as fast as SA [" in q.throughput
+    assert q.verdict.startswith("SA is ") and (
+        "points more accurate than EA over the 3 pairs measured [" in q.verdict)
+    assert q.throughput.startswith("EA is ") and (
+        "x as fast as SA over the 3 pairs measured [" in q.throughput)
     assert q.speed is not None and q.speed.ratio_low is not None and q.speed.ratio_high is not None
     assert q.speed.ratio_low < 2.0 < q.speed.ratio_high
     assert [(k.kind, k.configs, k.runs) for k in findings.kinds] == [("external", 6, 18),
@@ -289,7 +300,8 @@ def test_report_front_is_the_plausible_one_with_intervals_in_percent(tmp_path: P
         assert f"| {t.number} | S{t.params['mem_size']}/h{t.params['heads']}/" in observed
         assert f"{100 * t.values[0]:.2f}%" in observed
     findings = _section(text, "## Findings", None)
-    assert "Double is " in findings and "points more accurate than softmax [" in findings
+    assert "Double is " in findings and (
+        "points more accurate than softmax over the 8 pairs measured [" in findings)
     assert "P(double is more accurate than softmax) = " in findings
     for part in (section, observed, findings):
         assert not FRACTION.search(part), FRACTION.search(part)
@@ -360,11 +372,19 @@ def test_grid_study_pairs_every_configuration(studies: Studies) -> None:
         b = runs.get((s, h, "softmax"))
         if norm == "double" and b:
             shared = sorted(set(a) & set(b))
-            units.append(statistics.fmean(a[i] - b[i] for i in shared) if shared
-                         else statistics.fmean(a.values()) - statistics.fmean(b.values()))
+            units.append((statistics.fmean(a[i] - b[i] for i in shared) if shared
+                          else statistics.fmean(a.values()) - statistics.fmean(b.values()),
+                          statistics.fmean(a.values()) - statistics.fmean(b.values())))
     acc = findings.norm.accuracy
     assert acc is not None and acc.pairs == len(units) > 0
-    assert acc.mean == pytest.approx(statistics.fmean(units))
+    # With the noise known the verdict is over the measured pairs (differences of the sides'
+    # means over all their runs); the space's estimate pairs shared seeds.
+    space = findings.norm.accuracy_space if findings.noise_known else acc
+    assert space is not None and space.scope == "space"
+    assert space.mean == pytest.approx(statistics.fmean(u for u, _ in units))
+    if findings.noise_known:
+        assert acc.scope == "measured"
+        assert acc.mean == pytest.approx(statistics.fmean(m for _, m in units))
     assert ("nothing claimed" in findings.norm.verdict) == (not findings.noise_known)
     assert {lv.value for lv in findings.mem_size.levels} <= {8, 16}
     assert findings.attention.accuracy is None

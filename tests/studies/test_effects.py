@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from studies.effects import Effect, paired_effect, trend, trend_verdict, verdict
+from studies.effects import (
+    Effect,
+    Noise,
+    measured_effect,
+    measured_trend,
+    paired_effect,
+    trend,
+    trend_verdict,
+    verdict,
+)
 
 MINUS = "\u2212"
 
@@ -292,3 +301,92 @@ def test_trend_verdicts() -> None:
     speed = {g: {s: {r: 1e4 / s * (1 + 0.01 * r + 0.02 * g) for r in range(2)} for s in (8, 16)}
              for g in range(3)}
     assert trend_verdict(trend(speed, log=True), "S").startswith("throughput changes \u00d70.50")
+
+
+# --- over the measured pairs, with the study's pooled noise --------------------------------------
+
+
+def test_measured_effect_of_one_pair_with_its_own_pooled_sd_is_the_two_sample_t_test() -> None:
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(0.86, 0.03, 5), rng.normal(0.84, 0.03, 3)
+    sd = math.sqrt((4 * np.var(a, ddof=1) + 2 * np.var(b, ddof=1)) / 6)
+    effect = measured_effect({"x": (dict(enumerate(a)), dict(enumerate(b)))}, Noise(sd, 6),
+                             confidence=0.9)
+    ref = stats.ttest_ind(a, b, equal_var=True)
+    ci = ref.confidence_interval(confidence_level=0.9)
+    assert effect.scope == "measured" and effect.df == 6
+    assert effect.mean == pytest.approx(float(a.mean() - b.mean()), rel=1e-12)
+    assert (effect.low, effect.high) == pytest.approx((ci.low, ci.high), rel=1e-9)
+    assert effect.p_better == pytest.approx(
+        1 - stats.ttest_ind(a, b, alternative="greater").pvalue, rel=1e-9)
+    assert (effect.pairs, effect.differences) == (1, 3)  # indices 0-2 are shared
+
+
+def test_measured_effect_over_pairs_uses_all_runs_and_the_given_noise() -> None:
+    pairs = {"p": ({0: 0.80, 1: 0.82, 2: 0.84}, {0: 0.79}),
+             "q": ({0: 0.90, 5: 0.92}, {1: 0.85, 2: 0.87})}
+    effect = measured_effect(pairs, Noise(0.02, 40))
+    means = [0.82 - 0.79, 0.91 - 0.86]
+    se = 0.02 * math.sqrt((1 / 3 + 1) + (1 / 2 + 1 / 2)) / 2
+    half = stats.t.ppf(0.975, 40) * se
+    assert effect.mean == pytest.approx(sum(means) / 2, rel=1e-12)
+    assert effect.se == pytest.approx(se, rel=1e-12)
+    assert (effect.low, effect.high) == pytest.approx((effect.mean - half, effect.mean + half),
+                                                      rel=1e-9)
+    assert effect.differences == 1  # only p shares an index (0)
+    assert effect.between_var == 0.0 and effect.within_var == pytest.approx(2 * 0.02 ** 2)
+    # A known sd (a prior): the normal interval.
+    known = measured_effect(pairs, Noise(0.02, math.inf))
+    assert known.high - known.mean == pytest.approx(stats.norm.ppf(0.975) * se, rel=1e-9)
+    # Detectable effect and seeds: by the noncentral t at the noise's df, brute force.
+    detect = effect.detectable
+    assert detect is not None and _power(detect / se, 40) == pytest.approx(0.8, abs=1e-6)
+    seeds = effect.seeds_needed(0.01)
+    brute = next(m for m in range(1, 10_000)
+                 if _power(0.01 / (0.02 * math.sqrt(2 / m / 2)), 40) >= 0.8)
+    assert seeds == brute
+    with pytest.raises(ValueError):
+        measured_effect({}, Noise(0.02, 40))
+    with pytest.raises(ValueError):
+        Noise(0.02, 0)
+
+
+def test_measured_effect_on_throughput_is_a_ratio_of_geometric_means() -> None:
+    pairs = {"p": ({0: 2000.0, 1: 2200.0}, {0: 1000.0, 1: 1100.0}),
+             "q": ({0: 500.0}, {0: 400.0, 1: 440.0})}
+    effect = measured_effect(pairs, Noise(0.1, 30), log=True)
+    geo = math.sqrt(2000 * 2200) / math.sqrt(1000 * 1100) * 500 / math.sqrt(400 * 440)
+    assert effect.ratio == pytest.approx(math.sqrt(geo), rel=1e-12)
+    assert effect.ratio_low is not None and effect.ratio_low < effect.ratio < effect.ratio_high
+    assert verdict(effect, "a", "b").startswith("a is ")
+    assert "as fast as b over the 2 pairs measured [" in verdict(effect, "a", "b")
+
+
+def test_measured_trend_slope_variance_is_the_brute_force_one() -> None:
+    groups = {"g": {8: {0: 0.80, 1: 0.81}, 16: {0: 0.83}, 64: {0: 0.86, 1: 0.84, 2: 0.85}},
+              "h": {8: {0: 0.70}, 32: {0: 0.74, 3: 0.72}}}
+    sd = 0.01
+    effect = measured_trend(groups, Noise(sd, math.inf)).per_doubling
+    rng = np.random.default_rng(12)
+    slopes = []
+    for _ in range(20_000):  # the same design, runs redrawn around 0 with the noise's sd
+        drawn = {k: {s: {r: float(rng.normal(0, sd)) for r in reps} for s, reps in g.items()}
+                 for k, g in groups.items()}
+        slopes.append(measured_trend(drawn, Noise(sd, math.inf)).per_doubling.mean)
+    assert effect.se is not None
+    assert float(np.std(slopes)) == pytest.approx(effect.se, rel=0.03)
+    assert float(np.mean(slopes)) == pytest.approx(0.0, abs=4 * effect.se / math.sqrt(20_000))
+    # Per group: the least-squares slope of the level means on log2(S).
+    g_slope = stats.linregress([3, 4, 6], [0.805, 0.83, 0.85]).slope
+    h_slope = stats.linregress([3, 5], [0.70, 0.73]).slope
+    assert effect.mean == pytest.approx((g_slope + h_slope) / 2, rel=1e-9)
+    assert trend_verdict(measured_trend(groups, Noise(sd, math.inf)), "S").startswith(
+        "accuracy rises ")
+    assert " per doubling of S in the 2 groups measured [" in trend_verdict(
+        measured_trend(groups, Noise(sd, math.inf)), "S")
+
+
+def test_measured_verdicts_say_what_they_are_about() -> None:
+    one = measured_effect({"x": ({0: 0.80, 1: 0.81}, {0: 0.80, 1: 0.79})}, Noise(0.02, 30))
+    assert verdict(one, "double", "softmax").startswith(
+        "no difference detectable between double and softmax over the one pair measured: [")
