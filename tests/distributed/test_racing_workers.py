@@ -181,9 +181,12 @@ def test_a_replicate_killed_mid_training_is_finished_by_the_other_worker(
     source = retry.user_attrs.get(ATTR_DUPLICATE)
     if source is None:
         assert retry.user_attrs["resumed_from_epoch"] >= 1
-    else:
+        trained = retry
+    else:  # a repeat takes its twin's values; the twin holds the training history
         twin = next(t for t in trials if t.number == source)
         assert twin.state == TrialState.COMPLETE and twin.user_attrs.get(ATTR_DUPLICATE) is None
         for key in (ATTR_CONFIGURATION, ATTR_REPLICATE, ATTR_CONFIG_KEY):
             assert twin.user_attrs[key] == killed.user_attrs[key]
-    assert [h["epoch"] for h in retry.user_attrs["history"]] == list(range(1, EPOCHS + 1))
+        assert retry.values == twin.values
+        trained = twin
+    assert [h["epoch"] for h in trained.user_attrs["history"]] == list(range(1, EPOCHS + 1))
