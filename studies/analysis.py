@@ -34,8 +34,6 @@ from studies.effects import (
     measured_trend,
     paired_effect,
     trend,
-    trend_verdict,
-    verdict,
 )
 from studies.record import TrialRecord
 from studies.replicates import (
@@ -44,6 +42,7 @@ from studies.replicates import (
     configured_front,
     replicate_of,
 )
+from studies.verdicts import trend_verdict, verdict
 
 __all__ = ["RESOLVE", "Findings", "KindStats", "Level", "Question", "analyze", "finding_lines"]
 

@@ -16,9 +16,8 @@ from studies.effects import (
     measured_trend,
     paired_effect,
     trend,
-    trend_verdict,
-    verdict,
 )
+from studies.verdicts import trend_verdict, verdict
 
 MINUS = "\u2212"
 
