@@ -1,4 +1,4 @@
-"""Helpers shared by the training-speed, throughput-stability and cost-model benchmarks.
+"""Helpers shared by the benchmarks.
 
 - :func:`matmul_peak`: the machine's fp32 matrix-product rate, the yardstick of "fraction of
   peak" (a large ``torch.mm``, best of several, with the caller's thread count);
@@ -6,7 +6,8 @@
   with every result because other work on the machine changes the numbers;
 - :func:`noise_floor`: how much this machine's own speed moves over short blocks (a fixed
   matmul timed block by block), the floor under any throughput spread measured here;
-- :func:`digits`, :func:`default_config`: the default trial's data and model.
+- :func:`digits`, :func:`default_config`: the default trial's data and model;
+- :func:`interleaved`: the order of the modes compared, reversed on every other repeat.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import argparse
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 
@@ -28,6 +30,7 @@ __all__ = [
     "cpu_name",
     "default_config",
     "digits",
+    "interleaved",
     "load_average",
     "machine_line",
     "matmul_peak",
@@ -42,6 +45,18 @@ def add_cuda_graph_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
                         help="CUDA: time CUDA graph replays ([measure] cuda_graph, default) or, "
                              "with --no-cuda-graph, eager forwards")
+
+
+T = TypeVar("T")
+
+
+def interleaved(modes: Sequence[T], repeats: int) -> Iterator[tuple[int, T]]:
+    """``(repeat, mode)`` for ``repeats`` rounds over ``modes``: in order on even repeats,
+    reversed on odd ones, so that a drift of the machine's speed during the run (or the cost of
+    going first) falls on every mode alike."""
+    for repeat in range(repeats):
+        for mode in modes if repeat % 2 == 0 else modes[::-1]:
+            yield repeat, mode
 
 
 def parse_device(name: str | None) -> torch.device:

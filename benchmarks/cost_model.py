@@ -32,6 +32,7 @@ import torch
 from _common import (
     add_cuda_graph_option,
     default_config,
+    interleaved,
     machine_line,
     matmul_peak,
     parse_device,
@@ -93,12 +94,10 @@ def main() -> None:
         flops.append(count_flops(model, (1, 8, 8)))
     rates: list[list[float]] = [[] for _ in configs]
     spreads: list[list[float]] = [[] for _ in configs]
-    for round_ in range(args.rounds):
-        order = range(len(configs)) if round_ % 2 == 0 else reversed(range(len(configs)))
-        for i in order:
-            result = measure_throughput(models[i], (1, 8, 8), device, settings, precision)
-            rates[i].append(result.median)
-            spreads[i].append(result.spread)
+    for _, i in interleaved(range(len(configs)), args.rounds):
+        result = measure_throughput(models[i], (1, 8, 8), device, settings, precision)
+        rates[i].append(result.median)
+        spreads[i].append(result.spread)
 
     print()
     print("| mem_size | heads | norm | MFLOP/image | img/s | GFLOP/s | of peak | spread |")

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import load_average
+from _common import interleaved, load_average
 
 REPO = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("explore")  # the installed command, or the repo's cli.py
@@ -120,13 +120,11 @@ def main() -> None:
     rows = []
     for model in models:
         trials: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
-        for repeat in range(args.repeats):
-            order = list(MODES) if repeat % 2 == 0 else list(reversed(MODES))
-            for mode in order:
-                done = run_once(model, MODES[mode], args.trials, args.epochs, args.device)
-                trials[mode] += done
-                print(f"  {model:7s} repeat {repeat + 1} {mode:14s} trial wall "
-                      + ", ".join(f"{t['wall']:.3f}" for t in done) + " s", flush=True)
+        for repeat, mode in interleaved(list(MODES), args.repeats):
+            done = run_once(model, MODES[mode], args.trials, args.epochs, args.device)
+            trials[mode] += done
+            print(f"  {model:7s} repeat {repeat + 1} {mode:14s} trial wall "
+                  + ", ".join(f"{t['wall']:.3f}" for t in done) + " s", flush=True)
         lrs = {mode: sorted(round(t["lr"], 12) for t in ts) for mode, ts in trials.items()}
         if len({tuple(v) for v in lrs.values()}) != 1:
             raise SystemExit("the two modes trained different trials: not comparable")

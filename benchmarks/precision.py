@@ -25,7 +25,7 @@ import statistics
 from dataclasses import replace
 
 import torch
-from _common import machine_line, parse_device
+from _common import interleaved, machine_line, parse_device
 
 from explore.config import MeasureSettings, TrainSettings
 from explore.engine.data import Dataset
@@ -90,9 +90,8 @@ def main() -> None:
         data = synthetic(config, args.images, device)
         one_round(config, data, "fp32", 1, device)  # warm-up: kernels, allocator, clocks
         runs: dict[str, list[tuple[float, float, float]]] = {"fp32": [], "bf16": []}
-        for repeat in range(args.repeats):
-            for precision in (("fp32", "bf16") if repeat % 2 == 0 else ("bf16", "fp32")):
-                runs[precision].append(one_round(config, data, precision, args.epochs, device))
+        for _, precision in interleaved(("fp32", "bf16"), args.repeats):
+            runs[precision].append(one_round(config, data, precision, args.epochs, device))
         med = {p: [statistics.median(r[i] for r in rs) for i in range(3)]
                for p, rs in runs.items()}
         flops = count_flops(create_model(replace(config)), data.image_shape) / 1e6

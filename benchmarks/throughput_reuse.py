@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import load_average
+from _common import interleaved, load_average
 
 from studies.pareto import hypervolume_2d
 
@@ -99,12 +99,11 @@ def main() -> None:
           f"{args.repeats} repeats per mode; load average {load_average()} "
           f"({time.strftime('%Y-%m-%d %H:%M')})")
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
-    for repeat in range(args.repeats):
-        for mode in (MODES if repeat % 2 == 0 else list(reversed(MODES))):
-            r = run_once(MODES[mode], args.trials, args.epochs, args.device)
-            runs[mode].append(r)
-            print(f"  repeat {repeat + 1} {mode:18s} {r['wall']:6.1f} s, {r['measured']} of "
-                  f"{r['trials']} trials measured, median trial {r['span']:.2f} s", flush=True)
+    for repeat, mode in interleaved(list(MODES), args.repeats):
+        r = run_once(MODES[mode], args.trials, args.epochs, args.device)
+        runs[mode].append(r)
+        print(f"  repeat {repeat + 1} {mode:18s} {r['wall']:6.1f} s, {r['measured']} of "
+              f"{r['trials']} trials measured, median trial {r['span']:.2f} s", flush=True)
     print()
     print("| mode | study wall (median) | trials measured | median trial span | "
           "front hypervolume | mean accuracy |")

@@ -59,7 +59,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _common import default_config, digits, machine_line, matmul_peak, parse_device, sync
+from _common import (
+    default_config,
+    digits,
+    interleaved,
+    machine_line,
+    matmul_peak,
+    parse_device,
+    sync,
+)
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -230,25 +238,23 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
             if warm is not None:
                 print(f"  warm-up  {name:18s} acc {warm['accuracy']:.3f} (not counted)",
                       flush=True)
-    for repeat in range(args.repeats):
-        order = list(runs) if repeat % 2 == 0 else list(runs)[::-1]
-        for name in order:
-            if name in failed:
-                continue
-            cpu = time.process_time()
-            wall = time.perf_counter()
-            run = attempt(name, args.seed + repeat, f"repeat {repeat + 1}")
-            if run is None:
-                continue
-            run["cpu_seconds"] = time.process_time() - cpu
-            run["wall_seconds"] = time.perf_counter() - wall
-            runs[name].append(run)
-            compiling = (f" (compile {run['compile_seconds']:.1f} s)"
-                         if run.get("compile_seconds") else "")
-            print(f"  repeat {repeat + 1} {name:18s} acc {run['accuracy']:.3f} "
-                  f"train {run['train_seconds']:.2f} s ({run['train_cpu']:.2f} s CPU), trial "
-                  f"{run['wall_seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU"
-                  + compiling, flush=True)
+    for repeat, name in interleaved(list(runs), args.repeats):
+        if name in failed:
+            continue
+        cpu = time.process_time()
+        wall = time.perf_counter()
+        run = attempt(name, args.seed + repeat, f"repeat {repeat + 1}")
+        if run is None:
+            continue
+        run["cpu_seconds"] = time.process_time() - cpu
+        run["wall_seconds"] = time.perf_counter() - wall
+        runs[name].append(run)
+        compiling = (f" (compile {run['compile_seconds']:.1f} s)"
+                     if run.get("compile_seconds") else "")
+        print(f"  repeat {repeat + 1} {name:18s} acc {run['accuracy']:.3f} "
+              f"train {run['train_seconds']:.2f} s ({run['train_cpu']:.2f} s CPU), trial "
+              f"{run['wall_seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU"
+              + compiling, flush=True)
     print()
     print("| trainer | img/s trained | GFLOP/s | of peak | img/s per CPU-s | of CPU-s peak "
           "| accuracy |")
@@ -335,26 +341,25 @@ def whole_machine(args: argparse.Namespace) -> None:
     modes = ["script", "explore", *(["explore-bf16"] if args.bf16 else [])]
     spans: dict[str, list[float]] = {m: [] for m in modes}
     accs: dict[str, list[float]] = {m: [] for m in modes}
-    for repeat in range(args.repeats):
-        for mode in (modes if repeat % 2 == 0 else modes[::-1]):
-            start_at = time.time() + args.startup
-            seed = 100 * repeat
-            if mode == "script":
-                span, acc = _collect([_spawn("script", cores, args.machine_trials, seed, args,
-                                             start_at)])
-            else:
-                per_worker = math.ceil(args.machine_trials / cores)
-                with tempfile.TemporaryDirectory(prefix="explore-lock-") as lock_dir:
-                    span, acc = _collect([
-                        _spawn(mode, 1, per_worker, seed + w * per_worker, args, start_at,
-                               lock_dir)
-                        for w in range(cores)])
-                span *= args.machine_trials / (per_worker * cores)  # same trial count
-            spans[mode].append(span)
-            accs[mode].extend(acc)
-            print(f"  repeat {repeat + 1} {mode:8s} {span:6.2f} s for {args.machine_trials} "
-                  f"trials → {3600 * args.machine_trials / span:.0f} trials/h; accuracy "
-                  f"{statistics.mean(acc):.3f}  (load {os.getloadavg()[0]:.2f})", flush=True)
+    for repeat, mode in interleaved(modes, args.repeats):
+        start_at = time.time() + args.startup
+        seed = 100 * repeat
+        if mode == "script":
+            span, acc = _collect([_spawn("script", cores, args.machine_trials, seed, args,
+                                         start_at)])
+        else:
+            per_worker = math.ceil(args.machine_trials / cores)
+            with tempfile.TemporaryDirectory(prefix="explore-lock-") as lock_dir:
+                span, acc = _collect([
+                    _spawn(mode, 1, per_worker, seed + w * per_worker, args, start_at,
+                           lock_dir)
+                    for w in range(cores)])
+            span *= args.machine_trials / (per_worker * cores)  # same trial count
+        spans[mode].append(span)
+        accs[mode].extend(acc)
+        print(f"  repeat {repeat + 1} {mode:8s} {span:6.2f} s for {args.machine_trials} "
+              f"trials → {3600 * args.machine_trials / span:.0f} trials/h; accuracy "
+              f"{statistics.mean(acc):.3f}  (load {os.getloadavg()[0]:.2f})", flush=True)
     print()
     print("| mode | trials/h (median) | mean accuracy |")
     print("|---|---:|---:|")

@@ -25,6 +25,7 @@ from typing import Any
 
 from studies.catalog import Front, open_catalog, read_front
 from studies.errors import UsageError
+from studies.outfile import check_out
 from studies.pareto import hypervolume_2d
 from studies.replicates import ConfiguredFront, study_front
 
@@ -107,8 +108,6 @@ def compare_studies(storage: str | None, names: Sequence[str], out: Path | None 
     if len(set(names)) != len(names):
         raise UsageError("each study may be named once")
     if out is not None:
-        from studies.plots import check_out
-
         check_out(out, (".png", ".html"))
     fronts: list[Front] = []
     finished: dict[str, int] = {}

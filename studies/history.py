@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from studies.catalog import open_catalog
+from studies.outfile import check_out
 from studies.storage import StorageSpec, parse_storage
 
 if TYPE_CHECKING:
@@ -80,8 +81,6 @@ def study_history(storage: str | None, name: str, plot: Path | None = None) -> H
     trials and time into that PNG file."""
     spec = parse_storage(storage)
     if plot is not None:
-        from studies.plots import check_out
-
         check_out(plot, (".png",))
     with open_catalog(spec) as catalog:
         meta = catalog.study(name)  # a clear error before anything else is opened
@@ -91,7 +90,7 @@ def study_history(storage: str | None, name: str, plot: Path | None = None) -> H
     history = History(name, snapshots, None, finished,
                       _utc(stats.last_activity) if stats else None, tuple(confident))
     if plot is not None:
-        from studies.plots import history_png
+        from studies.historyplot import history_png
 
         history_png(history, plot)
         history = History(name, history.snapshots, plot, history.finished,

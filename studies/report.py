@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
 import math
 import tempfile
 from dataclasses import dataclass
+from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from studies.analysis import REPLICATE_HINT, RESOLVE, Findings, Question, analyze
 from studies.catalog import Front, open_catalog, read_front
 from studies.confidence import Estimate
 from studies.errors import ExploreError
+from studies.outfile import check_out
 from studies.pareto import hypervolume_2d
 from studies.record import (
     ATTR_FLOPS,
@@ -75,28 +76,65 @@ class Image:
 Block = Heading | Para | Bullets | Table | Image
 
 
+class _Format(Protocol):
+    """How one output format writes each kind of block: one string, or ``None`` for nothing."""
+
+    def heading(self, b: Heading) -> str: ...
+    def para(self, b: Para) -> str: ...
+    def bullets(self, b: Bullets) -> str: ...
+    def table(self, b: Table) -> str: ...
+    def image(self, b: Image) -> str | None: ...
+
+
+def _render(blocks: list[Block], fmt: _Format) -> list[str]:
+    """Each block written by ``fmt``, in order."""
+    out: list[str] = []
+    for b in blocks:
+        if isinstance(b, Heading):
+            text: str | None = fmt.heading(b)
+        elif isinstance(b, Para):
+            text = fmt.para(b)
+        elif isinstance(b, Bullets):
+            text = fmt.bullets(b)
+        elif isinstance(b, Table):
+            text = fmt.table(b)
+        else:
+            text = fmt.image(b)
+        if text is not None:
+            out.append(text)
+    return out
+
+
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+@dataclass(frozen=True)
+class _Markdown:
+    images: dict[str, str]  # key → relative file name
+
+    def heading(self, b: Heading) -> str:
+        return f"{'#' * b.level} {b.text}\n"
+
+    def para(self, b: Para) -> str:
+        return f"{b.text}\n"
+
+    def bullets(self, b: Bullets) -> str:
+        return "\n".join(f"- {item}" for item in b.items) + "\n"
+
+    def table(self, b: Table) -> str:
+        return "\n".join(["| " + " | ".join(_md_cell(h) for h in b.headers) + " |",
+                          "|" + "|".join("---" for _ in b.headers) + "|",
+                          *("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows),
+                          ""])
+
+    def image(self, b: Image) -> str | None:
+        return f"![{b.alt}]({self.images[b.key]})\n" if b.key in self.images else None
+
+
 def to_markdown(blocks: list[Block], images: dict[str, str]) -> str:
     """``images``: key → relative file name."""
-    out: list[str] = []
-    for b in blocks:
-        if isinstance(b, Heading):
-            out.append(f"{'#' * b.level} {b.text}\n")
-        elif isinstance(b, Para):
-            out.append(f"{b.text}\n")
-        elif isinstance(b, Bullets):
-            out.append("\n".join(f"- {item}" for item in b.items) + "\n")
-        elif isinstance(b, Table):
-            out.append("| " + " | ".join(_md_cell(h) for h in b.headers) + " |")
-            out.append("|" + "|".join("---" for _ in b.headers) + "|")
-            out.extend("| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows)
-            out.append("")
-        elif b.key in images:
-            out.append(f"![{b.alt}]({images[b.key]})\n")
-    return "\n".join(out)
+    return "\n".join(_render(blocks, _Markdown(images)))
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;
@@ -104,28 +142,37 @@ color:#222}table{border-collapse:collapse;margin:.5rem 0 1rem}td,th{border:1px s
 padding:.2rem .5rem;text-align:right}th{background:#f3f3f3}img{max-width:100%}"""
 
 
+@dataclass(frozen=True)
+class _Html:
+    images: dict[str, bytes]  # key → PNG bytes, embedded as data URLs
+
+    def heading(self, b: Heading) -> str:
+        return f"<h{b.level}>{escape(b.text)}</h{b.level}>"
+
+    def para(self, b: Para) -> str:
+        return f"<p>{escape(b.text)}</p>"
+
+    def bullets(self, b: Bullets) -> str:
+        return "<ul>" + "".join(f"<li>{escape(i)}</li>" for i in b.items) + "</ul>"
+
+    def table(self, b: Table) -> str:
+        head = "".join(f"<th>{escape(h)}</th>" for h in b.headers)
+        body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>"
+                       for row in b.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def image(self, b: Image) -> str | None:
+        if b.key not in self.images:
+            return None
+        data = base64.b64encode(self.images[b.key]).decode("ascii")
+        return f"<img alt='{escape(b.alt)}' src='data:image/png;base64,{data}'>"
+
+
 def to_html(blocks: list[Block], images: dict[str, bytes], title: str) -> str:
     """``images``: key → PNG bytes, embedded as data URLs."""
-    e = html.escape
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title>"
-           f"<style>{_CSS}</style></head><body>"]
-    for b in blocks:
-        if isinstance(b, Heading):
-            out.append(f"<h{b.level}>{e(b.text)}</h{b.level}>")
-        elif isinstance(b, Para):
-            out.append(f"<p>{e(b.text)}</p>")
-        elif isinstance(b, Bullets):
-            out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in b.items) + "</ul>")
-        elif isinstance(b, Table):
-            head = "".join(f"<th>{e(h)}</th>" for h in b.headers)
-            body = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>"
-                           for row in b.rows)
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        elif b.key in images:
-            data = base64.b64encode(images[b.key]).decode("ascii")
-            out.append(f"<img alt='{e(b.alt)}' src='data:image/png;base64,{data}'>")
-    out.append("</body></html>\n")
-    return "\n".join(out)
+    head = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>")
+    return "\n".join([head, *_render(blocks, _Html(images)), "</body></html>\n"])
 
 
 # ---- the content -----------------------------------------------------------------------------
@@ -431,8 +478,9 @@ def build_report(meta: StudyMeta, stats: TrialStats, front: Front, trials: list[
 
 def write_report(storage: str | None, name: str, out: Path) -> Path:
     """Write the report of study ``name`` to ``out`` (``.md`` or ``.html``)."""
+    from studies.frontpng import front_png
     from studies.history import read_snapshots
-    from studies.plots import check_out, front_png, history_png
+    from studies.historyplot import history_png
 
     suffix = check_out(out, (".md", ".html"))
     spec = parse_storage(storage)

@@ -61,7 +61,7 @@ def note_text(name: str, front: ConfiguredFront, findings: Sequence[str], finish
 
 
 def _figure(records: list[TrialRecord], study: optuna.Study, settings: Settings) -> Any:
-    from studies.plots import front_figure
+    from studies.fronthtml import front_figure
     from studies.record import StudyMeta
 
     names = tuple(study.metric_names) if study.metric_names else None
@@ -98,7 +98,7 @@ def publish(study: optuna.Study, settings: Settings, note: Callable[[str], None]
         if figure is not None:
             optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=FIGURE_ID)
         if history:
-            from studies.plots import confident_history_figure
+            from studies.historyplot import confident_history_figure
 
             grown = confident_history_figure(history, study.study_name, finished)
             if grown is not None:

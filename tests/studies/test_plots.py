@@ -26,24 +26,21 @@ from replicated import Plan, make_study
 from studies.catalog import Front, TrialRecord, pareto_front
 from studies.compare import compare_studies
 from studies.errors import ExploreError, StudyNotFound, UsageError
-from studies.history import History, study_history
-from studies.pareto import hypervolume_2d
-from studies.plots import (
+from studies.fronthtml import compare_plotly, front_figure
+from studies.frontpng import compare_figure, front_matplotlib, observed_matplotlib
+from studies.frontpoints import (
     COLORS,
     MAX_OTHER_LABELS,
     NOISY,
     STUDY_COLORS,
-    compare_figure,
-    compare_plotly,
-    front_figure,
-    front_matplotlib,
-    history_figure,
     is_noisy,
     label,
-    observed_matplotlib,
-    plot_study,
     variant,
 )
+from studies.history import History, study_history
+from studies.historyplot import history_figure
+from studies.pareto import hypervolume_2d
+from studies.plots import plot_study
 from studies.record import StudyMeta
 from studies.replicates import ConfiguredFront, configured_front, study_front
 from studies.snapshots import Snapshot, SnapshotStore
@@ -473,13 +470,13 @@ def test_log_ticks_are_round_inside_and_apart(lo: float, hi: float) -> None:
 def test_plotly_places_never_overlap_and_stay_inside() -> None:
     """Brute force over crowded layouts: many points on top of each other get one label per
     free side at most, and every placed box is inside the axes and apart from the others."""
+    from studies.frontpoints import Point
     from studies.labels import PLOTLY_AREA, PLOTLY_CHAR, SIDES, plotly_places
-    from studies.plots import _Point
 
-    def point(i: int, x: float, y: float) -> _Point:
-        return _Point(key=f"c{i}", label=f"#{i} S32/h4/double", status="front", kind="external",
-                      color="double", x=x, y=y, x_interval=None, y_interval=None, noisy=False,
-                      rank=float(i), hover=f"#{i}")
+    def point(i: int, x: float, y: float) -> Point:
+        return Point(key=f"c{i}", label=f"#{i} S32/h4/double", status="front", kind="external",
+                     color="double", x=x, y=y, x_interval=None, y_interval=None, noisy=False,
+                     rank=float(i), hover=f"#{i}")
 
     rng = np.random.default_rng(7)
     for crowd in (1, 5, 30):
