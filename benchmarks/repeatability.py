@@ -496,7 +496,7 @@ def report_decisions(studies: Sequence[Study]) -> None:
 
 
 def _describe(effect: Any) -> str:
-    from studies.effects import verdict
+    from studies.verdicts import verdict
 
     return "no double/softmax pair" if effect is None else verdict(effect, "double", "softmax")
 
