@@ -8,28 +8,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from studies import frontpoints as fp
 from studies.catalog import Front
 from studies.errors import ExploreError
-from studies.frontpoints import (
-    COLORS,
-    GREY,
-    NOISY,
-    STUDY_COLORS,
-    LegendKey,
-    Point,
-    View,
-    axis_limits,
-    compare_title,
-    compare_views,
-    configured_of,
-    configured_view,
-    kind_keys,
-    labelled,
-    legend_keys,
-    log_throughput,
-    note_keys,
-    observed_view,
-)
 from studies.labels import PLOTLY_HEIGHT, log_ticks, plotly_places
 from studies.record import StudyMeta
 from studies.replicates import ConfiguredFront
@@ -55,7 +36,7 @@ def import_plotly() -> Any:
     return go
 
 
-def _errors(points: Sequence[Point], axis: str) -> dict[str, Any] | None:
+def _errors(points: Sequence[fp.Point], axis: str) -> dict[str, Any] | None:
     spans = [p.x_interval if axis == "x" else p.y_interval for p in points]
     if not any(spans):
         return None
@@ -65,28 +46,28 @@ def _errors(points: Sequence[Point], axis: str) -> dict[str, Any] | None:
             "arrayminus": [c - s[0] if s else 0.0 for s, c in zip(spans, centres, strict=True)]}
 
 
-def _plotly_marker(status: str, pts: Sequence[Point], color: str | None) -> dict[str, Any]:
+def _plotly_marker(status: str, pts: Sequence[fp.Point], color: str | None) -> dict[str, Any]:
     symbols = [PLOTLY_SYMBOLS.get(p.kind, "square") for p in pts]
-    colours = [color or COLORS[p.color] for p in pts]
+    colours = [color or fp.COLORS[p.color] for p in pts]
     if status == "front":
         return {"size": 11, "color": colours, "symbol": symbols,
                 "line": {"width": 1, "color": "black"}}
     if status == "undecided":
         return {"size": 9, "color": "white", "symbol": symbols,
                 "line": {"width": 2, "color": colours}}
-    return {"size": 7, "color": color or GREY, "symbol": symbols,
+    return {"size": 7, "color": color or fp.GREY, "symbol": symbols,
             "opacity": 0.45 if color else 0.9}
 
 
-def _plotly_view(go: Any, view: View, color: str | None, named: bool,
+def _plotly_view(go: Any, view: fp.View, color: str | None, named: bool,
                  labels: bool, places: dict[str, str] | None = None) -> list[Any]:
     """One study's traces; ``named``: legend entries carry the study's name (compare);
     ``places``: the label sides (:func:`studies.labels.plotly_places`), by default for this
     view alone."""
     prefix = f"{view.name}: " if named else ""
     if places is None:
-        places = plotly_places(labelled(view), axis_limits([view]),
-                               log_throughput([view])) if labels else {}
+        places = plotly_places(fp.labelled(view), fp.axis_limits([view]),
+                               fp.log_throughput([view])) if labels else {}
     names = {"front": "Pareto-optimal trials" if view.observed else "plausible front",
              "undecided": "undecided",
              "dominated": "dominated trials" if view.observed else "confidently dominated"}
@@ -125,11 +106,11 @@ def _plotly_view(go: Any, view: View, color: str | None, named: bool,
         traces.append(go.Scatter(
             x=[p.x for p in noisy], y=[p.y for p in noisy], mode="markers",
             name=f"{prefix}noisy throughput", legendgroup=view.name, showlegend=False,
-            marker={"size": 18, "symbol": "circle-open", "color": NOISY}, hoverinfo="skip"))
+            marker={"size": 18, "symbol": "circle-open", "color": fp.NOISY}, hoverinfo="skip"))
     return traces
 
 
-def _plotly_marker_key(key: LegendKey) -> dict[str, Any]:
+def _plotly_marker_key(key: fp.LegendKey) -> dict[str, Any]:
     if key.bar:
         return {"size": 10, "symbol": "line-ns", "line": {"width": 1, "color": key.edge}}
     if not key.marker:
@@ -141,28 +122,28 @@ def _plotly_marker_key(key: LegendKey) -> dict[str, Any]:
             "line": {"width": 2 if key.face == "white" else 0, "color": key.edge}}
 
 
-def _plotly_key(go: Any, key: LegendKey) -> Any:
+def _plotly_key(go: Any, key: fp.LegendKey) -> Any:
     """A legend-only trace explaining a colour, a fill, a marker or a line."""
     return go.Scatter(x=[None], y=[None], mode="lines+markers" if key.line else "markers",
                       name=key.text, marker=_plotly_marker_key(key), line={"color": key.edge},
                       hoverinfo="skip")
 
 
-def _plotly_figure(views: Sequence[View], colors: Sequence[str | None], title: str,
+def _plotly_figure(views: Sequence[fp.View], colors: Sequence[str | None], title: str,
                    subtitle: str, labels: bool = True) -> Any:
     go = import_plotly()
     per_study = colors[0] is not None
     traces = []
-    limits, log_x = axis_limits(views), log_throughput(views)
-    wanted = [p for v in views for p in labelled(v)] if labels else []
+    limits, log_x = fp.axis_limits(views), fp.log_throughput(views)
+    wanted = [p for v in views for p in fp.labelled(v)] if labels else []
     places = plotly_places(wanted, limits, log_x)  # one layout: studies' labels never overlap
     for view, color in zip(views, colors, strict=True):
         traces += _plotly_view(go, view, color, per_study, labels,
                                {k: v for k, v in places.items()
                                 if any(p.key == k for p in view.points)})
     # A comparison's status traces are named by study: the legend needs no status keys there.
-    keys = legend_keys(views, colors) if not per_study else (
-        kind_keys(views, per_study) + note_keys(views))
+    keys = fp.legend_keys(views, colors) if not per_study else (
+        fp.kind_keys(views, per_study) + fp.note_keys(views))
     fig = go.Figure(traces + [_plotly_key(go, k) for k in keys])
     lines = subtitle.replace("\n", "<br>")
     # optuna-dashboard shows a stored figure in a half-width card 450 px high (the legend
@@ -186,9 +167,9 @@ def front_figure(trials: Iterable[Any], meta: StudyMeta | None = None,
     file, or ``optuna_dashboard.save_plotly_graph_object``). Arguments as
     :func:`front_matplotlib`; plotly is imported here (:class:`PlotlyMissing` without it)."""
     import_plotly()  # fail before any work when plotly is missing
-    cf = configured_of(trials, meta, confidence, configured)
+    cf = fp.configured_of(trials, meta, confidence, configured)
     name = meta.name if meta is not None else "study"
-    view = configured_view(cf, name)
+    view = fp.configured_view(cf, name)
     return _plotly_figure([view], [None], f"{name}: accuracy against throughput",
                           view.subtitle)
 
@@ -207,7 +188,7 @@ def save_html(fig: Any, path: Path) -> None:
 
 def front_html(front: Front, path: Path) -> Path:
     """Optuna's observed front over single trials, interactive."""
-    view = observed_view(front)
+    view = fp.observed_view(front)
     save_html(_plotly_figure([view], [None], f"{front.study.name}: accuracy against "
                              "throughput, every trial", view.subtitle), path)
     return path
@@ -223,9 +204,9 @@ def configured_html(front: Front, path: Path, configured: ConfiguredFront | None
 def compare_plotly(fronts: Sequence[Front],
                    configured: Sequence[ConfiguredFront] | None = None) -> Any:
     """:func:`compare_figure` as a plotly ``go.Figure`` (each study's traces in its colour)."""
-    views = compare_views(fronts, configured)
-    colors: list[str | None] = [STUDY_COLORS[i % len(STUDY_COLORS)] for i in range(len(views))]
-    return _plotly_figure(views, colors, compare_title(fronts),
+    views = fp.compare_views(fronts, configured)
+    colors = fp.study_colors(len(views))
+    return _plotly_figure(views, colors, fp.compare_title(fronts),
                           "each study in its own colour; hover for intervals; HV: hypervolume "
                           "of the plausible front in accuracy × img/s", labels=len(views) <= 2)
 

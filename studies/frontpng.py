@@ -9,26 +9,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from studies import frontpoints as fp
 from studies.catalog import Front
 from studies.errors import ExploreError
-from studies.frontpoints import (
-    COLORS,
-    GREY,
-    MAX_OTHER_LABELS,
-    NOISY,
-    STUDY_COLORS,
-    LegendKey,
-    Point,
-    View,
-    axis_limits,
-    compare_title,
-    compare_views,
-    configured_of,
-    configured_view,
-    labelled,
-    legend_keys,
-    observed_view,
-)
 from studies.labels import place_labels
 from studies.record import StudyMeta
 from studies.replicates import ConfiguredFront
@@ -74,7 +57,7 @@ def _marker(kind: str) -> str:
     return MARKERS.get(kind, "s")
 
 
-def _scatter(ax: Axes, points: Sequence[Point], color: str | None) -> None:
+def _scatter(ax: Axes, points: Sequence[fp.Point], color: str | None) -> None:
     """Markers by status: front filled, undecided hollow, dominated grey (or faint ``color``)."""
     for status in ("dominated", "undecided", "front"):
         for marker in sorted({_marker(p.kind) for p in points}):
@@ -82,7 +65,7 @@ def _scatter(ax: Axes, points: Sequence[Point], color: str | None) -> None:
             if not pts:
                 continue
             xs, ys = [p.x for p in pts], [p.y for p in pts]
-            colours = [color or COLORS[p.color] for p in pts]
+            colours = [color or fp.COLORS[p.color] for p in pts]
             if status == "front":
                 ax.scatter(xs, ys, s=56, marker=marker, c=colours, edgecolors="black",
                            linewidths=0.6, zorder=5)
@@ -90,11 +73,11 @@ def _scatter(ax: Axes, points: Sequence[Point], color: str | None) -> None:
                 ax.scatter(xs, ys, s=42, marker=marker, facecolors="white", edgecolors=colours,
                            linewidths=1.3, zorder=4)
             else:
-                ax.scatter(xs, ys, s=20, marker=marker, color=color or GREY,
+                ax.scatter(xs, ys, s=20, marker=marker, color=color or fp.GREY,
                            alpha=0.35 if color else 0.8, linewidths=0, zorder=3)
 
 
-def _error_bars(ax: Axes, points: Sequence[Point], color: str | None) -> None:
+def _error_bars(ax: Axes, points: Sequence[fp.Point], color: str | None) -> None:
     shades = {"front": "#333333", "undecided": "#808080", "dominated": "#cfcfcf"}
     for status, shade in shades.items():
         pts = [p for p in points if p.status == status and p.x_interval and p.y_interval]
@@ -111,7 +94,7 @@ def _error_bars(ax: Axes, points: Sequence[Point], color: str | None) -> None:
                     capsize=0 if faint else 2, alpha=alpha, zorder=2, label="_intervals")
 
 
-def _draw_view(ax: Axes, view: View, color: str | None = None) -> None:
+def _draw_view(ax: Axes, view: fp.View, color: str | None = None) -> None:
     """One study's points, bars, joined front, noisy rings and runs on ``ax`` (no labels)."""
     if view.runs:
         ax.scatter([r.x for r in view.runs], [r.y for r in view.runs], s=9,
@@ -125,7 +108,7 @@ def _draw_view(ax: Axes, view: View, color: str | None = None) -> None:
     noisy = [p for p in view.points if p.noisy]
     if noisy:
         ax.scatter([p.x for p in noisy], [p.y for p in noisy], s=110, facecolors="none",
-                   edgecolors=NOISY, linewidths=0.8, zorder=6)
+                   edgecolors=fp.NOISY, linewidths=0.8, zorder=6)
 
 
 def _throughput_axis(ax: Axes, lo: float, hi: float, log: bool) -> None:
@@ -164,7 +147,7 @@ def _accuracy_axis(ax: Axes, lo: float, hi: float) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _mpl_handle(key: LegendKey) -> Any:
+def _mpl_handle(key: fp.LegendKey) -> Any:
     from matplotlib.lines import Line2D
 
     if key.bar:
@@ -182,29 +165,29 @@ def _freeze(fig: Figure) -> None:
     fig.set_layout_engine("none")
 
 
-def _plot_views(views: Sequence[View], colors: Sequence[str | None], title: str,
+def _plot_views(views: Sequence[fp.View], colors: Sequence[str | None], title: str,
                 subtitle: str, labels: bool = True) -> Figure:
-    """The figure of ``views`` (one per study), labelled when ``labels``."""
+    """The figure of ``views`` (one per study), fp.labelled when ``labels``."""
     fig = new_figure((10.0, 6.0))
     ax = fig.add_subplot()
     for view, color in zip(views, colors, strict=True):
         _draw_view(ax, view, color)
-    (x_lo, x_hi), (y_lo, y_hi) = axis_limits(views)
+    (x_lo, x_hi), (y_lo, y_hi) = fp.axis_limits(views)
     log = not all(v.observed for v in views) or x_hi / x_lo > 10
     _throughput_axis(ax, x_lo, x_hi, log)
     _accuracy_axis(ax, y_lo, y_hi)
     fig.suptitle(title)
     subtitle = "\n".join(textwrap.fill(line, SUBTITLE_WIDTH) for line in subtitle.split("\n"))
     ax.set_title(subtitle, fontsize=8.5, loc="left", color="#333333")
-    fig.legend(handles=[_mpl_handle(k) for k in legend_keys(views, colors)],
+    fig.legend(handles=[_mpl_handle(k) for k in fp.legend_keys(views, colors)],
                loc="outside right upper", fontsize=8)
     _freeze(fig)
     if labels:
         points = [p for v in views for p in v.points]
         # Several studies: their fronts only, each label in its study's colour.
-        others = MAX_OTHER_LABELS if len(views) == 1 else 0
+        others = fp.MAX_OTHER_LABELS if len(views) == 1 else 0
         chosen = [(p, color) for v, color in zip(views, colors, strict=True)
-                  for p in labelled(v, others)]
+                  for p in fp.labelled(v, others)]
         left_out = place_labels(fig, ax, chosen, points)
         if left_out:
             ax.set_title(f"{subtitle}; {left_out} label(s) left out for room", fontsize=8.5,
@@ -225,16 +208,16 @@ def front_matplotlib(trials: Iterable[Any], meta: StudyMeta | None = None,
         configured: the front already computed from ``trials`` (skips computing it again).
         title: instead of ``NAME: accuracy against throughput``.
     """
-    cf = configured_of(trials, meta, confidence, configured)
+    cf = fp.configured_of(trials, meta, confidence, configured)
     name = meta.name if meta is not None else "study"
-    view = configured_view(cf, name)
+    view = fp.configured_view(cf, name)
     return _plot_views([view], [None], title or f"{name}: accuracy against throughput",
                        view.subtitle)
 
 
 def observed_matplotlib(front: Front, title: str | None = None) -> Figure:
     """Optuna's observed front over single trials, as a matplotlib figure."""
-    view = observed_view(front)
+    view = fp.observed_view(front)
     return _plot_views([view], [None], title or f"{front.study.name}: accuracy against "
                        "throughput, every trial", view.subtitle)
 
@@ -256,9 +239,9 @@ def compare_figure(fronts: Sequence[Front],
                    configured: Sequence[ConfiguredFront] | None = None) -> Figure:
     """Several studies' fronts over configurations on one matplotlib figure, one colour per
     study (labels while there are at most two studies)."""
-    views = compare_views(fronts, configured)
-    colors: list[str | None] = [STUDY_COLORS[i % len(STUDY_COLORS)] for i in range(len(views))]
-    return _plot_views(views, colors, compare_title(fronts),
+    views = fp.compare_views(fronts, configured)
+    colors = fp.study_colors(len(views))
+    return _plot_views(views, colors, fp.compare_title(fronts),
                        "filled and joined: each study's plausible front; hollow: undecided; "
                        "faint: confidently dominated\nHV: hypervolume of the plausible front "
                        "(configuration means) in accuracy × img/s above (0, 0)",

@@ -36,7 +36,7 @@ __all__ = ["COLORS", "GREY", "MAX_OTHER_LABELS", "NOISY", "NOISY_SPREAD", "STUDY
            "VARIANT_NAMES", "LegendKey", "Point", "Run", "View", "axis_limits", "compare_title",
            "compare_views", "config", "configured_of", "configured_view", "is_noisy", "kind_keys",
            "label", "labelled", "legend_keys", "log_throughput", "note_keys", "observed_view",
-           "plottable", "trial_label", "variant"]
+           "plottable", "study_colors", "trial_label", "variant"]
 
 GREY = "#b3b3b3"
 NOISY = "#d62728"
@@ -399,3 +399,7 @@ def compare_views(fronts: Sequence[Front], configured: Sequence[ConfiguredFront]
         return [_view_of(f) for f in fronts]
     return [_view_of(f, c) for f, c in zip(fronts, configured, strict=True)]
 
+
+def study_colors(count: int) -> list[str | None]:
+    """The colours of ``count`` compared studies, in turn."""
+    return [STUDY_COLORS[i % len(STUDY_COLORS)] for i in range(count)]
