@@ -27,6 +27,7 @@ from explore.search.pruning import (
     nondominated_ranks,
     rungs,
 )
+from studies.record import ATTR_CONFIGURATION, ATTR_REPLICATE
 from tests.conftest import EXPLORE, clean_env, write_tiny_config
 
 Point = tuple[float, float]
@@ -411,7 +412,11 @@ def test_a_duplicate_of_a_pruned_trial_is_pruned_without_training(
     mine = optuna.load_study(study_name="p", storage=url)
     victim = next(t for t in trained(mine) if t.state == TrialState.PRUNED)
     before = len(mine.trials)
-    mine.enqueue_trial(victim.params)
+    # The same experiment: its configuration and replicate index too (racing may have pruned a
+    # replicate r > 0, whose params alone would ask for replicate 0, another experiment).
+    identity = {k: victim.user_attrs[k] for k in (ATTR_CONFIGURATION, ATTR_REPLICATE)
+                if k in victim.user_attrs}
+    mine.enqueue_trial(victim.params, user_attrs=identity)
     started = time.perf_counter()
     explore(tmp_path, *run_args(13))
     assert time.perf_counter() - started < 120
