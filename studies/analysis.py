@@ -205,9 +205,10 @@ def _runs(configs: Sequence[Configuration], objective: int) -> Runs:
     one SA) are averaged per index: arithmetic for accuracy, geometric for throughput."""
     by_index: dict[int, list[float]] = {}
     for c in configs:
-        for t in c.trials:
+        for t, throughput in zip(c.trials, c.throughputs, strict=True):
             assert t.values is not None
-            by_index.setdefault(replicate_of(t), []).append(float(t.values[objective]))
+            value = float(t.values[0]) if objective == 0 else throughput  # as the front reads it
+            by_index.setdefault(replicate_of(t), []).append(value)
     if objective == 0:
         return {i: math.fsum(v) / len(v) for i, v in by_index.items()}
     return {i: math.exp(math.fsum(math.log(x) for x in v) / len(v))

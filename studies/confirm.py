@@ -12,6 +12,10 @@ the search never used (replicate indices from :data:`FRESH_REPLICATE`), in a com
 - the search's optimism, search - fresh: accuracy in points, throughput as a ratio, each with its
   interval (the two estimates are independent: their standard errors add in quadrature; degrees
   of freedom: the smaller of the two, which is conservative).
+
+Where both were timed against the reference model (``[measure] reference``), the fresh runs'
+throughputs are read on the search's scale (its reference's mean speed): the comparison is then
+of the designs, not of the machine's speed during the search and during the confirmation.
 """
 
 from __future__ import annotations
@@ -122,7 +126,10 @@ def confirmation(name: str, search: ConfiguredFront, keys: Sequence[str],
                  fresh_trials: Iterable[TrialRecord], seeds: int) -> Confirmation:
     """Compare the search's estimates of ``keys`` with the fresh runs (see the module doc)."""
     confidence = search.front.noise.confidence
-    fresh_configs = [c for c in configurations(fresh_trials) if c.key in set(keys)]
+    # The fresh runs' throughputs on the search's scale (its reference's mean speed), so that
+    # the two estimates compare the designs, not the machine's speed then and now.
+    fresh_configs = [c for c in configurations(fresh_trials, search.machine_speed)
+                     if c.key in set(keys)]
     noise = search.front.noise
     prior = ((noise.accuracy_sd, noise.log_throughput_sd)
              if noise.accuracy_sd is not None and noise.log_throughput_sd is not None else None)

@@ -122,8 +122,9 @@ TRIAL_ATTRS = (
              "warm-start rank of an enqueued trial (1 = fastest probed)"),
     AttrSpec(ATTR_PROBE_RATE, "int", "search.warmstart", "study show",
              "the warm start's probed img/s of an enqueued trial"),
-    AttrSpec(ATTR_THROUGHPUT, "dict", "search.objective", "plots, report, reuse",
-             "the throughput measurement: median, spread, repeats, threads, noisy flag"),
+    AttrSpec(ATTR_THROUGHPUT, "dict", "search.objective", "plots, report, reuse, replicates",
+             "the throughput measurement: median, spread, repeats, threads, noisy flag; "
+             "relative and reference when timed against the reference model"),
     AttrSpec(ATTR_SPREAD_PCT, "float", "search.objective", "dashboard",
              "the throughput's spread, % of its median ((p90 - p10) / median of the blocks)"),
     AttrSpec(ATTR_NOISY, "bool", "search.objective", "dashboard",

@@ -9,6 +9,8 @@ count, each experiment once: a duplicate repeats another trial's values and adds
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +23,13 @@ from studies.record import (
     ATTR_DUPLICATE,
     ATTR_MODEL_CONFIG,
     ATTR_REPLICATE,
+    ATTR_THROUGHPUT,
     TrialRecord,
 )
 
 __all__ = ["ConfiguredFront", "Configuration", "configuration_of", "configurations",
-           "configured_front", "front_settings", "front_tolerance", "replicate_of",
-           "study_front"]
+           "configured_front", "front_settings", "front_tolerance", "machine_speed",
+           "replicate_of", "replicates", "study_front"]
 
 DRAWS = 2000  # Monte Carlo draws of P(Pareto-optimal): its error is at most 0.011
 MAX_TOLERANCE_POINTS = 100.0  # [study] accuracy_tolerance is in points of accuracy
@@ -51,6 +54,8 @@ class Configuration:
     params: dict[str, Any]  # the searched params (equal for all its replicates)
     model_config: dict[str, Any]  # the stored model config overlaid with the params
     trials: tuple[TrialRecord, ...]  # its replicates, by replicate index
+    # Each replicate's throughput as the noise model reads it (see :func:`configurations`).
+    throughputs: tuple[float, ...]
 
     @property
     def label(self) -> str:
@@ -62,30 +67,77 @@ def _counts(t: TrialRecord) -> bool:
             and t.user_attrs.get(ATTR_DUPLICATE) is None)
 
 
-def configurations(trials: Iterable[TrialRecord]) -> list[Configuration]:
+def _positive(value: object) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            math.isfinite(value) and value > 0):
+        return float(value)
+    return None
+
+
+def _paired_measurement(t: TrialRecord) -> tuple[float, float] | None:
+    """(relative, reference) of a trial timed against the study's reference model
+    (``[measure] reference``), or None."""
+    throughput = t.user_attrs.get(ATTR_THROUGHPUT)
+    if not isinstance(throughput, dict):
+        return None
+    relative, reference = _positive(throughput.get("relative")), _positive(
+        throughput.get("reference"))
+    return (relative, reference) if relative is not None and reference is not None else None
+
+
+def machine_speed(trials: Iterable[TrialRecord]) -> float | None:
+    """The reference model's geometric mean images/s over ``trials``, when every one of them
+    was timed against it; None otherwise (a study from before the reference, ``[measure]
+    reference = false``, CUDA graph replays, or a mix)."""
+    paired = [_paired_measurement(t) for t in trials]
+    if not paired or any(p is None for p in paired):
+        return None
+    return math.exp(statistics.fmean(math.log(p[1]) for p in paired if p is not None))
+
+
+def configurations(trials: Iterable[TrialRecord], speed: float | None = None
+                   ) -> list[Configuration]:
     """COMPLETE trials grouped by configuration (first appearance first); of two trials of the
-    same replicate of a configuration (a race between workers) the first is kept."""
+    same replicate of a configuration (a race between workers) the first is kept.
+
+    Each replicate's throughput, as the noise model and the findings read it: where every
+    counted trial was timed against the reference model, its speed relative to the reference
+    times ``speed`` (default: the reference's mean speed over these trials, see
+    :func:`machine_speed`), i.e. its images/s at the study's mean machine speed, without the
+    machine's own swings between processes (docs/replicates.md, "The noise-aware front").
+    Otherwise its measured images/s (the objective value)."""
     groups: dict[str, dict[int, TrialRecord]] = {}
     for t in sorted(trials, key=lambda t: t.number):
         if _counts(t):
             groups.setdefault(configuration_of(t), {}).setdefault(replicate_of(t), t)
+    counted = [t for by_index in groups.values() for t in by_index.values()]
+    study_speed = machine_speed(counted)
+    speed = speed if study_speed is not None and speed is not None else study_speed
     out = []
     for key, by_index in groups.items():
         reps = tuple(by_index[i] for i in sorted(by_index))
         first = reps[0]
         stored = first.user_attrs.get(ATTR_MODEL_CONFIG)
         config = {**(stored if isinstance(stored, dict) else {}), **first.params}
-        out.append(Configuration(key, dict(first.params), config, reps))
+        out.append(Configuration(key, dict(first.params), config, reps,
+                                 tuple(_throughput(t, speed) for t in reps)))
     return out
 
 
+def _throughput(t: TrialRecord, speed: float | None) -> float:
+    assert t.values is not None
+    paired = _paired_measurement(t) if speed is not None else None
+    return paired[0] * speed if paired is not None and speed is not None else float(t.values[1])
+
+
 def replicates(configs: Sequence[Configuration]) -> list[Replicate]:
+    """Each replicate's accuracy and throughput as the noise model reads them."""
     out = []
     for c in configs:
-        for t in c.trials:
+        for t, throughput in zip(c.trials, c.throughputs, strict=True):
             assert t.values is not None
-            out.append(Replicate(c.key, replicate_of(t), float(t.values[0]),
-                                 float(t.values[1]), t.number))
+            out.append(Replicate(c.key, replicate_of(t), float(t.values[0]), throughput,
+                                 t.number))
     return out
 
 
@@ -105,6 +157,12 @@ class ConfiguredFront:
     @property
     def replicates(self) -> int:
         return sum(len(c.trials) for c in self.configs)
+
+    @property
+    def machine_speed(self) -> float | None:
+        """The reference model's mean images/s over the counted replicates (None: not every
+        one was timed against it): the scale of the throughputs the front compares."""
+        return machine_speed(t for c in self.configs for t in c.trials)
 
     def ordered(self, keys: Iterable[str]) -> list[Configuration]:
         """``keys`` as configurations, by mean throughput (the front from slow to fast)."""

@@ -85,3 +85,19 @@ def test_racing_policy_simulates_racing_against_fixed_k() -> None:
         explored = [float(r.split("|")[3]) for r in rows]
         assert explored == sorted(explored) and explored[-1] == 40.0  # all 40 by the end
     assert re.search(r"racing at 60 runs decides [\d.]+ configurations, fixed K = 3 at 120", out)
+
+
+def test_reference_pairing_reads_one_study_both_ways(tmp_path: Path) -> None:
+    out = _run("reference_pairing.py", "--workdir", str(tmp_path), "--trials", "4",
+               "--replicates", "2", "--epochs", "1")
+    rows = {m.group(1): (float(m.group(2)), int(m.group(3)), int(m.group(4)))
+            for m in re.finditer(r"^\| (measured images/s|the reference) \| ([\d.]+) \(df (\d+)\)"
+                                 r" \| [\d.]+ \| (\d+) of \d+ \|", out, re.M)}
+    assert set(rows) == {"measured images/s", "the reference"}, out
+    # The same trials, pooled the same way: equal degrees of freedom (runs beyond the first).
+    assert rows["measured images/s"][1] == rows["the reference"][1] >= 1
+    share = float(re.search(r"with the reference / without: ([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    # (the printed noise figures are rounded to 0.001)
+    assert share == pytest.approx(rows["the reference"][0] / rows["measured images/s"][0],
+                                  abs=0.05)
+    assert (tmp_path / "reference.db").exists()

@@ -20,6 +20,14 @@ after a short pause, up to ``retries`` times, and the least noisy one is kept
 (``Throughput.attempts`` says how many were taken): a figure taken between bursts is the
 model's, not the neighbours'. A steady jitter of 10–20% (a virtual machine's own) does not get
 better by measuring again, so it is only flagged; so is a measurement still noisy after retries.
+
+With a ``reference`` model (``[measure] reference``, the trial's default: a fixed model, the same
+for every trial of a study), the timed blocks alternate between the model and the reference
+(model, reference, reference, model, ...), and ``Throughput.relative`` is the median of the
+model's rate over the reference's in each pair of neighbouring blocks. The machine's own speed,
+which moves ±20–25% between processes on a shared virtual machine, moves both alike and drops
+out of the ratio; the noise-aware front compares designs by it (docs/replicates.md, "The noise
+model"). CUDA graph replays need no reference (stable to 0.2%) and are timed without one.
 """
 
 from __future__ import annotations
@@ -38,8 +46,9 @@ from torch import nn
 
 from explore.config import MeasureSettings
 from explore.engine.device import autocast, synchronize
+from extattn import ModelConfig, create_model
 
-__all__ = ["Throughput", "measure_throughput"]
+__all__ = ["Throughput", "measure_throughput", "reference_model"]
 
 SPREAD_FLAG = 0.10  # a relative spread above this is flagged as noisy
 RETRY_SPREAD = 0.20  # a spread above this (a burst of other work) is worth measuring again
@@ -61,6 +70,8 @@ class Throughput:
     device: str
     attempts: int = 1  # measurements taken (more than one when the first ones were noisy)
     graph: bool = False  # timed as CUDA graph replays (False: eager forwards)
+    reference: float | None = None  # the reference model's median images/s, timed alongside
+    relative: float | None = None  # median of the model's rate / the reference's, block pairs
 
     @property
     def noisy(self) -> bool:
@@ -79,6 +90,20 @@ class Throughput:
         return cls(**{k: v for k, v in data.items() if k != "noisy"})
 
 
+def reference_model(fields: dict[str, Any], device: torch.device) -> nn.Module:
+    """The model a study's measurements are timed against (``[measure] reference``): the
+    study's fixed model ``fields`` (with the data's shape) and the library's defaults for what
+    is searched (one head where the default does not divide), the same in every process. Its
+    weights do not change its speed; it is built without touching the global random state."""
+    try:
+        config = ModelConfig(**fields)
+    except ValueError:  # e.g. the default heads do not divide the study's dim
+        config = ModelConfig(**{**fields, "heads": 1})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_model(config).to(device).eval()
+
+
 def _quantile(sorted_values: list[float], q: float) -> float:
     pos = q * (len(sorted_values) - 1)
     lo = int(pos)
@@ -92,15 +117,17 @@ def measure_throughput(
     device: torch.device,
     settings: MeasureSettings,
     precision: str = "auto",
+    reference: nn.Module | None = None,
 ) -> Throughput:
     """Median inference images/s of ``model`` on ``device`` (the model is left in eval mode);
     the least noisy of up to ``1 + settings.retries`` measurements. ``precision``: as the
-    trial trains (``[train] precision``)."""
-    best = _measure_once(model, image_shape, device, settings, precision)
+    trial trains (``[train] precision``); ``reference``: a fixed model timed in alternation
+    with ``model`` (on ``device`` already), for ``Throughput.relative``."""
+    best = _measure_once(model, image_shape, device, settings, precision, reference)
     attempts = 1
     while best.spread > RETRY_SPREAD and attempts <= settings.retries:
         time.sleep(RETRY_PAUSE_S)
-        again = _measure_once(model, image_shape, device, settings, precision)
+        again = _measure_once(model, image_shape, device, settings, precision, reference)
         attempts += 1
         if again.spread < best.spread:
             best = again
@@ -113,10 +140,12 @@ def _measure_once(
     device: torch.device,
     settings: MeasureSettings,
     precision: str,
+    reference: nn.Module | None = None,
 ) -> Throughput:
     model.eval()
     x = torch.randn((settings.batch_size, *image_shape), device=device)
     rates: list[float] = []  # one per block
+    reference_rates: list[float] = []  # one per block of the reference, after each model block
     iters = 0
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a block would be timed as the model's
@@ -131,24 +160,27 @@ def _measure_once(
             run = graph.replay if graph is not None else lambda: model(x)
             min_time = (min(settings.min_time, settings.graph_min_time) if captured
                         else settings.min_time)
-            per_iter = _warm_up(run, device, settings.warmup, min_time)
-            # Iterations per block: enough for the block to last min_time / min_iters, so that
-            # min_iters blocks fill min_time (one iteration per block without a time bound).
-            block_time = min_time / settings.min_iters
-            per_block = max(1, math.floor(block_time / per_iter)) if per_iter > 0 else 1
-            started = time.perf_counter()
-            while (len(rates) < settings.min_iters
-                   or time.perf_counter() - started < min_time):
-                t0 = time.perf_counter()
-                for _ in range(per_block):
-                    run()
-                synchronize(device)
-                rates.append(settings.batch_size * per_block / (time.perf_counter() - t0))
+            per_block = _block_size(run, device, settings, min_time)
+            # The reference's run and block size, or None (no reference, or graph replays).
+            paired = _reference_run(reference, x, device, settings, min_time, captured)
+            model_seconds = 0.0  # the model's own blocks fill min_time; the reference's add to it
+            while len(rates) < settings.min_iters or model_seconds < min_time:
+                # Pairs of blocks in turn (model, reference; reference, model; ...), so that a
+                # drift of the machine's speed within a pair falls on both alike.
+                model_first = len(rates) % 2 == 0
+                if paired is not None and not model_first:
+                    reference_rates.append(_timed_block(*paired, settings.batch_size, device))
+                rates.append(_timed_block(run, per_block, settings.batch_size, device))
+                model_seconds += settings.batch_size * per_block / rates[-1]
                 iters += per_block
+                if paired is not None and model_first:
+                    reference_rates.append(_timed_block(*paired, settings.batch_size, device))
             del graph, run  # its memory pool goes back to the allocator
     finally:
         if gc_was_enabled:
             gc.enable()
+    relative = (statistics.median(m / r for m, r in zip(rates, reference_rates, strict=True))
+                if reference_rates else None)
     rates.sort()
     median = statistics.median(rates)
     return Throughput(
@@ -161,7 +193,44 @@ def _measure_once(
         threads=torch.get_num_threads(),
         device=str(device),
         graph=captured,
+        reference=statistics.median(reference_rates) if reference_rates else None,
+        relative=relative,
     )
+
+
+def _reference_run(reference: nn.Module | None, x: torch.Tensor, device: torch.device,
+                   settings: MeasureSettings, min_time: float, captured: bool
+                   ) -> tuple[Callable[[], object], int] | None:
+    """The reference model's forward on ``x`` and its block size, warmed up; None without a
+    reference or when the model is timed as graph replays (they need none)."""
+    if reference is None or captured:
+        return None
+    reference.eval()
+
+    def run() -> object:
+        return reference(x)
+
+    return run, _block_size(run, device, settings, min_time)
+
+
+def _block_size(run: Callable[[], object], device: torch.device, settings: MeasureSettings,
+                min_time: float) -> int:
+    """Warms ``run`` up; returns the iterations per timed block: enough for a block to last
+    ``min_time / min_iters``, so that ``min_iters`` blocks fill ``min_time`` (one iteration
+    per block without a time bound)."""
+    per_iter = _warm_up(run, device, settings.warmup, min_time)
+    block_time = min_time / settings.min_iters
+    return max(1, math.floor(block_time / per_iter)) if per_iter > 0 else 1
+
+
+def _timed_block(run: Callable[[], object], iterations: int, batch: int, device: torch.device
+                 ) -> float:
+    """Images/s of ``iterations`` calls of ``run``, waited for on ``device``."""
+    t0 = time.perf_counter()
+    for _ in range(iterations):
+        run()
+    synchronize(device)
+    return batch * iterations / (time.perf_counter() - t0)
 
 
 def _capture(model: nn.Module, x: torch.Tensor, device: torch.device

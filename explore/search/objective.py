@@ -24,7 +24,7 @@ from explore.engine import allocator
 from explore.engine.data import Dataset, load_dataset
 from explore.engine.device import device_name, resolve_precision, torch_threads
 from explore.engine.locks import MachineLock
-from explore.engine.measure import Throughput, measure_throughput
+from explore.engine.measure import Throughput, measure_throughput, reference_model
 from explore.engine.train import EpochResult, NonFiniteLoss, compile_for_trial, train_model
 from explore.engine.trainstate import peek_state
 from explore.plan import TrialPlan, plan_trial, split_seed
@@ -115,6 +115,7 @@ class Objective:
         self.storage: str | None = None  # where the study is stored, named if it is full
         self.disk_full: DiskFull | None = None  # set when a trial found no room to write
         self.trial_id: int | None = None  # the storage id of the trial called last
+        self._reference: torch.nn.Module | None = None  # built at the first measurement
 
     def data_for(self, plan: TrialPlan) -> Dataset:
         """The data a trial trains and validates on: the study's, or with ``[data] split =
@@ -130,6 +131,19 @@ class Objective:
         """The mid-trial training state: named by the experiment key, so any retry of the same
         experiment (in any process) continues it."""
         return self.state_dir / f"{plan.key[:32]}.pt"
+
+    def reference(self) -> torch.nn.Module | None:
+        """The model every measurement of this study is timed against (``[measure]
+        reference``; :func:`explore.engine.measure.reference_model`), built once; None when
+        the setting is off."""
+        if not self.settings.measure.reference:
+            return None
+        if self._reference is None:
+            h, c, classes = self.data_shape
+            self._reference = reference_model({**self.settings.model, "image_size": h,
+                                               "in_chans": c, "num_classes": classes},
+                                              self.device)
+        return self._reference
 
     def measure_key(self, plan: TrialPlan) -> str:
         """What the trial's throughput depends on ([measure] reuse). Each replicate measures
@@ -240,7 +254,8 @@ class Objective:
             with self.worker.lock.exclusive(), torch_threads(self.worker.measure_threads):
                 waited = time.perf_counter() - asked
                 throughput = measure_throughput(net, (c, h, w), self.device,
-                                                self.settings.measure, plan.train.precision)
+                                                self.settings.measure, plan.train.precision,
+                                                reference=self.reference())
             trial.set_user_attr(ATTR_LOCK_WAIT, round(waited, 3))
         trial.set_user_attr(ATTR_THROUGHPUT, throughput.to_dict())
         trial.set_user_attr(ATTR_SPREAD_PCT, throughput.spread_pct)
