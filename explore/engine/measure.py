@@ -169,12 +169,15 @@ def _measure_once(
                 # drift of the machine's speed within a pair falls on both alike.
                 model_first = len(rates) % 2 == 0
                 if paired is not None and not model_first:
-                    reference_rates.append(_timed_block(*paired, settings.batch_size, device))
-                rates.append(_timed_block(run, per_block, settings.batch_size, device))
+                    reference_rates.append(_timed_block(*paired, settings.batch_size, device,
+                                                        rewarm=True))
+                rates.append(_timed_block(run, per_block, settings.batch_size, device,
+                                          rewarm=paired is not None))
                 model_seconds += settings.batch_size * per_block / rates[-1]
                 iters += per_block
                 if paired is not None and model_first:
-                    reference_rates.append(_timed_block(*paired, settings.batch_size, device))
+                    reference_rates.append(_timed_block(*paired, settings.batch_size, device,
+                                                        rewarm=True))
             del graph, run  # its memory pool goes back to the allocator
     finally:
         if gc_was_enabled:
@@ -223,9 +226,15 @@ def _block_size(run: Callable[[], object], device: torch.device, settings: Measu
     return max(1, math.floor(block_time / per_iter)) if per_iter > 0 else 1
 
 
-def _timed_block(run: Callable[[], object], iterations: int, batch: int, device: torch.device
-                 ) -> float:
-    """Images/s of ``iterations`` calls of ``run``, waited for on ``device``."""
+def _timed_block(run: Callable[[], object], iterations: int, batch: int, device: torch.device,
+                 rewarm: bool = False) -> float:
+    """Images/s of ``iterations`` calls of ``run``, waited for on ``device``; ``rewarm``: after
+    one untimed call, so that a block does not pay for the caches the other model's block left
+    (without it a large design's ratio to the reference came in two modes, 0.41 and 0.55, from
+    one process to the next; docs/performance.md, "Reference pairing")."""
+    if rewarm:
+        run()
+        synchronize(device)
     t0 = time.perf_counter()
     for _ in range(iterations):
         run()

@@ -80,9 +80,9 @@ def test_reference_is_timed_in_alternation(one_thread: None) -> None:
     assert paired.reference is not None and paired.reference > 0
     assert paired.relative is not None and paired.relative > 0
     assert paired.iters == alone.iters == 6  # the model's own blocks are as many as without
-    # One reference block (one iteration each, min_time 0) beside each model block, after the
-    # reference's own warm-up: it was timed as often as the model, in eval mode.
-    assert reference.calls == settings.warmup + paired.iters
+    # One reference block (one iteration each, min_time 0, after one untimed call) beside each
+    # model block, after the reference's own warm-up: timed as often as the model, in eval mode.
+    assert reference.calls == settings.warmup + 2 * paired.iters
     assert not reference.training
     # The same architecture against itself: the ratio of equals (its pairs' median) is near 1,
     # whatever the machine's speed did during the measurement.
