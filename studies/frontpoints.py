@@ -145,11 +145,16 @@ def _params_text(params: dict[str, Any]) -> str:
     return "<br>".join(f"{k}={v}" for k, v in sorted(params.items()))
 
 
-def _hover(t: TrialRecord) -> str:
+def _hover(t: TrialRecord, read: float | None = None) -> str:
+    """A trial's hover text; ``read``: its throughput as the noise-aware front reads it, when
+    that is not the measured figure (timed against the reference)."""
     assert t.values is not None
     noisy = "<br>throughput flagged noisy" if is_noisy(t) else ""
+    speed = f"{t.values[1]:,.0f} img/s"
+    if read is not None and read != t.values[1]:
+        speed = f"{read:,.0f} img/s against the reference ({t.values[1]:,.0f} measured)"
     return (f"trial {t.number}: {label(t)}<br>accuracy {t.values[0]:.4f}<br>"
-            f"{t.values[1]:,.0f} img/s{noisy}<br>{_params_text(t.params)}")
+            f"{speed}{noisy}<br>{_params_text(t.params)}")
 
 
 def _dominators(values: Sequence[tuple[float, float]]) -> list[int]:
@@ -235,8 +240,9 @@ def configured_view(cf: ConfiguredFront, name: str) -> View:
             _interval(e.accuracy.low, e.accuracy.high),
             2 * sum(is_noisy(t) for t in c.trials) > len(c.trials),
             1.0 - cf.front.probability[c.key], _config_hover(cf, c.key, text)))
-        if replicated:
-            runs += [Run(t.values[1], t.values[0], _hover(t)) for t in c.trials
+        if replicated:  # each run where the front reads it (against the reference, if any)
+            runs += [Run(throughput, t.values[0], _hover(t, throughput))
+                     for t, throughput in zip(c.trials, c.throughputs, strict=True)
                      if t.values is not None]
     plausible = len(cf.front.plausible)
     subtitle = (f"{plausible} plausible of {_plural(len(cf.configs), 'configuration')}, "
