@@ -117,7 +117,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     for name, s in (("measured images/s", measured), ("the reference", paired)):
         width = f"{math.exp(s['width']):.2f}" if s["width"] is not None else "-"
-        print(f"| {name} | {s['sd']:.3f} (df {s['df']}) | {width} | "
+        print(f"| {name} | {s['sd']:.3g} (df {s['df']}) | {width} | "
               f"{s['dominated']} of {s['configs']} | {s['plausible']} |")
     share = paired["sd"] / measured["sd"]
     print(f"\nnoise with the reference / without: {share:.2f} (goal < {GOAL:g}): "
