@@ -7,7 +7,8 @@
 - :func:`noise_floor`: how much this machine's own speed moves over short blocks (a fixed
   matmul timed block by block), the floor under any throughput spread measured here;
 - :func:`digits`, :func:`default_config`: the default trial's data and model;
-- :func:`interleaved`: the order of the modes compared, reversed on every other repeat.
+- :func:`interleaved`: the order of the modes compared, reversed on every other repeat;
+- :func:`table_head`: a Markdown table's header, after a blank line.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "noise_floor",
     "parse_device",
     "sync",
+    "table_head",
 ]
 
 
@@ -57,6 +59,14 @@ def interleaved(modes: Sequence[T], repeats: int) -> Iterator[tuple[int, T]]:
     for repeat in range(repeats):
         for mode in modes if repeat % 2 == 0 else modes[::-1]:
             yield repeat, mode
+
+
+def table_head(*columns: str, left: int = 1) -> None:
+    """Prints a blank line and a Markdown table's header: ``columns``, the first ``left`` of
+    them left-aligned and the others right-aligned (numbers)."""
+    print()
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" if i < left else "---:" for i in range(len(columns))) + "|")
 
 
 def parse_device(name: str | None) -> torch.device:

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import interleaved, load_average
+from _common import interleaved, load_average, table_head
 
 from studies.pareto import hypervolume_2d
 
@@ -104,10 +104,8 @@ def main() -> None:
         runs[mode].append(r)
         print(f"  repeat {repeat + 1} {mode:18s} {r['wall']:6.1f} s, {r['measured']} of "
               f"{r['trials']} trials measured, median trial {r['span']:.2f} s", flush=True)
-    print()
-    print("| mode | study wall (median) | trials measured | median trial span | "
-          "front hypervolume | mean accuracy |")
-    print("|---|---:|---:|---:|---:|---:|")
+    table_head("mode", "study wall (median)", "trials measured", "median trial span",
+               "front hypervolume", "mean accuracy")
     medians = {}
     for mode, rs in runs.items():
         medians[mode] = statistics.median(r["wall"] for r in rs)

@@ -67,6 +67,7 @@ from _common import (
     matmul_peak,
     parse_device,
     sync,
+    table_head,
 )
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -255,10 +256,8 @@ def per_process(args: argparse.Namespace, device: torch.device) -> None:
               f"train {run['train_seconds']:.2f} s ({run['train_cpu']:.2f} s CPU), trial "
               f"{run['wall_seconds']:.2f} s wall, {run['cpu_seconds']:.2f} s CPU"
               + compiling, flush=True)
-    print()
-    print("| trainer | img/s trained | GFLOP/s | of peak | img/s per CPU-s | of CPU-s peak "
-          "| accuracy |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    table_head("trainer", "img/s trained", "GFLOP/s", "of peak", "img/s per CPU-s",
+               "of CPU-s peak", "accuracy")
     rate = {}
     for name, rs in runs.items():
         if name in failed:
