@@ -225,11 +225,12 @@ class MeasureSettings:
     # (``throughput_from``). Saves the measurement (and the exclusive machine lock) and gives
     # equal architectures equal throughputs.
     reuse: bool = True
-    # Time a fixed reference model (the library's default one, at the data's image shape) in
-    # alternation with each trial's model, and compare designs by the ratio of their speeds:
-    # the machine's own speed, which moves ±20–25% between processes on a shared virtual
-    # machine, drops out of it. Costs the reference's blocks (about as long again as the
-    # model's) per measurement; not used for CUDA graph replays, stable without it.
+    # Time a fixed reference model (the study's fixed [model] settings, library defaults for the
+    # searched fields, at the data's image shape) in alternation with each trial's model, and
+    # compare designs by the ratio of their speeds: the machine's own speed, which moves
+    # ±20–25% between processes on a shared virtual machine, drops out of it. Costs the
+    # reference's blocks (about as long again as the model's) per measurement; not used for
+    # CUDA graph replays, stable without it.
     reference: bool = True
 
     def __post_init__(self) -> None:

@@ -145,7 +145,7 @@ def _measure_once(
     model.eval()
     x = torch.randn((settings.batch_size, *image_shape), device=device)
     rates: list[float] = []  # one per block
-    reference_rates: list[float] = []  # one per block of the reference, after each model block
+    reference_rates: list[float] = []  # the reference's blocks, one beside each model block
     iters = 0
     gc_was_enabled = gc.isenabled()
     gc.disable()  # a collection inside a block would be timed as the model's
