@@ -3,7 +3,8 @@
 The user-attr keys below are the contract between the writer (``explore study run``: the
 objective, the run loop, recovery, the warm start) and the readers (the ``studies`` browsing
 commands, optuna-dashboard, anyone's own scripts reading the database). They are documented as a
-table in ``docs/record.md``; a test keeps that table and :data:`TRIAL_ATTRS` equal.
+table in ``docs/record.md`` (type, writer, readers, meaning); a test keeps that table's keys and
+:data:`STUDY_ATTRS` / :data:`TRIAL_ATTRS` equal.
 
 Torch-free and Optuna-free: both sides import it.
 """
@@ -20,7 +21,7 @@ from studies.errors import StudyNotFound
 if TYPE_CHECKING:
     from studies.storage import StorageSpec
 
-__all__ = ["EXPLORE_METRICS", "STATES", "STUDY_ATTRS", "TRIAL_ATTRS", "AttrSpec", "Catalog",
+__all__ = ["EXPLORE_METRICS", "STATES", "STUDY_ATTRS", "TRIAL_ATTRS", "Catalog",
            "StudyMeta", "TrialRecord", "TrialStats", "design", "iso", "problem_reason",
            "trial_json"]
 
@@ -83,94 +84,18 @@ ATTR_RETRY_COUNT = "retry_count"
 ATTR_RETRIED = "retried_trial"  # a re-queued trial: the number of the trial it replaces
 
 
-@dataclass(frozen=True)
-class AttrSpec:
-    """One user-attr key of the record, as docs/record.md lists it."""
-
-    key: str
-    type: str
-    written_by: str
-    read_by: str
-    meaning: str
-
-
-STUDY_ATTRS = (
-    AttrSpec(ATTR_SETTINGS, "dict", "run.opening", "every command",
-             "the settings the study was created with; a continuation uses them"),
-    AttrSpec(ATTR_VERSION, "str", "run.opening", "study show", "explore version that created it"),
-    AttrSpec(ATTR_CREATED_BY, "str", "run.opening", "study show",
-             "\"explore\" on the studies explore created"),
-    AttrSpec(ATTR_WARM, "dict", "search.warmstart", "study show, run", "the warm start's state"),
-)
-
+# The keys in the order docs/record.md lists them; the table there gives each one's type, writer,
+# readers and meaning (a test keeps the two equal).
+STUDY_ATTRS = (ATTR_SETTINGS, ATTR_VERSION, ATTR_CREATED_BY, ATTR_WARM)
 TRIAL_ATTRS = (
-    AttrSpec(ATTR_CONFIG_KEY, "str", "search.objective", "reuse, analysis",
-             "hash of the whole experiment (model, training, data, study seed)"),
-    AttrSpec(ATTR_KEY_AT, "float", "search.objective", "reuse",
-             "Unix time the key was stored: of two running twins the earlier trains, the "
-             "other waits for it"),
-    AttrSpec(ATTR_CONFIGURATION, "str", "search.objective", "pareto, report, racing",
-             "the configuration's key, shared by all of its replicates"),
-    AttrSpec(ATTR_REPLICATE, "int", "search.objective", "pareto, report, racing",
-             "which training run of the configuration this is (0, 1, ...)"),
-    AttrSpec(ATTR_MODEL_CONFIG, "dict", "search.objective", "analysis, plots, models",
-             "the full model configuration (searched and fixed fields)"),
-    AttrSpec(ATTR_SEED, "int", "search.objective", "models, train", "the training seed"),
-    AttrSpec(ATTR_WORKER, "dict", "search.objective", "run.recovery",
-             "host, pid and start of the process running it; a liveness beat on journals"),
-    AttrSpec(ATTR_ANCHOR, "int", "search.warmstart", "study show",
-             "warm-start rank of an enqueued trial (1 = fastest probed)"),
-    AttrSpec(ATTR_PROBE_RATE, "int", "search.warmstart", "study show",
-             "the warm start's probed img/s of an enqueued trial"),
-    AttrSpec(ATTR_THROUGHPUT, "dict", "search.objective", "plots, report, reuse, replicates",
-             "the throughput measurement: median, spread, repeats, threads, noisy flag; "
-             "relative and reference when timed against the reference model"),
-    AttrSpec(ATTR_SPREAD_PCT, "float", "search.objective", "dashboard",
-             "the throughput's spread, % of its median ((p90 - p10) / median of the blocks)"),
-    AttrSpec(ATTR_NOISY, "bool", "search.objective", "dashboard",
-             "the throughput is flagged noisy (spread above 10%)"),
-    AttrSpec(ATTR_MEASURE_KEY, "str", "search.objective", "reuse",
-             "hash of what the throughput depends on (model, numerics, device, host)"),
-    AttrSpec(ATTR_MEASURED_BY, "int", "search.objective", "run summary",
-             "the trial whose measurement this one reused"),
-    AttrSpec(ATTR_LOCK_WAIT, "float", "search.objective", "run summary",
-             "seconds the measurement waited for the machine lock"),
-    AttrSpec(ATTR_PARAMS_COUNT, "int", "search.objective", "pareto, report", "parameters"),
-    AttrSpec(ATTR_FLOPS, "int", "search.objective", "pareto, report", "FLOPs per image"),
-    AttrSpec(ATTR_DEVICE, "str", "search.objective", "models", "torch device (cpu, cuda:0)"),
-    AttrSpec(ATTR_DEVICE_NAME, "str", "search.objective", "report", "the device's name"),
-    AttrSpec(ATTR_PRECISION, "str", "search.objective", "report", "fp32, bf16 or fp16"),
-    AttrSpec(ATTR_VERSIONS, "dict", "search.objective", "report",
-             "explore, torch, optuna, python, allocator"),
-    AttrSpec(ATTR_HISTORY, "list", "search.objective", "pruning, history, dashboard",
-             "per-epoch accuracy and loss, written with each saved training state"),
-    AttrSpec(ATTR_TRAIN_SECONDS, "float", "search.objective", "report", "training time"),
-    AttrSpec(ATTR_WALL_SECONDS, "float", "search.objective", "report",
-             "training plus evaluation time"),
-    AttrSpec(ATTR_COMPILE_SECONDS, "float", "search.objective", "report",
-             "torch.compile time ([train] compile)"),
-    AttrSpec(ATTR_GRAPH_SECONDS, "float", "search.objective", "report",
-             "CUDA graph capture time"),
-    AttrSpec(ATTR_RESUMED_FROM, "int", "search.objective", "study show",
-             "the epoch a retry resumed from"),
-    AttrSpec(ATTR_CHECKPOINT, "str", "run.artifacts", "models, dashboard",
-             "artifact id of the trial's checkpoint"),
-    AttrSpec(ATTR_FAIL, "str", "search.objective", "study show", "why the trial failed"),
-    AttrSpec(ATTR_PRUNE, "str", "search.objective", "study show", "why the trial was pruned"),
-    AttrSpec(ATTR_PRUNED_AT, "int", "search.objective", "study show", "epoch of pruning"),
-    AttrSpec(ATTR_RUNG_RANK, "list", "search.objective", "study show",
-             "[rank, size] at the rung that pruned it"),
-    AttrSpec(ATTR_INTERRUPTED, "str", "search.objective", "run.runner",
-             "a stop (signal) ended it; it is re-queued"),
-    AttrSpec(ATTR_DUPLICATE, "int", "search.objective", "every reader",
-             "the trial whose values this repeat of an evaluated experiment took"),
-    AttrSpec(ATTR_OVER_BUDGET, "str", "search.objective", "run.runner",
-             "started when earlier trials already filled the budget"),
-    AttrSpec(ATTR_RETRY_OF, "int", "run.recovery", "study show",
-             "a re-queued trial: the number of the trial it retries"),
-    AttrSpec(ATTR_RETRIED, "int", "run.recovery", "study show",
-             "a re-queued trial: the number of the trial it replaces"),
-    AttrSpec(ATTR_RETRY_COUNT, "int", "run.recovery", "run.recovery", "retries so far"),
+    ATTR_CONFIG_KEY, ATTR_KEY_AT, ATTR_CONFIGURATION, ATTR_REPLICATE, ATTR_MODEL_CONFIG,
+    ATTR_SEED, ATTR_WORKER, ATTR_ANCHOR, ATTR_PROBE_RATE, ATTR_THROUGHPUT, ATTR_SPREAD_PCT,
+    ATTR_NOISY, ATTR_MEASURE_KEY, ATTR_MEASURED_BY, ATTR_LOCK_WAIT, ATTR_PARAMS_COUNT,
+    ATTR_FLOPS, ATTR_DEVICE, ATTR_DEVICE_NAME, ATTR_PRECISION, ATTR_VERSIONS, ATTR_HISTORY,
+    ATTR_TRAIN_SECONDS, ATTR_WALL_SECONDS, ATTR_COMPILE_SECONDS, ATTR_GRAPH_SECONDS,
+    ATTR_RESUMED_FROM, ATTR_CHECKPOINT, ATTR_FAIL, ATTR_PRUNE, ATTR_PRUNED_AT, ATTR_RUNG_RANK,
+    ATTR_INTERRUPTED, ATTR_DUPLICATE, ATTR_OVER_BUDGET, ATTR_RETRY_OF, ATTR_RETRIED,
+    ATTR_RETRY_COUNT,
 )
 
 

@@ -49,11 +49,24 @@ class _Base(DeclarativeBase):
     pass
 
 
-class SnapshotRow(_Base):
+def _bound() -> Any:
+    """A nullable figure: an interval's end, or a noise estimate, NULL while the noise is not
+    known."""
+    return mapped_column(Double, nullable=True)
+
+
+class _Row(_Base):
+    """Every table's surrogate key."""
+
+    __abstract__ = True
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+
+
+class SnapshotRow(_Row):
     __tablename__ = "explore_snapshots"
     __table_args__ = (UniqueConstraint("study_name", "number"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     study_name: Mapped[str] = mapped_column(String(512), index=True)
     number: Mapped[int] = mapped_column(Integer)  # 0, 1, 2, … per study
     n_finished: Mapped[int] = mapped_column(Integer)  # COMPLETE + PRUNED trials at that time
@@ -67,10 +80,9 @@ class SnapshotRow(_Base):
     )
 
 
-class MemberRow(_Base):
+class MemberRow(_Row):
     __tablename__ = "explore_snapshot_members"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     snapshot_id: Mapped[int] = mapped_column(
         ForeignKey("explore_snapshots.id", ondelete="CASCADE"), index=True
     )
@@ -80,22 +92,21 @@ class MemberRow(_Base):
     snapshot: Mapped[SnapshotRow] = relationship(back_populates="members")
 
 
-class ConfidentRow(_Base):
+class ConfidentRow(_Row):
     __tablename__ = "explore_confident_snapshots"
     __table_args__ = (UniqueConstraint("study_name", "n_finished"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     study_name: Mapped[str] = mapped_column(String(512), index=True)
     n_finished: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime)
     configurations: Mapped[int] = mapped_column(Integer)
     replicates: Mapped[int] = mapped_column(Integer)
     noise_df: Mapped[int] = mapped_column(Integer)  # 0: the noise is not known yet
-    accuracy_sd: Mapped[float | None] = mapped_column(Double, nullable=True)
-    log_throughput_sd: Mapped[float | None] = mapped_column(Double, nullable=True)
+    accuracy_sd: Mapped[float | None] = _bound()
+    log_throughput_sd: Mapped[float | None] = _bound()
     hypervolume: Mapped[float] = mapped_column(Double)
-    hypervolume_low: Mapped[float | None] = mapped_column(Double, nullable=True)
-    hypervolume_high: Mapped[float | None] = mapped_column(Double, nullable=True)
+    hypervolume_low: Mapped[float | None] = _bound()
+    hypervolume_high: Mapped[float | None] = _bound()
     plausible: Mapped[int] = mapped_column(Integer)
     dominated: Mapped[int] = mapped_column(Integer)
     members: Mapped[list[ConfidentMemberRow]] = relationship(
@@ -103,21 +114,20 @@ class ConfidentRow(_Base):
         order_by="ConfidentMemberRow.throughput")
 
 
-class ConfidentMemberRow(_Base):
+class ConfidentMemberRow(_Row):
     __tablename__ = "explore_confident_members"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     snapshot_id: Mapped[int] = mapped_column(
         ForeignKey("explore_confident_snapshots.id", ondelete="CASCADE"), index=True)
     configuration: Mapped[str] = mapped_column(String(64))
     trials: Mapped[str] = mapped_column(String(1000))  # trial numbers, comma-separated
     replicates: Mapped[int] = mapped_column(Integer)
     accuracy: Mapped[float] = mapped_column(Double)
-    accuracy_low: Mapped[float | None] = mapped_column(Double, nullable=True)
-    accuracy_high: Mapped[float | None] = mapped_column(Double, nullable=True)
+    accuracy_low: Mapped[float | None] = _bound()
+    accuracy_high: Mapped[float | None] = _bound()
     throughput: Mapped[float] = mapped_column(Double)
-    throughput_low: Mapped[float | None] = mapped_column(Double, nullable=True)
-    throughput_high: Mapped[float | None] = mapped_column(Double, nullable=True)
+    throughput_low: Mapped[float | None] = _bound()
+    throughput_high: Mapped[float | None] = _bound()
     probability: Mapped[float] = mapped_column(Double)
     plausible: Mapped[bool] = mapped_column(Boolean)
     snapshot: Mapped[ConfidentRow] = relationship(back_populates="members")

@@ -153,8 +153,12 @@ def _documented_keys(section: str) -> list[str]:
 
 
 def test_docs_record_lists_every_key_of_the_record() -> None:
-    assert _documented_keys("Study user attrs") == [a.key for a in STUDY_ATTRS]
-    assert _documented_keys("Trial user attrs") == [a.key for a in TRIAL_ATTRS]
+    assert _documented_keys("Study user attrs") == list(STUDY_ATTRS)
+    assert _documented_keys("Trial user attrs") == list(TRIAL_ATTRS)
+    types = re.findall(r"^\| `[a-z_0-9]+` \| (\w+) \|", (ROOT / "docs" / "record.md").read_text(),
+                       flags=re.M)
+    assert len(types) == len(STUDY_ATTRS) + len(TRIAL_ATTRS)
+    assert set(types) <= {"str", "int", "float", "bool", "dict", "list"}, set(types)
 
 
 def test_the_version_is_written_once_in_pyproject() -> None:
