@@ -179,3 +179,33 @@ def test_the_version_is_written_once_in_pyproject() -> None:
     assert shown == f"explore {declared}"
     for path in (root / "cli.py", root / "extattn" / "__init__.py"):
         assert f'"{declared}"' not in path.read_text(), path  # not hard-coded again
+
+
+def _picture_rooms() -> dict[str, set[str]]:
+    """The rooms of docs/architecture.md's picture and the module names listed in each."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    picture = text.split("## The rooms and the one-way arrows", 1)[1].split("```")[1]
+    rooms: dict[str, set[str]] = {}
+    room = ""
+    for line in picture.splitlines():
+        head = re.match(r"^(\s*)([a-z]+/)\s", line)
+        if head:
+            room = ("explore/" if head.group(1) else "") + head.group(2)
+            line = line[head.end():]
+        elif not line.startswith(" " * 8):
+            room = ""
+            continue
+        if room:
+            words = re.sub(r"\([^)]*\)?", " ", line)  # "(torch, no optuna)", "(the trial ...)"
+            rooms.setdefault(room, set()).update(re.findall(r"[a-z_]+", words))
+    return rooms
+
+
+def test_the_architecture_picture_lists_every_module_in_its_room() -> None:
+    """docs/architecture.md's picture names each module of studies/ and of explore's three rooms
+    where the code has it, and no module that is not there."""
+    rooms = _picture_rooms()
+    for room in ("studies/", "explore/engine/", "explore/search/", "explore/run/"):
+        code = {p.stem for p in (ROOT / room).glob("*.py") if p.stem != "__init__"}
+        assert code <= rooms[room], (room, sorted(code - rooms[room]))
+        assert not (rooms[room] - code), (room, sorted(rooms[room] - code))
