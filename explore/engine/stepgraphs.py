@@ -2,7 +2,7 @@
 
 A trial of the default model on a GPU is bound by the host: an eager step (forward, loss,
 backward, gradient clipping, AdamW) launches a few hundred small kernels one by one, and the GPU
-waits for them (on an H200, 5.8 ms a step of 64 images: 0.13% of its fp32 peak). Here each
+waits for them (docs/performance.md, "Training speed", gives the measured step time). Here each
 batch size an epoch runs (the batch, and the epoch's last, smaller one) is captured once as a
 CUDA graph, and every step is one replay: the batch is gathered into the graph's input buffers,
 the learning rate the scheduler set is written into the device tensor the graph's AdamW reads,

@@ -147,8 +147,9 @@ class Objective:
 
     def measure_key(self, plan: TrialPlan) -> str:
         """What the trial's throughput depends on ([measure] reuse). Each replicate measures
-        anew, at another moment, unless the figure is stable (CUDA graph replays, 0.2% apart
-        on an H200): a reused figure would make N replicates one measurement."""
+        anew, at another moment, unless the figure is stable (CUDA graph replays; their spread
+        is in docs/performance.md, "Throughput stability"): a reused figure would make N
+        replicates one measurement."""
         stable = self.device.type == "cuda" and self.settings.measure.cuda_graph
         return reuse.measure_key(plan, self.settings, self.device, self.worker.measure_threads,
                                  self.worker.identity.host,
