@@ -13,6 +13,14 @@ Noise model, and the choices made:
   is about the same for all configurations. Config c's interval is
   mean_c ± t_{df, 1-α/2} · s_pooled / sqrt(n_c). The t quantile over the pooled df accounts for
   the uncertainty of s_pooled, so the intervals are calibrated (see tests/studies).
+- Throughput's noise is not the same at every speed: on the 2-core VM fast configurations
+  (small models, short calls) move 9-17% between replicates, slow ones 1-4% (the default space's
+  fixed K = 3 study, docs/replicates.md). One pooled figure would make the fast end of the
+  space, where the front is, look surer than it is. So the log-throughput sd is pooled with a
+  slope in the speed, sd_c = sd · exp(b · (mean log throughput_c - centre)), fitted over the
+  configurations with replicates (:func:`speed_slope`) and kept only where a likelihood-ratio
+  test shows it; with b = 0 it is the plain pooled sd. Accuracy's seed noise shows no such trend
+  and stays one pooled figure. Calibration: tests/studies/test_speed_noise.py.
 - With df = 0 (no configuration has 2+ replicates) the noise is unknown: ``se``, ``low``, ``high``
   are None and ``NoiseModel.known`` is False, unless the caller supplies ``prior_sd``, a noise
   figure known from elsewhere (then the normal quantile is used, and ``source`` says "prior").
@@ -40,7 +48,13 @@ from typing import Any
 
 from studies.tdist import t_ppf
 
-__all__ = ["ConfigEstimate", "Estimate", "NoiseModel", "Replicate", "estimate", "pooled_sd"]
+__all__ = ["ConfigEstimate", "Estimate", "NoiseModel", "Replicate", "estimate", "pooled_sd",
+           "speed_slope"]
+
+SLOPE_MIN_DF = 8  # the throughput noise's slope with speed needs this many df ...
+SLOPE_MIN_CONFIGS = 4  # ... over this many configurations with 2+ replicates
+SLOPE_MAX = 3.0  # |d log sd / d log throughput| at most (sd x20 over the 1.0 of log speed)
+SLOPE_TEST = 2.706  # chi-squared(1 df) 90% quantile: the likelihood-ratio test for a slope
 
 def _check_confidence(confidence: float) -> None:
     if not 0.0 < confidence < 1.0:
@@ -126,6 +140,16 @@ class NoiseModel:
     df: int
     confidence: float
     source: str
+    log_throughput_slope: float = 0.0  # d log(sd) / d log(throughput) (see speed_slope)
+    log_throughput_centre: float = 0.0  # the log throughput at which the sd is log_throughput_sd
+
+    def log_throughput_sd_at(self, log_mean: float) -> float | None:
+        """The sd of log(throughput) of a configuration whose mean log throughput is
+        ``log_mean``: ``log_throughput_sd`` at the centre, scaled by the slope."""
+        if self.log_throughput_sd is None:
+            return None
+        return self.log_throughput_sd * math.exp(
+            self.log_throughput_slope * (log_mean - self.log_throughput_centre))
 
     @property
     def known(self) -> bool:
@@ -144,6 +168,8 @@ class NoiseModel:
 
     def to_dict(self) -> dict[str, Any]:
         return {"accuracy_sd": self.accuracy_sd, "log_throughput_sd": self.log_throughput_sd,
+                "log_throughput_slope": self.log_throughput_slope,
+                "log_throughput_centre": self.log_throughput_centre,
                 "df": self.df, "confidence": self.confidence, "source": self.source,
                 "known": self.known}
 
@@ -187,6 +213,45 @@ def pooled_sd(samples: Iterable[Sequence[float]]) -> tuple[float | None, int]:
     return (math.sqrt(squares / df), df) if df else (None, 0)
 
 
+def speed_slope(samples: Sequence[Sequence[float]]) -> tuple[float, float, float | None, int]:
+    """How the sd of log(throughput) changes with the speed: (slope b, centre, sd at the centre,
+    df) of the model sd_c = sd · exp(b · (mean_c - centre)) over samples of log throughputs.
+
+    Maximum likelihood: with SS_c each sample's sum of squares about its mean (df_c = n_c - 1)
+    and d_c = mean_c minus the df-weighted centre, the scale profiled out leaves
+    L(b) = -(df / 2) · log(sum SS_c · exp(-2 b d_c)), concave in b. The slope is kept only where
+    the data show it: a likelihood-ratio test against b = 0 at the 5% level (chi-squared, 1 df),
+    at least :data:`SLOPE_MIN_DF` df over :data:`SLOPE_MIN_CONFIGS` samples, and |b| at most
+    :data:`SLOPE_MAX`; otherwise b = 0, which is :func:`pooled_sd`.
+    """
+    groups = [(math.fsum(v) / len(v), len(v) - 1, v) for v in samples if len(v) >= 2]
+    sd, df = pooled_sd([g[2] for g in groups])
+    if sd is None:
+        return 0.0, 0.0, None, 0
+    centre = math.fsum(m * d for m, d, _ in groups) / df
+    ss = [math.fsum((x - m) ** 2 for x in v) for m, _, v in groups]
+    dev = [m - centre for m, _, _ in groups]
+    if df < SLOPE_MIN_DF or len(groups) < SLOPE_MIN_CONFIGS or sd == 0.0:
+        return 0.0, centre, sd, df
+
+    def total(b: float) -> float:
+        return math.fsum(q * math.exp(-2.0 * b * d) for q, d in zip(ss, dev, strict=True))
+
+    low, high = -SLOPE_MAX, SLOPE_MAX  # total() is convex: golden-section search for its minimum
+    ratio = (math.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(80):
+        a, c = high - ratio * (high - low), low + ratio * (high - low)
+        if total(a) <= total(c):
+            high = c
+        else:
+            low = a
+    b = (low + high) / 2.0
+    gain = df * (math.log(total(0.0)) - math.log(total(b)))  # 2 (L(b) - L(0))
+    if gain < SLOPE_TEST or not math.isfinite(gain):
+        return 0.0, centre, sd, df
+    return b, centre, math.sqrt(total(b) / df), df
+
+
 def _group(replicates: Sequence[Replicate]) -> dict[str, list[Replicate]]:
     groups: dict[str, list[Replicate]] = {}
     for rep in replicates:
@@ -201,9 +266,10 @@ def _group(replicates: Sequence[Replicate]) -> dict[str, list[Replicate]]:
 def _noise(groups: Mapping[str, list[Replicate]], confidence: float,
            prior_sd: tuple[float, float] | None) -> NoiseModel:
     acc_sd, df = pooled_sd([r.accuracy for r in reps] for reps in groups.values())
-    log_sd, _ = pooled_sd([math.log(r.throughput) for r in reps] for reps in groups.values())
+    slope, centre, log_sd, _ = speed_slope(
+        [[math.log(r.throughput) for r in reps] for reps in groups.values()])
     if df:
-        return NoiseModel(acc_sd, log_sd, df, confidence, "pooled")
+        return NoiseModel(acc_sd, log_sd, df, confidence, "pooled", slope, centre)
     if prior_sd is not None:
         if min(prior_sd) < 0:
             raise ValueError(f"prior_sd must be >= 0, got {prior_sd}")
@@ -215,9 +281,10 @@ def _config_estimate(config: str, reps: list[Replicate], noise: NoiseModel,
                      mult: float | None) -> ConfigEstimate:
     n = len(reps)
     acc_se = None if noise.accuracy_sd is None else noise.accuracy_sd / math.sqrt(n)
-    log_se = None if noise.log_throughput_sd is None else noise.log_throughput_sd / math.sqrt(n)
     acc = Estimate.from_mean(math.fsum(r.accuracy for r in reps) / n, acc_se, n, mult)
     log_mean = math.fsum(math.log(r.throughput) for r in reps) / n
+    log_sd = noise.log_throughput_sd_at(log_mean)
+    log_se = None if log_sd is None else log_sd / math.sqrt(n)
     thr = Estimate.from_mean(log_mean, log_se, n, mult, log=True)
     return ConfigEstimate(config, n, tuple(r.trial for r in reps), acc, thr)
 

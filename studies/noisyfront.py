@@ -229,14 +229,18 @@ def _true_draws(estimates: Sequence[ConfigEstimate], noise: NoiseModel, draws: i
     n = np.array([float(e.n) for e in estimates])
     acc = np.array([e.accuracy.mean for e in estimates])
     log_thr = np.log([e.throughput.mean for e in estimates])
+    # Throughput's sd scales with the speed (NoiseModel.log_throughput_slope): configuration c's
+    # sd is the centre's times scale_c, the same as n_c / scale_c² replicates at the centre's sd.
+    scale = np.exp(noise.log_throughput_slope * (log_thr - noise.log_throughput_centre))
+    thr_n = n / scale ** 2
     acc_sigma = _sigma_draws(rng, noise.accuracy_sd, noise, draws)
     thr_sigma = _sigma_draws(rng, noise.log_throughput_sd, noise, draws)
     if pooling == "partial" and len(estimates) >= PARTIAL_MIN_CONFIGS:
         return (_partial_pool(rng, acc, n, acc_sigma, noise.accuracy_sd),
-                _partial_pool(rng, log_thr, n, thr_sigma, noise.log_throughput_sd))
-    root_n = np.sqrt(n)
-    acc_true = acc + acc_sigma / root_n * rng.standard_normal((draws, len(estimates)))
-    log_true = log_thr + thr_sigma / root_n * rng.standard_normal((draws, len(estimates)))
+                _partial_pool(rng, log_thr, thr_n, thr_sigma, noise.log_throughput_sd))
+    acc_true = acc + acc_sigma / np.sqrt(n) * rng.standard_normal((draws, len(estimates)))
+    log_true = log_thr + thr_sigma / np.sqrt(thr_n) * rng.standard_normal(
+        (draws, len(estimates)))
     return acc_true, log_true
 
 
