@@ -44,13 +44,16 @@ and seed as the tool's own readers use them):
 - What racing saves against fixed K: from the fixed-K study's final confidently dominated set
   D_K and plausible front P_K, replay ``configured_front`` on every prefix of ``race-long`` (its
   first n training runs, by trial number). Racing *matches* fixed K at n when its confidently
-  dominated set holds >= 90% of D_K (vacuously when D_K is empty), its plausible front has a
-  Jaccard index >= 0.5 with P_K, and its noise is known (before any configuration has a second
-  run there is no confident statement to compare). The runs racing needs are the smallest n
-  from which it matches at every longer prefix too (it settled, not a lucky moment); the figure
-  is that n over fixed K's training runs. Goal <= 1/2. Both use the same study seed, so
-  replicate r of a configuration has the same training seed in both: the question is whether
-  racing reaches fixed K's answer with fewer of the same runs. Against the single-seed search:
+  dominated set holds >= 90% of D_K (vacuously when D_K is empty), the two fronts agree on
+  every claim, and its noise is known (before any configuration has a second run there is no
+  confident statement to compare). Fronts agree on their claims when neither's plausible front
+  holds a configuration the other confidently dominates and each's confident members
+  (P >= 0.95) are plausible in the other: which of truly tied designs a run names varies, a
+  claim must not (the plausible fronts' Jaccard index is printed beside it). The runs racing
+  needs are the smallest n from which it matches at every longer prefix too (it settled, not a
+  lucky moment); the figure is that n over fixed K's training runs. Goal <= 1/2. Both use the
+  same study seed, so replicate r of a configuration has the same training seed in both: the
+  question is whether racing reaches fixed K's answer with fewer of the same runs. Against the single-seed search:
   at the same ``--trials`` racing adds no training runs (the budget counts replicates); it
   spends some on replicates instead of new configurations, and its wall time is shown against
   single-seed's.
@@ -98,7 +101,7 @@ OVERLAP_GOAL = 0.90
 DOMINATED_GOAL = 0.25
 SAVING_GOAL = 0.5
 COVER = 0.9  # racing matches fixed K: it holds >= 90% of fixed K's dominated set ...
-JACCARD = 0.5  # ... and its plausible front overlaps fixed K's by Jaccard >= 0.5
+SURE = 0.95  # ... and the fronts agree on their claims: members with P(front) >= 0.95
 DEMO_SECONDS = 300.0
 
 
@@ -380,11 +383,22 @@ def jaccard(a: Iterable[str], b: Iterable[str]) -> float:
     return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
 
 
-def matches(front: Front, dominated: set[str], plausible: set[str]) -> tuple[float, float]:
-    """(share of ``dominated`` that ``front`` confidently dominates, Jaccard of the plausible
-    fronts)."""
+def sure(front: Front) -> set[str]:
+    """The front's confident members: P(Pareto-optimal) >= 0.95."""
+    return {k for k, p in front.probability.items() if p >= SURE}
+
+
+def matches(front: Front, reference: Front) -> tuple[float, float, bool]:
+    """(share of ``reference``'s confidently dominated set that ``front`` dominates too, Jaccard
+    of the plausible fronts, whether the fronts agree on every claim: neither's plausible front
+    holds a configuration the other confidently dominates, and each's confident members are
+    plausible in the other)."""
+    dominated = reference.dominated
     held = len(dominated & front.dominated) / len(dominated) if dominated else 1.0
-    return held, jaccard(front.plausible, plausible)
+    claims = (not front.plausible & reference.dominated
+              and not reference.plausible & front.dominated
+              and sure(reference) <= front.plausible and sure(front) <= reference.plausible)
+    return held, jaccard(front.plausible, reference.plausible), claims
 
 
 def runs_to_match(racing: Study, reference: Study) -> tuple[int | None, Any]:
@@ -395,8 +409,8 @@ def runs_to_match(racing: Study, reference: Study) -> tuple[int | None, Any]:
     details = None
     for n in range(len(racing.trained), 0, -1):  # from the end: where it last stopped matching
         front = racing.front(n)
-        held, overlap = matches(front, final.dominated, final.plausible)
-        if not front.known or held < COVER or overlap < JACCARD:
+        held, overlap, claims = matches(front, final)
+        if not front.known or held < COVER or not claims:
             break
         settled = n
         details = (front, held, overlap)
@@ -540,29 +554,33 @@ def report_saving(long: Study | None, fixed: Study | None, race: Sequence[Study]
         row: list[Any] = [f"fixed K = {fixed.run.replicates} ({fixed.run.name})", total,
                           len(final.dominated), len(final.plausible)]
         if n is None or details is None:
-            row += [f"not within {len(long.trained)}", "-", "-", "-", "-",
+            row += [f"not within {len(long.trained)}", "-", "-", "-", "-", "-",
                     f"<= {SAVING_GOAL:.2f}", "FAIL"]
         else:
             front, held, overlap = details
-            row += [n, f"{held:.0%}", f"{overlap:.2f}",
+            row += [n, f"{held:.0%}", f"{overlap:.2f}", "yes",
                     len(front.dominated & final.plausible), f"{n / total:.2f}",
                     f"<= {SAVING_GOAL:.2f}", _verdict(n / total <= SAVING_GOAL)]
         _table(["reference", "its runs", "its dominated", "its plausible", "racing runs",
-                "dominated held", "front Jaccard", "racing dominates its plausible", "ratio",
+                "dominated held", "front Jaccard", "front claims agree",
+                "racing dominates its plausible", "ratio",
                 "goal", "verdict"], [row])
         print(f"(racing matches at n runs: it confidently dominates >= {COVER:.0%} of the "
-              f"reference's dominated set and its plausible front has Jaccard >= {JACCARD} with "
-              "the reference's, at n and every later prefix of "
+              "reference's dominated set and the two fronts agree on every claim (no "
+              "plausible member the other dominates, confident members plausible in the other)"
+              ", at n and every later prefix of "
               f"{long.run.name}, {len(long.trained)} runs)\n")
         prefixes = []
         for n in sorted({*range(len(race[0].trained) if race else 20, len(long.trained) + 1,
                                 max(1, total // 12)), len(long.trained)}):
             front = long.front(n)
-            held, overlap = matches(front, final.dominated, final.plausible)
+            held, overlap, claims = matches(front, final)
             prefixes.append([n, len(front.configs), len(front.dominated), f"{held:.0%}",
-                             f"{overlap:.2f}", f"{max(front.probability.values()):.2f}"])
+                             f"{overlap:.2f}", "yes" if claims else "no",
+                             f"{max(front.probability.values()):.2f}"])
         _table([f"{long.run.name} runs", "configurations", "dominated",
-                f"of {fixed.run.name}'s dominated", "front Jaccard", "highest P(front)"],
+                f"of {fixed.run.name}'s dominated", "front Jaccard", "front claims agree",
+                "highest P(front)"],
                prefixes)
         print(f"({fixed.run.name} at {total} runs: {len(final.dominated)} dominated, highest "
               f"P(front) {max(final.probability.values()):.2f})\n")
