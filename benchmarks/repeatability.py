@@ -44,16 +44,16 @@ and seed as the tool's own readers use them):
 - What racing saves against fixed K: from the fixed-K study's final confidently dominated set
   D_K and plausible front P_K, replay ``configured_front`` on every prefix of ``race-long`` (its
   first n training runs, by trial number). Racing *matches* fixed K at n when its confidently
-  dominated set holds >= 90% of D_K (vacuously when D_K is empty), the two fronts agree on
-  every claim, and its noise is known (before any configuration has a second run there is no
-  confident statement to compare). Fronts agree on their claims when neither's plausible front
-  holds a configuration the other confidently dominates and each's confident members
-  (P >= 0.95) are plausible in the other: which of truly tied designs a run names varies, a
-  claim must not (the plausible fronts' Jaccard index is printed beside it). The runs racing
-  needs are the smallest n from which it matches at every longer prefix too (it settled, not a
-  lucky moment); the figure is that n over fixed K's training runs. Goal <= 1/2. Both use the
-  same study seed, so replicate r of a configuration has the same training seed in both: the
-  question is whether racing reaches fixed K's answer with fewer of the same runs. Against the single-seed search:
+  dominated set holds >= 90% of D_K (vacuously when D_K is empty), the two fronts agree on every
+  claim, and its noise is known (before any configuration has a second run there is no confident
+  statement to compare). Fronts agree on their claims when neither's plausible front holds a
+  configuration the other confidently dominates and each's confident members (P >= 0.95) are
+  plausible in the other: which of truly tied designs a run names varies, a claim must not (the
+  plausible fronts' Jaccard index is printed beside it). The runs racing needs are the smallest
+  n from which it matches at every longer prefix too (it settled, not a lucky moment); the
+  figure is that n over fixed K's training runs. Goal <= 1/2. Both use the same study seed, so
+  replicate r of a configuration has the same training seed in both: the question is whether
+  racing reaches fixed K's answer with fewer of the same runs. Against the single-seed search:
   at the same ``--trials`` racing adds no training runs (the budget counts replicates); it
   spends some on replicates instead of new configurations, and its wall time is shown against
   single-seed's.
