@@ -1,9 +1,13 @@
 """Racing's replicate policy against fixed K on a known truth, without training (seconds).
 
-The truth is ``benchmarks/racing_truth.json``: the means of the 40 configurations of the default
-digits space from a fixed K = 3 study, and the pooled seed noise of that study (accuracy sd 1.66
-points, throughput sd 0.254 on the log scale). Each simulated training run draws an accuracy and
-a throughput around its configuration's truth with that noise. A run of the simulation is a real
+The truth is ``benchmarks/racing_truth.json`` (``--truth``): the 40 configurations' means of a
+fixed K = 3 study of the default digits space (``repeatability.py``'s ``fixed3-s1.db``), shrunk
+towards their grand mean by the share of their spread that the noise does not explain (each mean
+of 3 runs carries noise/sqrt(3) besides its truth), and that study's pooled noise; the file names
+its study and date. ``--write-truth DB`` writes it from another study. Each simulated training run
+draws an accuracy and a throughput around its configuration's truth with that noise; replicate r
+of a configuration draws the same noise in every search of the same seed, as it trains with the
+same seed in every real study of the same study seed. A run of the simulation is a real
 in-memory Optuna study driven as ``explore study run`` drives one: new configurations in a random
 order (the sampler's part), replicates queued by :func:`explore.search.racing.enqueue` after every
 run, and the noise-aware front of :mod:`studies.replicates` read at several budgets.
@@ -16,11 +20,13 @@ Compared, over ``--seeds`` seeds each and the same draws of the truth:
 - ``fixed K``: every configuration K times (``--k``, default 3), explored in the same order.
 
 Printed per budget: configurations explored, confidently dominated (P <= 0.05; the decisions),
-plausible (P >= 0.5), and wrong decisions: true Pareto-optimal configurations called dominated.
-Goal: racing decides at half the runs what fixed K decides at all of them (its mean dominated
-count at K x 40 / 2 runs >= fixed K's at K x 40), with no more wrong decisions per decision.
+plausible (P >= 0.5), wrong decisions (truly Pareto-optimal configurations called dominated),
+the share of fixed K's final dominated set held, and whether the fronts agree on every claim.
+Then the runs each search needs to reach fixed K's answer (>= 90% of its dominated set and no
+front claim contradicted, at that budget and every later one; ``repeatability.py``'s rule).
+Goal: racing's median over seeds at most half of fixed K's runs.
 
-    python benchmarks/racing_policy.py [--seeds 6] [--k 3]
+    python benchmarks/racing_policy.py [--seeds 6] [--k 3] [--truth FILE]
 """
 
 from __future__ import annotations
@@ -50,15 +56,18 @@ from studies.replicates import configured_front  # noqa: E402
 
 TRUTH = REPO / "benchmarks" / "racing_truth.json"
 Policy = Callable[[optuna.Study, Settings, bool], None]
-Truth = tuple[dict[str, tuple[float, float]], float, float]  # means, accuracy sd, log-throughput sd
+# means, accuracy sd, log-throughput sd at the centre, its slope with log speed, the centre
+Truth = tuple[dict[str, tuple[float, float]], float, float, float, float]
 COVER = 0.9  # racing matches fixed K: it dominates >= 90% of what fixed K dominates ...
 
 
-def load_truth(path: Path = TRUTH) -> tuple[dict[str, tuple[float, float]], float, float]:
+def load_truth(path: Path = TRUTH) -> Truth:
     doc = json.loads(path.read_text(encoding="utf-8"))
     truth = {json.dumps(c["params"], sort_keys=True): (c["accuracy"], c["throughput"])
              for c in doc["configurations"]}
-    return truth, doc["noise"]["accuracy_sd"], doc["noise"]["log_throughput_sd"]
+    noise = doc["noise"]
+    return (truth, noise["accuracy_sd"], noise["log_throughput_sd"],
+            noise.get("log_throughput_slope", 0.0), noise.get("log_throughput_centre", 0.0))
 
 
 def truth_from(db: Path) -> dict[str, Any]:
@@ -77,22 +86,27 @@ def truth_from(db: Path) -> dict[str, Any]:
     # Unshrunk, a space of tied accuracies would be simulated as spread out.
     acc = {c.key: cf.estimate(c.key).accuracy.mean for c in cf.configs}
     log_rate = {c.key: math.log(cf.estimate(c.key).throughput.mean) for c in cf.configs}
-    runs = statistics.mean(len(c.trials) for c in cf.configs)
+    runs = {c.key: len(c.trials) for c in cf.configs}
 
-    def shrunk(means: dict[str, float], sd: float | None) -> dict[str, float]:
+    def shrunk(means: dict[str, float], sd: Callable[[float], float]) -> dict[str, float]:
         grand, spread = statistics.mean(means.values()), statistics.pvariance(means.values())
-        noise_var = (sd or 0.0) ** 2 / runs
+        noise_var = statistics.mean(sd(m) ** 2 / runs[k] for k, m in means.items())
         keep = max(0.0, spread - noise_var) / spread if spread > 0 else 0.0
         return {k: grand + keep * (m - grand) for k, m in means.items()}
 
-    acc, log_rate = shrunk(acc, noise.accuracy_sd), shrunk(log_rate, noise.log_throughput_sd)
+    acc = shrunk(acc, lambda _: noise.accuracy_sd or 0.0)
+    log_rate = shrunk(log_rate, lambda m: noise.log_throughput_sd_at(m) or 0.0)
+    times = [t.datetime_complete for c in cf.configs for t in c.trials if t.datetime_complete]
     return {
         "what": "means of a fixed-K study of the default digits space, shrunk towards the "
                 "grand mean by the share of their spread the noise does not explain: the truth "
                 "benchmarks/racing_policy.py simulates",
         "from": f"benchmarks/racing_policy.py --write-truth {db.name}",
+        "measured": f"{min(times):%Y-%m-%d %H:%M}–{max(times):%H:%M} UTC" if times else None,
         "noise": {"accuracy_sd": round(noise.accuracy_sd or 0.0, 5),
                   "log_throughput_sd": round(noise.log_throughput_sd or 0.0, 5),
+                  "log_throughput_slope": round(noise.log_throughput_slope, 4),
+                  "log_throughput_centre": round(noise.log_throughput_centre, 5),
                   "df": noise.df, "source": "pooled within configurations over the same study"},
         "configurations": [
             {"params": c.params, "runs": len(c.trials),
@@ -137,7 +151,7 @@ def simulate(policy: Policy, replicates: str | int, budget: int, seed: int,
     a configuration draws the same noise in every search of the same seed (as replicate r
     trains with the same seed in every real study of the same study seed), so racing is judged
     on the very runs fixed K made."""
-    means, sd_acc, sd_log = truth
+    means, sd_acc, sd_log, slope, centre = truth
     order = sorted(means)
     index = {key: i for i, key in enumerate(order)}
     choices: dict[str, list[Any]] = {}
@@ -165,7 +179,8 @@ def simulate(policy: Policy, replicates: str | int, budget: int, seed: int,
         acc, rate = means[key]
         draw = np.random.default_rng([seed, index[key], int(trial.user_attrs[ATTR_REPLICATE])])
         e_acc, e_log = draw.normal(0.0, 1.0, size=2)
-        study.tell(trial, [acc + sd_acc * e_acc, rate * math.exp(sd_log * e_log)])
+        sd_rate = sd_log * math.exp(slope * (math.log(rate) - centre))  # noise grows with speed
+        study.tell(trial, [acc + sd_acc * e_acc, rate * math.exp(sd_rate * e_log)])
         policy(study, settings, explored == len(order))
     return [racing.record_of(t) for t in study.get_trials() if t.state == TrialState.COMPLETE]
 
@@ -221,7 +236,8 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=Settings().study.accuracy_tolerance,
                         help="[study] accuracy_tolerance, points (default: the default)")
     parser.add_argument("--throughput-sd", type=float, default=None,
-                        help="per-run noise of log throughput (default: the truth's)")
+                        help="one per-run noise of log throughput for every configuration "
+                             "(default: the truth's, growing with speed where it does)")
     parser.add_argument("--truth", type=Path, default=TRUTH,
                         help="the truth file (default: benchmarks/racing_truth.json)")
     parser.add_argument("--write-truth", type=Path, metavar="DB",
@@ -235,8 +251,10 @@ def main() -> None:
         print(f"wrote {args.truth}")
         return
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    means, sd_acc, sd_log = load_truth(args.truth)
-    truth: Truth = (means, sd_acc, sd_log if args.throughput_sd is None else args.throughput_sd)
+    truth = load_truth(args.truth)
+    if args.throughput_sd is not None:  # one noise for every configuration
+        truth = (*truth[:2], args.throughput_sd, 0.0, 0.0)
+    means = truth[0]
     truth_front = true_front(means, args.tolerance / 100.0)
     full = args.k * len(means)
     checkpoints = sorted({Settings().study.trials, len(means), full // 2, full * 2 // 3, full})
@@ -259,7 +277,8 @@ def main() -> None:
     print(f"# racing policy: {len(means)} configurations, {len(truth_front)} truly on the front "
           f"(accuracy tolerance {args.tolerance:g} points), {args.seeds} seeds, means over "
           f"seeds; noise sd {truth[1] * 100:.2f} points (accuracy), {truth[2]:.3g} (log "
-          f"throughput); truth {args.truth.name}\n")
+          "throughput" + (f" at {math.exp(truth[4]):.0f} img/s, x e^({truth[3]:.2f} d log "
+                          "speed)" if truth[3] else "") + f"); truth {args.truth.name}\n")
     print("| search | runs | explored | dominated (P <= 0.05) | plausible | wrong | of fixed "
           "K's dominated | front claims agree |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -220,7 +220,7 @@ def speed_slope(samples: Sequence[Sequence[float]]) -> tuple[float, float, float
     Maximum likelihood: with SS_c each sample's sum of squares about its mean (df_c = n_c - 1)
     and d_c = mean_c minus the df-weighted centre, the scale profiled out leaves
     L(b) = -(df / 2) · log(sum SS_c · exp(-2 b d_c)), concave in b. The slope is kept only where
-    the data show it: a likelihood-ratio test against b = 0 at the 5% level (chi-squared, 1 df),
+    the data show it: a likelihood-ratio test against b = 0 at the 10% level (chi-squared, 1 df),
     at least :data:`SLOPE_MIN_DF` df over :data:`SLOPE_MIN_CONFIGS` samples, and |b| at most
     :data:`SLOPE_MAX`; otherwise b = 0, which is :func:`pooled_sd`.
     """
