@@ -47,6 +47,9 @@ from optuna.trial import TrialState
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import repeatability  # noqa: E402 (the matching rule: one definition for both benchmarks)
 
 from explore.config import Settings, resolve_settings  # noqa: E402
 from explore.search import racing  # noqa: E402
@@ -191,18 +194,11 @@ def front(records: list[Any], tolerance: float) -> Any:
 
 def agrees(cf: Any, reference: Any) -> tuple[float, bool]:
     """(share of ``reference``'s confidently dominated set that ``cf`` dominates too, whether
-    the plausible fronts agree on every claim): neither front holds a configuration the other
-    confidently dominates, and each holds the other's confident members (P >= 0.95). Which of
-    truly tied designs a run names varies; a claim must not."""
-    dominated, ref_dominated = set(cf.front.dominated), set(reference.front.dominated)
-    held = len(dominated & ref_dominated) / len(ref_dominated) if ref_dominated else 1.0
-    plausible, ref_plausible = set(cf.front.plausible), set(reference.front.plausible)
-
-    def sure(f: Any) -> set[str]:
-        return {k for k, p in f.front.probability.items() if p >= 0.95}
-
-    claims = (not plausible & ref_dominated and not ref_plausible & dominated
-              and sure(reference) <= plausible and sure(cf) <= ref_plausible)
+    the fronts agree on every claim), by ``repeatability.py``'s rule
+    (:func:`repeatability.matches`): which of truly tied designs a run names varies; a claim
+    must not."""
+    held, _, claims = repeatability.matches(repeatability.Front.of(cf),
+                                            repeatability.Front.of(reference))
     return held, claims
 
 
