@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from studies.errors import ExploreError
+from studies.internals import study_id, trial_id
 from studies.pareto import front_numbers
 from studies.record import (
     STATES,
@@ -74,7 +75,7 @@ class OptunaCatalog(Catalog):
             self._studies = []
             for s in self.storage.get_all_studies():
                 self._studies.append(StudyMeta(
-                    s._study_id, s.study_name, tuple(d.name.lower() for d in s.directions),
+                    study_id(s), s.study_name, tuple(d.name.lower() for d in s.directions),
                     tuple(s.system_attrs["study:metric_names"])
                     if "study:metric_names" in s.system_attrs else None,
                     dict(s.user_attrs)))
@@ -93,7 +94,7 @@ class OptunaCatalog(Catalog):
                             else None,
                             params=dict(t.params), user_attrs=dict(t.user_attrs),
                             datetime_start=t.datetime_start,
-                            datetime_complete=t.datetime_complete, trial_id=t._trial_id)
+                            datetime_complete=t.datetime_complete, trial_id=trial_id(t))
                 for t in self.storage.get_all_trials(study_id, deepcopy=False)]
         return self._trials[study_id]
 

@@ -15,6 +15,7 @@ from typing import Any
 from studies.catalog import open_catalog
 from studies.dashboard import card_key, parse_card_key
 from studies.errors import ExploreError, UsageError
+from studies.internals import study_id, trial_id
 from studies.record import ATTR_CHECKPOINT, Catalog, TrialRecord
 from studies.storage import (
     ENV_ARTIFACTS,
@@ -168,12 +169,12 @@ def _copy_rows(source: Any, name: str, destination: Any, new_name: str) -> dict[
     from_study = optuna.load_study(study_name=name, storage=source)
     to_study = optuna.create_study(study_name=new_name, storage=destination,
                                    directions=from_study.directions)
-    for key, value in source.get_study_system_attrs(from_study._study_id).items():
+    for key, value in source.get_study_system_attrs(study_id(from_study)).items():
         if parse_card_key(key) is None:
-            destination.set_study_system_attr(to_study._study_id, key, value)
+            destination.set_study_system_attr(study_id(to_study), key, value)
     for key, value in from_study.user_attrs.items():
         to_study.set_user_attr(key, value)
-    return {t._trial_id: destination.create_new_trial(to_study._study_id, template_trial=t)
+    return {trial_id(t): destination.create_new_trial(study_id(to_study), template_trial=t)
             for t in from_study.get_trials(deepcopy=False)}
 
 

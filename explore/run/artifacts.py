@@ -18,6 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from explore.plan import TrialPlan
 from extattn import save_checkpoint
 from studies.dashboard import card_key, card_value, is_placeholder, placeholder
+from studies.internals import storage_of, study_id, trial_id
 from studies.record import ATTR_CHECKPOINT
 
 __all__ = ["CheckpointKeeper", "prune_checkpoints", "used_elsewhere"]
@@ -46,20 +47,20 @@ class CheckpointKeeper:
         trial.set_user_attr(ATTR_CHECKPOINT, artifact_id)
         # Not a trial system attr (optuna.artifacts.upload_artifact's): that one could never be
         # taken back once the trial finished, and pruning removes files of finished trials.
-        trial.study._storage.set_study_system_attr(
-            trial.study._study_id, card_key(trial._trial_id, artifact_id),
+        storage_of(trial.study).set_study_system_attr(
+            study_id(trial.study), card_key(trial_id(trial), artifact_id),
             card_value(artifact_id, trial.number))
 
 
 def used_elsewhere(study: optuna.Study) -> set[str]:
     """Checkpoint ids the storage's other studies refer to (``study copy`` within one artifact
     folder shares the files): pruning keeps them."""
-    storage = study._storage
+    storage = storage_of(study)
     used: set[str] = set()
     for other in storage.get_all_studies():
-        if other._study_id == study._study_id:
+        if study_id(other) == study_id(study):
             continue
-        for t in storage.get_all_trials(other._study_id, deepcopy=False):
+        for t in storage.get_all_trials(study_id(other), deepcopy=False):
             value = t.user_attrs.get(ATTR_CHECKPOINT)
             if isinstance(value, str):
                 used.add(value)
@@ -78,7 +79,7 @@ def prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
     on_front = {t.number for t in front}
     elsewhere: set[str] | None = None  # read once, and only when something is to be removed
     cards: dict[str, Any] | None = None
-    storage, study_id = study._storage, study._study_id
+    storage, sid = storage_of(study), study_id(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         artifact_id = t.user_attrs.get(ATTR_CHECKPOINT)
         if t.number in on_front or not isinstance(artifact_id, str) or \
@@ -86,7 +87,7 @@ def prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
             continue
         if elsewhere is None:
             elsewhere = used_elsewhere(study)
-            cards = storage.get_study_system_attrs(study_id)
+            cards = storage.get_study_system_attrs(sid)
         if artifact_id in elsewhere:  # a copy of this study (or its source) still uses it
             continue
         path = base / artifact_id
@@ -99,6 +100,6 @@ def prune_checkpoints(study: optuna.Study, front: list[FrozenTrial], store: Any,
                 store.remove(artifact_id)
             except ArtifactNotFound:
                 pass
-        key = card_key(t._trial_id, artifact_id)
+        key = card_key(trial_id(t), artifact_id)
         if cards is not None and cards.get(key, card_value(None)) != card_value(None):
-            storage.set_study_system_attr(study_id, key, card_value(None))
+            storage.set_study_system_attr(sid, key, card_value(None))

@@ -17,6 +17,7 @@ import optuna
 
 from explore.config import Settings
 from explore.search.racing import front_of, record_of
+from studies.internals import study_id
 from studies.record import TrialRecord, design
 from studies.replicates import ConfiguredFront
 from studies.views import honest_line
@@ -65,7 +66,7 @@ def _figure(records: list[TrialRecord], study: optuna.Study, settings: Settings)
     from studies.record import StudyMeta
 
     names = tuple(study.metric_names) if study.metric_names else None
-    meta = StudyMeta(study._study_id, study.study_name, ("maximize", "maximize"), names,
+    meta = StudyMeta(study_id(study), study.study_name, ("maximize", "maximize"), names,
                      dict(study.user_attrs))
     return front_figure(records, meta, settings.study.confidence)
 

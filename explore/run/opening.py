@@ -37,6 +37,7 @@ from explore.search.sampling import make_sampler
 from explore.space import EA_ONLY
 from studies.diskfull import disk_full, naming_full_disk
 from studies.errors import StudyNotFound, UsageError
+from studies.internals import study_id
 from studies.record import ATTR_CREATED_BY, ATTR_SETTINGS, ATTR_VERSION
 from studies.replicates import ConfiguredFront
 from studies.storage import (
@@ -352,7 +353,7 @@ def _create(storage: Any, name: str, settings: Settings) -> optuna.Study | None:
         warmstart.mark_pending(study, settings)
     except Exception:  # e.g. a full disk: no half-made study stays behind
         try:
-            storage.delete_study(study._study_id)
+            storage.delete_study(study_id(study))
         except Exception:
             pass  # a study without settings: later runs refuse it as not explore's
         raise

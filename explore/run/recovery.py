@@ -24,6 +24,7 @@ import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 
+from studies.internals import storage_of, trial_id
 from studies.record import (
     ATTR_CONFIGURATION,
     ATTR_REPLICATE,
@@ -125,7 +126,7 @@ def recover_orphans(study: optuna.Study, me: WorkerIdentity,
                 dead = stale_after is not None and silent > stale_after
             who = f"worker {owner.host}:{owner.pid}"
         elif unowned is not None:
-            first_seen = unowned.setdefault(trial._trial_id, time.monotonic())
+            first_seen = unowned.setdefault(trial_id(trial), time.monotonic())
             dead = time.monotonic() - first_seen > UNOWNED_AFTER_S
             who = "a worker that never named itself"
         else:
@@ -133,13 +134,13 @@ def recover_orphans(study: optuna.Study, me: WorkerIdentity,
         if not dead:
             continue
         try:
-            study._storage.set_trial_user_attr(
-                trial._trial_id, "fail_reason", f"{who} died while running it; re-queued")
-            if not study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            storage_of(study).set_trial_user_attr(
+                trial_id(trial), "fail_reason", f"{who} died while running it; re-queued")
+            if not storage_of(study).set_trial_state_values(trial_id(trial), TrialState.FAIL):
                 continue
         except (UpdateFinishedTrialError, RuntimeError):
             continue  # another process recovered or finished it first
-        fresh = study._storage.get_trial(trial._trial_id)
+        fresh = storage_of(study).get_trial(trial_id(trial))
         if requeue(study, fresh, reason="worker died"):
             message(f"trial {trial.number} was left running by a dead worker: re-queued")
         recovered += 1

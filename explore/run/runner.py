@@ -44,6 +44,7 @@ from explore.search.objective import Objective, TrialHooks, WorkerContext
 from explore.search.sampling import make_sampler, sampler_seed
 from studies.diskfull import DiskFull, disk_full, naming_full_disk
 from studies.errors import ExploreError
+from studies.internals import storage_of, study_id, trial_id
 from studies.record import (
     ATTR_CONFIGURATION,
     ATTR_DUPLICATE,
@@ -126,11 +127,11 @@ def release_queued(study: optuna.Study, settings: Settings,
         if ATTR_CONFIGURATION not in t.user_attrs:
             continue  # a warm-start anchor or a retry of a sampled trial: not racing's
         try:
-            if not study._storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+            if not storage_of(study).set_trial_state_values(trial_id(t), TrialState.RUNNING):
                 continue
-            study._storage.set_trial_user_attr(t._trial_id, ATTR_OVER_BUDGET, NOT_RUN)
-            study._storage.set_trial_user_attr(t._trial_id, ATTR_FAIL, NOT_RUN)
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            storage_of(study).set_trial_user_attr(trial_id(t), ATTR_OVER_BUDGET, NOT_RUN)
+            storage_of(study).set_trial_user_attr(trial_id(t), ATTR_FAIL, NOT_RUN)
+            storage_of(study).set_trial_state_values(trial_id(t), TrialState.FAIL)
         except (UpdateFinishedTrialError, RuntimeError):
             continue  # another process took it first
         released.append(t.number)
@@ -304,13 +305,13 @@ def _fail_running(study: optuna.Study, me: WorkerIdentity, current: int | None,
         trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     except Exception:
         return full.noting(left)
-    mine = [t for t in trials if t._trial_id == current
+    mine = [t for t in trials if trial_id(t) == current
             or _owner(t) == (me.host, me.pid)]
     unmarked = []
     for t in mine:
         try:
-            study._storage.set_trial_user_attr(t._trial_id, ATTR_FAIL, str(full))
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            storage_of(study).set_trial_user_attr(trial_id(t), ATTR_FAIL, str(full))
+            storage_of(study).set_trial_state_values(trial_id(t), TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue  # it ended meanwhile (Optuna's heartbeat or another process)
         except Exception:
@@ -354,7 +355,7 @@ def _loop(study: optuna.Study, settings: Settings, data: Any, device: torch.devi
     stop = threading.Event()
     identity = WorkerIdentity.current()
     artifacts = spec.artifact_dir()
-    state_dir = artifacts / "states" / f"study-{study._study_id}"
+    state_dir = artifacts / "states" / f"study-{study_id(study)}"
     state_dir.mkdir(parents=True, exist_ok=True)
     store = optuna.artifacts.FileSystemArtifactStore(str(artifacts / "checkpoints")) \
         if request.keep_checkpoints != "none" else None

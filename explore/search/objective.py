@@ -33,6 +33,7 @@ from explore.search import reuse
 from explore.search.pruning import decide, rungs
 from extattn import count_flops, count_params, create_model
 from studies.diskfull import DiskFull, disk_full
+from studies.internals import trial_id
 from studies.record import (
     ATTR_CONFIG_KEY,
     ATTR_CONFIGURATION,
@@ -157,7 +158,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         """Run the trial; failures leave their reason in the trial's user attrs."""
-        self.trial_id = trial._trial_id  # the runner fails it if even this first write fails
+        self.trial_id = trial_id(trial)  # the runner fails it if even this first write fails
         trial.set_user_attr(ATTR_WORKER, self.worker.identity.to_attr())
         try:
             if self.hooks.claim is not None and not self.hooks.claim(trial):

@@ -25,6 +25,7 @@ from explore.config import Settings
 from explore.engine.device import device_name, resolve_precision
 from explore.plan import TrialPlan
 from explore.run.recovery import WorkerIdentity, recover_orphans
+from studies.internals import storage_of, trial_id
 from studies.record import (
     ATTR_CONFIG_KEY,
     ATTR_DUPLICATE,
@@ -95,7 +96,7 @@ def find_evaluated(trial: optuna.Trial, key: str, stop: threading.Event,
     always sees it and waits: one order both read alike, so they never wait for each other.
     Equal trial numbers, retries and queued replicates included, all follow it.
     """
-    mine = trial.study._storage.get_trial(trial._trial_id)
+    mine = storage_of(trial.study).get_trial(trial_id(trial))
     me = _order(mine)
     while True:
         running = False
