@@ -20,7 +20,8 @@ Compared, over ``--seeds`` seeds each and the same draws of the truth:
 - ``fixed K``: every configuration K times (``--k``, default 3), explored in the same order.
 
 Printed per budget: configurations explored, confidently dominated (P <= 0.05; the decisions),
-plausible (P >= 0.5), wrong decisions (truly Pareto-optimal configurations called dominated),
+plausible (P >= 0.5), the plausible front's median 95% interval widths (sharpness, as
+``repeatability.py`` measures it; mean over the seeds whose front has one), wrong decisions (truly Pareto-optimal configurations called dominated),
 the share of fixed K's final dominated set held, and whether the fronts agree on every claim.
 Then the runs each search needs to reach fixed K's answer (>= 90% of its dominated set and no
 front claim contradicted, at that budget and every later one; ``repeatability.py``'s rule).
@@ -217,12 +218,22 @@ def runs_to_match(records: list[Any], reference: Any, tolerance: float) -> int |
 
 def row_at(records: list[Any], n: int, reference: Any, truth_front: set[str],
            tolerance: float) -> tuple[float, ...]:
-    """(explored, dominated, plausible, wrong, held, claims agree) after the first n runs."""
+    """(explored, dominated, plausible, wrong, held, claims agree, the plausible front's median
+    accuracy width in points and throughput high/low, NaN where it has none) after the first n
+    runs."""
     cf = front(records[:n], tolerance)
     dominated = set(cf.front.dominated)
     held, claims = agrees(cf, reference)
+    _, acc, thr = repeatability.widths(repeatability.Front.of(cf))
     return (len(cf.configs), len(dominated), len(cf.front.plausible),
-            len(dominated & truth_front), held, float(claims))
+            len(dominated & truth_front), held, float(claims),
+            math.nan if acc is None else acc, math.nan if thr is None else thr)
+
+
+def _mean(values: list[float], fmt: str) -> str:
+    """The mean of the defined values, shown with ``fmt``; a dash where none is."""
+    known = [v for v in values if not math.isnan(v)]
+    return fmt.format(statistics.mean(known)) if known else "–"
 
 
 def main() -> None:
@@ -275,15 +286,18 @@ def main() -> None:
           f"seeds; noise sd {truth[1] * 100:.2f} points (accuracy), {truth[2]:.3g} (log "
           "throughput" + (f" at {math.exp(truth[4]):.0f} img/s, x e^({truth[3]:.2f} d log "
                           "speed)" if truth[3] else "") + f"); truth {args.truth.name}\n")
-    print("| search | runs | explored | dominated (P <= 0.05) | plausible | wrong | of fixed "
-          "K's dominated | front claims agree |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| search | runs | explored | dominated (P <= 0.05) | plausible | front's accuracy "
+          "width (points) | front's throughput width (high/low) | wrong | of fixed K's "
+          "dominated | front claims agree |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, per_seed in rows.items():
         for i, n in enumerate(checkpoints):
             at = [r[i] for r in per_seed if i < len(r)]
             if at:
                 c = [statistics.mean(r[j] for r in at) for j in range(6)]
-                print(f"| {name} | {n} | {c[0]:.1f} | {c[1]:.1f} | {c[2]:.1f} | {c[3]:.1f} | "
+                print(f"| {name} | {n} | {c[0]:.1f} | {c[1]:.1f} | {c[2]:.1f} | "
+                      f"{_mean([r[6] for r in at], '{:.2f}')} | "
+                      f"{_mean([r[7] for r in at], '{:.3f}')} | {c[3]:.1f} | "
                       f"{c[4]:.0%} | {c[5]:.0%} |")
     print(f"\nruns to reach fixed K = {args.k}'s answer ({full} runs; >= {COVER:.0%} of its "
           "dominated set and no front claim contradicted, from then on), per seed:")

@@ -250,8 +250,8 @@ def _race_on(study: optuna.Study, settings: Settings) -> bool:
 def _exhausted(settings: Settings) -> str:
     if settings.study.replicates == 1:
         return "search space exhausted"
-    return ("search space exhausted and every configuration's place on the front decided "
-            "(or raced to its limit)")
+    return ("search space exhausted and every configuration confidently dominated or raced "
+            "to its limit")
 
 
 def _after_trial(settings: Settings, name: str, snapshots: SnapshotStore, request: RunRequest,

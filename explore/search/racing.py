@@ -16,8 +16,10 @@ trial (in whichever worker finished it, on any machine: the study is the only st
   ones, so exploring wider decides more per run than replicating early (on the default space's
   measured truth, at 60 runs 25 configurations decided against 15 with one extra run per
   configuration explored). Once the sampler has nothing new (a finite space exhausted),
-  the remaining budget goes to the configurations whose place on the front is still undecided,
-  beyond ``max_replicates``.
+  the remaining budget goes beyond ``max_replicates`` (up to ``EXHAUSTED_CAP`` times it) to every
+  configuration not confidently dominated: by the order below first to those whose place is
+  undecided, then to the front's members, whose intervals narrow (in simulation at 120 runs,
+  1.9 accuracy points wide against 2.4 when the decided front got no more).
 - Order: fewest runs first, then the likelier front member. A configuration is confidently
   dominated only when both it and its dominator are measured well enough, so every survivor
   gets its second run before any gets a third (irace races its survivors alike). On the default
@@ -53,7 +55,7 @@ from studies.replicates import ConfiguredFront, configuration_of, configured_fro
 
 __all__ = ["Replicate", "enqueue", "front_of", "plan", "record_of"]
 
-EXHAUSTED_CAP = 4  # a finished search gives undecided configurations up to 4 x max_replicates
+EXHAUSTED_CAP = 4  # an exhausted space gives survivors up to 4 x max_replicates runs
 EXPLORE_PER_EXTRA = 2  # while the search explores: one extra run per 2 configurations explored
 _PENDING = (TrialState.WAITING, TrialState.RUNNING)
 
@@ -121,8 +123,8 @@ def _target(n: int, probability: float, known: bool, settings: Settings, exhaust
     while doubled <= n:
         doubled *= 2
     target = min(study.max_replicates, doubled)
-    if exhausted and target <= n and probability < study.confidence:
-        target = min(n + 1, EXHAUSTED_CAP * study.max_replicates)  # still undecided
+    if exhausted and target <= n:  # undecided first (fewest runs), then sharpening the front
+        target = min(n + 1, EXHAUSTED_CAP * study.max_replicates)
     return target
 
 

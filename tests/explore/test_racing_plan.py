@@ -6,7 +6,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState, create_trial
 
 from explore.config import resolve_settings
-from explore.search.racing import front_of, plan
+from explore.search.racing import EXHAUSTED_CAP, front_of, plan
 from studies.record import ATTR_CONFIGURATION, ATTR_REPLICATE
 
 
@@ -49,3 +49,30 @@ def test_fixed_k_asks_for_every_missing_replicate() -> None:
     settings = resolve_settings({"study": {"trials": 40, "replicates": 3}})
     asked = sorted((w.configuration, w.replicate) for w in plan(trials, settings))
     assert asked == [("a", 1), ("a", 2), ("b", 2)]
+
+
+def _clear_winner(runs_of_a: int) -> list[FrozenTrial]:
+    """a beats b, c and d by far in both objectives; b, c and d have two runs each."""
+    trials = [_run(i, "a", i, 0.960 + 0.002 * (i % 2), 50_000 + 500 * (i % 3))
+              for i in range(runs_of_a)]
+    for k, config in enumerate(("b", "c", "d")):
+        for r in range(2):
+            trials.append(_run(len(trials), config, r, 0.900 + 0.003 * r - 0.01 * k,
+                               20_000 - 300 * r))
+    return trials
+
+
+def test_an_exhausted_space_spends_the_rest_sharpening_a_decided_front_up_to_its_cap() -> None:
+    """Every place decided (a on the front with P >= 0.95, the rest dominated): while the
+    search explores, a keeps its max_replicates runs; once the space is exhausted it earns one
+    more at a time, up to EXHAUSTED_CAP x max_replicates, and the dominated ones never do."""
+    settings = resolve_settings({"study": {"trials": 100, "max_replicates": 4}})
+    trials = _clear_winner(4)
+    front = front_of(trials, settings).front
+    assert front.probability["a"] >= settings.study.confidence
+    assert set(front.dominated) == {"b", "c", "d"}
+    assert plan(trials, settings) == []  # exploring: a has its max_replicates
+    asked = [(w.configuration, w.replicate) for w in plan(trials, settings, exhausted=True)]
+    assert asked == [("a", 4)]
+    capped = _clear_winner(EXHAUSTED_CAP * 4)
+    assert plan(capped, settings, exhausted=True) == []
