@@ -21,8 +21,9 @@ Compared, over ``--seeds`` seeds each and the same draws of the truth:
 
 Printed per budget: configurations explored, confidently dominated (P <= 0.05; the decisions),
 plausible (P >= 0.5), the plausible front's median 95% interval widths (sharpness, as
-``repeatability.py`` measures it; mean over the seeds whose front has one), wrong decisions (truly Pareto-optimal configurations called dominated),
-the share of fixed K's final dominated set held, and whether the fronts agree on every claim.
+``repeatability.py`` measures it; mean over the seeds whose front has one), wrong decisions
+(truly Pareto-optimal configurations called dominated), the share of fixed K's final
+dominated set held, and whether the fronts agree on every claim.
 Then the runs each search needs to reach fixed K's answer (>= 90% of its dominated set and no
 front claim contradicted, at that budget and every later one; ``repeatability.py``'s rule).
 Goal: racing's median over seeds at most half of fixed K's runs.
